@@ -1,0 +1,290 @@
+//! The single I/O layer through which every checkpoint file operation of the
+//! simulated trainer passes. It numbers the operations; the `op` crash point
+//! kills the process at the N-th one, before it, after it, or half-way
+//! through a write. With a log path it also records the census of operations.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The kind of a numbered file operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Create a directory (and its parents).
+    Mkdir,
+    /// Open a file for writing, creating or truncating it.
+    Create,
+    /// Write bytes to an open file.
+    Write,
+    /// fsync a file.
+    Fsync,
+    /// fsync a directory.
+    FsyncDir,
+    /// Rename over a name.
+    Rename,
+    /// Create a symbolic link.
+    Symlink,
+    /// Remove a name.
+    Unlink,
+    /// Read a whole file.
+    Read,
+    /// Read a symbolic link.
+    ReadLink,
+    /// List a directory.
+    List,
+}
+
+impl OpKind {
+    /// The name used in censuses and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Mkdir => "mkdir",
+            OpKind::Create => "create",
+            OpKind::Write => "write",
+            OpKind::Fsync => "fsync",
+            OpKind::FsyncDir => "fsync-dir",
+            OpKind::Rename => "rename",
+            OpKind::Symlink => "symlink",
+            OpKind::Unlink => "unlink",
+            OpKind::Read => "read",
+            OpKind::ReadLink => "readlink",
+            OpKind::List => "list",
+        }
+    }
+}
+
+/// Where, relative to the numbered operation, the process is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum When {
+    /// Before the operation happens.
+    Before,
+    /// Half-way through a write (for other operations: before it).
+    Mid,
+    /// Right after the operation completed.
+    After,
+}
+
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            When::Before => "before",
+            When::Mid => "mid",
+            When::After => "after",
+        })
+    }
+}
+
+impl FromStr for When {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "before" => Ok(When::Before),
+            "mid" => Ok(When::Mid),
+            "after" => Ok(When::After),
+            other => Err(format!("`{other}` is not before, mid or after")),
+        }
+    }
+}
+
+/// An `op` crash point: kill at operation `index` (1-based), at `when`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpCrash {
+    /// 1-based operation number within one run.
+    pub index: u64,
+    /// Where relative to that operation.
+    pub when: When,
+}
+
+impl fmt::Display for OpCrash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.index, self.when)
+    }
+}
+
+impl FromStr for OpCrash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, w) = s.split_once(':').ok_or_else(|| format!("`{s}` is not INDEX:WHEN"))?;
+        let index: u64 = n.parse().map_err(|_| format!("`{n}` is not an operation number"))?;
+        if index == 0 {
+            return Err("operation numbers start at 1".into());
+        }
+        Ok(OpCrash {
+            index,
+            when: w.parse()?,
+        })
+    }
+}
+
+/// One operation as the census records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRecord {
+    /// 1-based number within the run.
+    pub index: u64,
+    /// What kind of operation.
+    pub kind: OpKind,
+    /// What the trainer was doing ("save step=5", "resume", ...).
+    pub phase: String,
+    /// The path operated on, as the trainer names it.
+    pub path: String,
+}
+
+impl OpRecord {
+    /// One census line: `index<TAB>kind<TAB>phase<TAB>path`.
+    pub fn to_line(&self) -> String {
+        format!("{}\t{}\t{}\t{}", self.index, self.kind.name(), self.phase, self.path)
+    }
+}
+
+/// The numbered I/O layer.
+#[derive(Debug, Default)]
+pub struct Io {
+    count: u64,
+    crash: Option<OpCrash>,
+    phase: String,
+    log: Option<Vec<OpRecord>>,
+}
+
+impl Io {
+    /// An I/O layer that kills at `crash` and records a census when `log` is true.
+    pub fn new(crash: Option<OpCrash>, log: bool) -> Io {
+        Io {
+            count: 0,
+            crash,
+            phase: String::new(),
+            log: log.then(Vec::new),
+        }
+    }
+
+    /// Names what the following operations are for (shown in censuses).
+    pub fn set_phase(&mut self, phase: impl Into<String>) {
+        self.phase = phase.into();
+    }
+
+    /// Operations performed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The recorded census, if recording.
+    pub fn records(&self) -> &[OpRecord] {
+        self.log.as_deref().unwrap_or(&[])
+    }
+
+    /// Numbers the next operation; dies if the crash point says "before".
+    fn begin(&mut self, kind: OpKind, path: &Path) -> Option<When> {
+        self.count += 1;
+        if let Some(log) = &mut self.log {
+            log.push(OpRecord {
+                index: self.count,
+                kind,
+                phase: self.phase.clone(),
+                path: path.display().to_string(),
+            });
+        }
+        match self.crash {
+            Some(c) if c.index == self.count => {
+                if c.when == When::Before || (c.when == When::Mid && kind != OpKind::Write) {
+                    crate::sys::kill_self();
+                }
+                Some(c.when)
+            }
+            _ => None,
+        }
+    }
+
+    fn end(&self, armed: Option<When>) {
+        if armed == Some(When::After) {
+            crate::sys::kill_self();
+        }
+    }
+
+    fn run<T>(
+        &mut self,
+        kind: OpKind,
+        path: &Path,
+        f: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let armed = self.begin(kind, path);
+        let out = f();
+        self.end(armed);
+        out
+    }
+
+    /// Creates `dir` and its parents.
+    pub fn mkdir_all(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.run(OpKind::Mkdir, dir, || std::fs::create_dir_all(dir))
+    }
+
+    /// Opens `path` for writing, creating or truncating it.
+    pub fn create(&mut self, path: &Path) -> std::io::Result<File> {
+        self.run(OpKind::Create, path, || {
+            OpenOptions::new().write(true).create(true).truncate(true).open(path)
+        })
+    }
+
+    /// Writes all of `bytes`; a `mid` crash point writes half and dies.
+    pub fn write(&mut self, file: &mut File, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let armed = self.begin(OpKind::Write, path);
+        if armed == Some(When::Mid) {
+            let _ = file.write_all(&bytes[..bytes.len() / 2]);
+            crate::sys::kill_self();
+        }
+        let out = file.write_all(bytes);
+        self.end(armed);
+        out
+    }
+
+    /// fsyncs an open file.
+    pub fn fsync(&mut self, file: &File, path: &Path) -> std::io::Result<()> {
+        self.run(OpKind::Fsync, path, || file.sync_all())
+    }
+
+    /// fsyncs a directory, making the names in it durable.
+    pub fn fsync_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.run(OpKind::FsyncDir, dir, || File::open(dir)?.sync_all())
+    }
+
+    /// Renames `from` over `to`.
+    pub fn rename(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.run(OpKind::Rename, to, || std::fs::rename(from, to))
+    }
+
+    /// Creates the symbolic link `link` pointing at `target`.
+    pub fn symlink(&mut self, target: &Path, link: &Path) -> std::io::Result<()> {
+        self.run(OpKind::Symlink, link, || std::os::unix::fs::symlink(target, link))
+    }
+
+    /// Removes the name `path` (a file or a link, never a directory's content).
+    pub fn unlink(&mut self, path: &Path) -> std::io::Result<()> {
+        self.run(OpKind::Unlink, path, || std::fs::remove_file(path))
+    }
+
+    /// Reads a whole file, following links.
+    pub fn read(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.run(OpKind::Read, path, || {
+            let mut buf = Vec::new();
+            File::open(path)?.read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+    }
+
+    /// Reads the target of a symbolic link.
+    pub fn read_link(&mut self, path: &Path) -> std::io::Result<PathBuf> {
+        self.run(OpKind::ReadLink, path, || std::fs::read_link(path))
+    }
+
+    /// Lists the names in a directory, sorted.
+    pub fn list(&mut self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.run(OpKind::List, dir, || {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+}

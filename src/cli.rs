@@ -1,0 +1,493 @@
+//! The command line: `run`, `certify`, `sim` and `zoo`. Each command parses
+//! its flags, calls the library, prints, and returns an exit status; errors
+//! the user can fix come back as [`CliError`] with status 2.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::campaign::{Campaign, CampaignError, LayoutResult, Workspace};
+use crate::inject::{CrashPlan, Mode, Selection};
+use crate::layout::Layout;
+use crate::oracle::{ResumeMode, Target};
+use crate::report::{self, Report, ScenarioRow};
+use crate::runner::Subject;
+use crate::scenario::{Expect, Scenario};
+use crate::sim::SimSettings;
+use crate::zoo::Mutant;
+
+/// Exit status: everything as expected / certified.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: failures found (or a verdict other than expected).
+pub const EXIT_FAIL: i32 = 1;
+/// Exit status: unusable input.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Certifies that a training program survives being killed at any moment
+/// while it saves, relinks or resumes a checkpoint.
+#[derive(Debug, Parser)]
+#[command(name = "crashpoint", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenario files (default: every scenarios/*.toml) and print the verdict table.
+    Run(RunArgs),
+    /// Certify any training program through the subject protocol.
+    Certify(CertifyArgs),
+    /// The simulated trainer, as a subject speaking the protocol (started by the harness).
+    Sim(SimSettings),
+    /// The bug zoo.
+    Zoo(ZooArgs),
+}
+
+/// Flags of `crashpoint run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files; default: every *.toml in ./scenarios.
+    pub files: Vec<PathBuf>,
+    /// Switch this zoo mutant on in every scenario (expect failures then).
+    #[arg(long)]
+    pub mutant: Option<Mutant>,
+    /// Only these layouts (repeatable).
+    #[arg(long = "layout")]
+    pub layouts: Vec<Layout>,
+    /// Run only this crash plan (a replay), e.g. op:17:mid,op:3:before; `none` for no crash.
+    #[arg(long)]
+    pub crash: Option<String>,
+    /// Parallel workers (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+/// Flags of `crashpoint certify` (PROTOCOL.md).
+#[derive(Debug, Args)]
+pub struct CertifyArgs {
+    /// Comma-separated layouts (default: all seven).
+    #[arg(long, value_delimiter = ',')]
+    pub layouts: Vec<Layout>,
+    /// How crashes are placed (default: syscall where tracing works, else time).
+    #[arg(long, value_parser = parse_external_mode)]
+    pub mode: Option<Mode>,
+    /// Try every crash point of the census.
+    #[arg(long, conflicts_with = "cases")]
+    pub exhaustive: bool,
+    /// Try N crash points drawn from the seed.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cases: Option<u64>,
+    /// CRASHPOINT_MAX_STEPS.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: u64,
+    /// CRASHPOINT_SEED, also the seed that draws crash points.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// What resume runs get: path, last, best, or a file name in the checkpoint directory.
+    #[arg(long, default_value = "path")]
+    pub resume_arg: String,
+    /// Per-run time limit in seconds (default: 10 times the slowest reference run, at least 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Crashes per case; later ones land in resume runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub crashes: u32,
+    /// Fault model: kill or power-loss.
+    #[arg(long, default_value = "kill")]
+    pub fault: String,
+    /// With power-loss: further legal disk states to draw per crash.
+    #[arg(long)]
+    pub states: Option<u32>,
+    /// Run only this crash plan (a replay), e.g. syscall:17.
+    #[arg(long)]
+    pub crash: Option<String>,
+    /// Parallel workers (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// The subject's command.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+fn parse_external_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "syscall" => Ok(Mode::Syscall),
+        "time" => Ok(Mode::Time),
+        other => Err(format!("`{other}` is not a mode for certify (syscall or time)")),
+    }
+}
+
+/// Flags of `crashpoint zoo`.
+#[derive(Debug, Args)]
+pub struct ZooArgs {
+    /// List the mutants with a one-line description.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// A mistake the user can fix: printed as `error: ...`, exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A scenario file is malformed or unreadable.
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    /// The scenarios directory is missing or empty.
+    #[error("no scenario files: {0}")]
+    NoScenarios(String),
+    /// A flag value is wrong.
+    #[error("{0}")]
+    Flag(String),
+    /// The subject cannot be certified (not found, nondeterministic, unusable).
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
+    /// A report file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Campaign(CampaignError::Interrupted) => 130,
+            _ => EXIT_USAGE,
+        }
+    }
+}
+
+/// How this program was invoked, for replay commands: the path as typed
+/// when it has a `/` (pastes from the same directory), else `crashpoint`.
+fn self_name() -> String {
+    std::env::args()
+        .next()
+        .filter(|a| a.contains('/'))
+        .unwrap_or_else(|| "crashpoint".to_string())
+}
+
+fn jobs(j: Option<usize>) -> usize {
+    j.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
+}
+
+fn parse_plan(s: &Option<String>) -> Result<Option<CrashPlan>, CliError> {
+    match s.as_deref() {
+        None => Ok(None),
+        Some("none") => Ok(Some(CrashPlan { points: Vec::new() })),
+        Some(p) => p.parse().map(Some).map_err(|e| CliError::Flag(format!("--crash: {e}"))),
+    }
+}
+
+fn write_reports(json: &Option<PathBuf>, junit: &Option<PathBuf>, reports: &[&Report]) -> Result<(), CliError> {
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|source| CliError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    if let Some(p) = json {
+        let value = if reports.len() == 1 {
+            serde_json::to_value(reports[0])
+        } else {
+            serde_json::to_value(reports)
+        };
+        write(p, serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default() + "\n")?;
+    }
+    if let Some(p) = junit {
+        write(p, report::junit(reports))?;
+    }
+    Ok(())
+}
+
+/// Prints per-layout progress on stderr when it is a terminal.
+fn progress(layout: Layout, done: usize, total: usize) {
+    if std::io::stderr().is_terminal() && (done == total || done % 16 == 0) {
+        eprint!("\r  {layout}: {done}/{total} cases   ");
+        if done == total {
+            eprintln!();
+        }
+    }
+}
+
+/// Runs the command line; returns the exit status.
+pub fn main(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Certify(a) => certify(a),
+        Command::Sim(s) => Ok(sim(&s)),
+        Command::Zoo(a) => zoo(a),
+    }
+}
+
+fn sim(settings: &SimSettings) -> i32 {
+    if let Some((field, problem)) = settings.problem() {
+        eprintln!("error: --{}: {problem}", field.replace('_', "-"));
+        return EXIT_USAGE;
+    }
+    match crate::sim::trainer::run(settings, |k| std::env::var(k).ok()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn zoo(a: ZooArgs) -> Result<i32, CliError> {
+    if !a.list {
+        return Err(CliError::Flag("`crashpoint zoo` needs --list for now".into()));
+    }
+    let width = Mutant::ALL.iter().map(|m| m.name().len()).max().unwrap_or(0);
+    for m in Mutant::ALL {
+        println!("{:width$}  {}", m.name(), m.description());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Every `*.toml` in `./scenarios`, sorted.
+fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
+    let dir = Path::new("scenarios");
+    let read = std::fs::read_dir(dir)
+        .map_err(|e| CliError::NoScenarios(format!("cannot read ./scenarios ({e}); run from the project directory or name files")))?;
+    let mut files: Vec<PathBuf> = read
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CliError::NoScenarios("./scenarios holds no *.toml file".into()));
+    }
+    Ok(files)
+}
+
+/// The campaign of one scenario.
+pub fn scenario_campaign(s: &Scenario, jobs: usize, only: Option<CrashPlan>) -> Result<Campaign, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
+    let mut args: Vec<OsString> = vec!["sim".into()];
+    args.extend(s.trainer.to_args().into_iter().map(OsString::from));
+    Ok(Campaign {
+        target: Target {
+            subject: Subject {
+                program: exe.into_os_string(),
+                args,
+                sim: true,
+            },
+            mode: s.mode,
+            max_steps: s.max_steps,
+            seed: s.seed,
+            resume: s.resume.clone(),
+            timeout: s.timeout_secs.map(Duration::from_secs),
+        },
+        layouts: s.layouts.clone(),
+        selection: s.selection,
+        crashes: s.crashes,
+        crash_seed: s.crash_seed,
+        only,
+        jobs,
+    })
+}
+
+/// The replay command of one case of a scenario.
+fn run_replay(s: &Scenario, mutant: Option<Mutant>, layout: Layout, plan: Option<&CrashPlan>) -> String {
+    let mut w = vec![self_name(), "run".into(), s.path.display().to_string()];
+    if let Some(m) = mutant {
+        w.extend(["--mutant".into(), m.name().into()]);
+    }
+    w.extend(["--layout".into(), layout.name().into(), "--crash".into()]);
+    w.push(match plan {
+        Some(p) if !p.points.is_empty() => p.to_string(),
+        _ => "none".into(),
+    });
+    report::shell_join(w)
+}
+
+fn expected_text(e: &Expect) -> String {
+    match e {
+        Expect::Pass => "pass".into(),
+        Expect::Fail(k) if k.is_empty() => "fail".into(),
+        Expect::Fail(k) => format!("fail: {}", k.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")),
+    }
+}
+
+/// Does a report match what its scenario expects?
+pub fn as_expected(expect: &Expect, report: &Report) -> bool {
+    match expect {
+        Expect::Pass => report.certified,
+        Expect::Fail(kinds) => !report.certified && kinds.iter().all(|k| report.kinds().contains(k)),
+    }
+}
+
+fn run(a: RunArgs) -> Result<i32, CliError> {
+    let files = if a.files.is_empty() { default_scenarios()? } else { a.files.clone() };
+    let only = parse_plan(&a.crash)?;
+    // Every file is parsed before anything runs: one bad file, nothing runs.
+    let mut scenarios = Vec::new();
+    for f in &files {
+        let mut s = Scenario::load(f)?;
+        if let Some(m) = a.mutant {
+            s.trainer.mutants = vec![m];
+            s.expect = Expect::Fail(Vec::new());
+        }
+        if !a.layouts.is_empty() {
+            s.layouts.retain(|l| a.layouts.contains(l));
+        }
+        if only.is_some() && s.layouts.len() != 1 {
+            return Err(CliError::Flag("--crash replays one case: give exactly one --layout".into()));
+        }
+        scenarios.push(s);
+    }
+    let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
+    let mut reports = Vec::new();
+    for s in &scenarios {
+        if s.layouts.is_empty() {
+            continue;
+        }
+        let campaign = scenario_campaign(s, jobs(a.jobs), only.clone())?;
+        let work = ws.path().join(&s.name);
+        let results: Vec<LayoutResult> = campaign.run(&work, &progress)?;
+        let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p);
+        let r = Report::build(&s.name, "kill", &results, &replay);
+        reports.push((s, r));
+    }
+    let rows: Vec<ScenarioRow<'_>> = reports
+        .iter()
+        .map(|(s, r)| ScenarioRow {
+            report: r,
+            expected: expected_text(&s.expect),
+            as_expected: as_expected(&s.expect, r),
+        })
+        .collect();
+    print!("{}", report::run_table(&rows));
+    let mut all_ok = true;
+    for row in &rows {
+        if !row.as_expected || (!row.report.certified && a.mutant.is_some()) {
+            print!("{}", report::failure_list(row.report, 3));
+        }
+        all_ok &= row.as_expected;
+        for w in row.report.warnings.iter().take(5) {
+            println!("warning: {}: {w}", row.report.name);
+        }
+    }
+    let total: usize = rows.iter().map(|r| r.report.cases).sum();
+    println!(
+        "{} scenarios, {total} cases: {}",
+        rows.len(),
+        if all_ok { "every verdict as expected" } else { "UNEXPECTED verdicts" }
+    );
+    let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
+    write_reports(&a.json, &a.junit, &refs)?;
+    Ok(if all_ok { EXIT_OK } else { EXIT_FAIL })
+}
+
+fn certify(a: CertifyArgs) -> Result<i32, CliError> {
+    if a.fault != "kill" {
+        return Err(CliError::Flag(format!(
+            "--fault {}: only the `kill` fault model is implemented in this version",
+            a.fault
+        )));
+    }
+    if a.states.is_some() {
+        return Err(CliError::Flag("--states goes with --fault power-loss".into()));
+    }
+    let only = parse_plan(&a.crash)?;
+    let layouts = if a.layouts.is_empty() { Layout::ALL.to_vec() } else { a.layouts.clone() };
+    if only.is_some() && layouts.len() != 1 {
+        return Err(CliError::Flag("--crash replays one case: give exactly one layout in --layouts".into()));
+    }
+    let mode = match a.mode {
+        Some(m) => m,
+        None => Mode::Time,
+    };
+    let selection = if a.exhaustive {
+        Selection::All
+    } else {
+        Selection::Sample(a.cases.map(|c| c as usize).unwrap_or(256))
+    };
+    let mut words = a.command.iter().map(|w| w.to_string_lossy().into_owned());
+    let program = words.next().unwrap_or_default();
+    let args: Vec<OsString> = a.command[1..].to_vec();
+    let campaign = Campaign {
+        target: Target {
+            subject: Subject {
+                program: program.clone().into(),
+                args,
+                sim: false,
+            },
+            mode,
+            max_steps: a.max_steps,
+            seed: a.seed,
+            resume: ResumeMode::parse(&a.resume_arg),
+            timeout: a.timeout.map(Duration::from_secs),
+        },
+        layouts,
+        selection,
+        crashes: a.crashes,
+        crash_seed: a.seed,
+        only,
+        jobs: jobs(a.jobs),
+    };
+    let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
+    let results = campaign.run(ws.path(), &progress)?;
+    let command: Vec<String> = a.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
+    let replay = |l: Layout, p: Option<&CrashPlan>| {
+        let mut w = vec![self_name(), "certify".into(), "--layouts".into(), l.name().into()];
+        w.extend(["--mode".into(), mode_name(mode).into()]);
+        w.extend(["--max-steps".into(), a.max_steps.to_string(), "--seed".into(), a.seed.to_string()]);
+        if a.resume_arg != "path" {
+            w.extend(["--resume-arg".into(), a.resume_arg.clone()]);
+        }
+        if let Some(t) = a.timeout {
+            w.extend(["--timeout".into(), t.to_string()]);
+        }
+        w.extend(["--crash".into(), match p {
+            Some(p) if !p.points.is_empty() => p.to_string(),
+            _ => "none".into(),
+        }]);
+        w.push("--".into());
+        w.extend(command.iter().cloned());
+        report::shell_join(w)
+    };
+    let r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
+    print!("{}", report::certify_table(&r));
+    print!("{}", report::failure_list(&r, 3));
+    for w in r.warnings.iter().take(10) {
+        println!("warning: {w}");
+    }
+    println!(
+        "{} cases, fault model: kill: {}",
+        r.cases,
+        if r.certified { "CERTIFIED" } else { "NOT certified" }
+    );
+    write_reports(&a.json, &a.junit, &[&r])?;
+    Ok(if r.certified { EXIT_OK } else { EXIT_FAIL })
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Op => "op",
+        Mode::Syscall => "syscall",
+        Mode::Time => "time",
+    }
+}

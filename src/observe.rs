@@ -1,0 +1,184 @@
+//! What a run left behind, as the oracle judges it: the state file, and a
+//! snapshot of the checkpoint directory (names, kinds, where links resolve).
+//! Inspection never follows a link out of the sandbox for anything but
+//! `stat`, and never writes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::StateFile;
+
+/// One entry of a checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Entry {
+    /// The file name.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// The kind of a directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link: its target as written, and where it resolves.
+    Link {
+        /// The target as stored in the link.
+        target: String,
+        /// Where it resolves.
+        resolves: Resolution,
+    },
+}
+
+/// Where a link resolves, described independently of the sandbox's location.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "to", content = "path")]
+pub enum Resolution {
+    /// To this name inside the checkpoint directory.
+    InDir(String),
+    /// To this path inside the sandbox but outside the checkpoint directory.
+    InSandbox(String),
+    /// Outside the sandbox.
+    Outside(String),
+    /// Nowhere: the target does not exist.
+    Dangling,
+}
+
+/// The checkpoint directory after a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DirSnapshot {
+    /// Does the directory exist at all?
+    pub exists: bool,
+    /// Its entries, sorted by name.
+    pub entries: Vec<Entry>,
+}
+
+impl DirSnapshot {
+    /// Takes a snapshot of `dir` (which may be reached through a link) inside
+    /// the sandbox `root`.
+    pub fn take(dir: &Path, root: &Path) -> DirSnapshot {
+        let Ok(real_dir) = dir.canonicalize() else {
+            return DirSnapshot::default();
+        };
+        let Ok(read) = std::fs::read_dir(&real_dir) else {
+            return DirSnapshot::default();
+        };
+        let mut entries = Vec::new();
+        for e in read.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = real_dir.join(&name);
+            let Ok(meta) = path.symlink_metadata() else { continue };
+            let kind = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                let resolves = match path.canonicalize() {
+                    Err(_) => Resolution::Dangling,
+                    Ok(p) => match (p.strip_prefix(&real_dir), p.strip_prefix(root)) {
+                        (Ok(rel), _) => Resolution::InDir(rel.display().to_string()),
+                        (_, Ok(rel)) => Resolution::InSandbox(rel.display().to_string()),
+                        _ => Resolution::Outside(p.display().to_string()),
+                    },
+                };
+                EntryKind::Link { target, resolves }
+            } else if meta.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            };
+            entries.push(Entry { name, kind });
+        }
+        entries.sort();
+        DirSnapshot {
+            exists: true,
+            entries,
+        }
+    }
+
+    /// The entry named `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The entries whose names end in `.ckpt`: what `dir-mismatch` compares.
+    pub fn checkpoints(&self) -> Vec<&Entry> {
+        self.entries.iter().filter(|e| e.name.ends_with(".ckpt")).collect()
+    }
+
+    /// Entries that are neither checkpoints nor links: temporary files and
+    /// the like, reported as warnings when the reference has none of them.
+    pub fn others(&self) -> Vec<&Entry> {
+        self.entries.iter().filter(|e| !e.name.ends_with(".ckpt")).collect()
+    }
+
+    /// Is there something under `name` a user could resume from (a file, or
+    /// a link to one)?
+    pub fn loadable(&self, name: &str) -> bool {
+        match self.get(name).map(|e| &e.kind) {
+            Some(EntryKind::File) => true,
+            Some(EntryKind::Link { resolves, .. }) => !matches!(resolves, Resolution::Dangling),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            EntryKind::File => write!(f, "{}", self.name),
+            EntryKind::Dir => write!(f, "{}/", self.name),
+            EntryKind::Link { target, resolves } => {
+                let to = match resolves {
+                    Resolution::InDir(n) => n.clone(),
+                    Resolution::InSandbox(p) => format!("<sandbox>/{p}"),
+                    Resolution::Outside(p) => format!("outside: {p}"),
+                    Resolution::Dangling => "dangling".into(),
+                };
+                write!(f, "{} -> {} ({})", self.name, target, to)
+            }
+        }
+    }
+}
+
+/// Why a state file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The subject exited 0 but wrote no state file.
+    #[error("exited 0 but wrote no state file to CRASHPOINT_STATE_OUT")]
+    Missing,
+    /// The state file is not the JSON object the protocol asks for.
+    #[error("state file is not valid protocol JSON: {0}")]
+    Malformed(String),
+}
+
+/// Reads the state file a run wrote.
+pub fn read_state(path: &Path) -> Result<StateFile, StateError> {
+    let text = std::fs::read(path).map_err(|_| StateError::Missing)?;
+    serde_json::from_slice(&text).map_err(|e| StateError::Malformed(e.to_string()))
+}
+
+/// The file names of the harness's own per-case files, outside the sandbox.
+#[derive(Debug, Clone)]
+pub struct HarnessFiles {
+    /// The state file.
+    pub state: PathBuf,
+    /// The events file.
+    pub events: PathBuf,
+    /// The op census of the simulated trainer.
+    pub op_log: PathBuf,
+}
+
+impl HarnessFiles {
+    /// The files under `dir` (created by the caller).
+    pub fn in_dir(dir: &Path) -> HarnessFiles {
+        HarnessFiles {
+            state: dir.join("state.json"),
+            events: dir.join("events"),
+            op_log: dir.join("oplog"),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The subject protocol v1 (PROTOCOL.md): the environment a subject run gets,
+//! the state file it writes when done, and the events it may append. Both
+//! sides use these definitions: the runner to set up runs and read results,
+//! the simulated trainer to take part.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `CRASHPOINT_PROTOCOL`: the protocol version, `1`.
+pub const PROTOCOL: &str = "CRASHPOINT_PROTOCOL";
+/// `CRASHPOINT_CKPT_DIR`: the checkpoint directory as a user would write it.
+pub const CKPT_DIR: &str = "CRASHPOINT_CKPT_DIR";
+/// `CRASHPOINT_MAX_STEPS`: train until the global step equals this.
+pub const MAX_STEPS: &str = "CRASHPOINT_MAX_STEPS";
+/// `CRASHPOINT_SEED`: the one seed.
+pub const SEED: &str = "CRASHPOINT_SEED";
+/// `CRASHPOINT_RESUME`: absent on a fresh run; the resume argument otherwise.
+pub const RESUME: &str = "CRASHPOINT_RESUME";
+/// `CRASHPOINT_STATE_OUT`: where the final state JSON goes.
+pub const STATE_OUT: &str = "CRASHPOINT_STATE_OUT";
+/// `CRASHPOINT_EVENTS`: optional events file.
+pub const EVENTS: &str = "CRASHPOINT_EVENTS";
+/// Extension for the simulated trainer: the `op` crash point, `INDEX:WHEN`.
+pub const OP_CRASH: &str = "CRASHPOINT_OP_CRASH";
+/// Extension for the simulated trainer: where to write the operation census.
+pub const OP_LOG: &str = "CRASHPOINT_OP_LOG";
+
+/// Every variable of the protocol and its extensions: removed from the
+/// harness's own environment before a subject gets its own values.
+pub const ALL_VARS: [&str; 9] = [
+    PROTOCOL, CKPT_DIR, MAX_STEPS, SEED, RESUME, STATE_OUT, EVENTS, OP_CRASH, OP_LOG,
+];
+
+/// The state file a subject writes when it reaches `MAX_STEPS`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateFile {
+    /// The global step reached.
+    pub step: u64,
+    /// A digest of the complete training state; compared as a string.
+    pub digest: String,
+    /// The step the run started from (0 or null when fresh).
+    #[serde(default)]
+    pub resumed_from_step: Option<u64>,
+    /// Optional per-part digests.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// One line of the events file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `saved <step> <path>`: a save is complete by the subject's own standard.
+    Saved {
+        /// The step saved.
+        step: u64,
+        /// The file, as the subject names it.
+        path: String,
+    },
+    /// `resumed <step>` (optional extension): a run resumed from this step.
+    Resumed {
+        /// The step resumed from.
+        step: u64,
+    },
+    /// `state <step> <part>=<digest> ...` (optional extension): per-part
+    /// digests of the state at a step (after restoring, and after each
+    /// step), so a mismatch can name where it began.
+    State {
+        /// The step.
+        step: u64,
+        /// Part name to digest.
+        parts: BTreeMap<String, String>,
+    },
+}
+
+impl Event {
+    /// Parses one line; unknown or malformed lines give `None` (they are ignored).
+    ///
+    /// ```
+    /// use crashpoint::protocol::Event;
+    /// assert_eq!(Event::parse("saved 5 ckpt/last.ckpt"),
+    ///            Some(Event::Saved { step: 5, path: "ckpt/last.ckpt".into() }));
+    /// assert_eq!(Event::parse("resumed 10"), Some(Event::Resumed { step: 10 }));
+    /// assert!(matches!(Event::parse("state 3 params=ab rng=cd"), Some(Event::State { step: 3, .. })));
+    /// assert_eq!(Event::parse("hello"), None);
+    /// ```
+    pub fn parse(line: &str) -> Option<Event> {
+        let mut words = line.splitn(3, ' ');
+        match (words.next()?, words.next()?.trim().parse().ok()?) {
+            ("saved", step) => Some(Event::Saved {
+                step,
+                path: words.next().unwrap_or("").trim_end().to_string(),
+            }),
+            ("resumed", step) => Some(Event::Resumed { step }),
+            ("state", step) => Some(Event::State {
+                step,
+                parts: words
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Reads every event of a file (a missing file has none).
+    pub fn read_all(path: &Path) -> Vec<Event> {
+        std::fs::read_to_string(path)
+            .map(|s| s.lines().filter_map(Event::parse).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What a subject reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectEnv {
+    /// `CRASHPOINT_CKPT_DIR`.
+    pub ckpt_dir: PathBuf,
+    /// `CRASHPOINT_MAX_STEPS`.
+    pub max_steps: u64,
+    /// `CRASHPOINT_SEED`.
+    pub seed: u64,
+    /// `CRASHPOINT_RESUME`.
+    pub resume: Option<String>,
+    /// `CRASHPOINT_STATE_OUT`.
+    pub state_out: PathBuf,
+    /// `CRASHPOINT_EVENTS`.
+    pub events: Option<PathBuf>,
+}
+
+/// A protocol variable is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}: {problem} (is this run started by crashpoint?)")]
+pub struct EnvError {
+    /// The variable.
+    pub var: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl SubjectEnv {
+    /// Reads the protocol variables through `get` (usually `std::env::var`).
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<SubjectEnv, EnvError> {
+        let need = |var: &'static str| {
+            get(var).filter(|v| !v.is_empty()).ok_or(EnvError {
+                var,
+                problem: "not set".into(),
+            })
+        };
+        let num = |var: &'static str| -> Result<u64, EnvError> {
+            let v = need(var)?;
+            v.parse().map_err(|_| EnvError {
+                var,
+                problem: format!("`{v}` is not a non-negative integer"),
+            })
+        };
+        Ok(SubjectEnv {
+            ckpt_dir: PathBuf::from(need(CKPT_DIR)?),
+            max_steps: num(MAX_STEPS)?,
+            seed: num(SEED)?,
+            resume: get(RESUME).filter(|v| !v.is_empty()),
+            state_out: PathBuf::from(need(STATE_OUT)?),
+            events: get(EVENTS).filter(|v| !v.is_empty()).map(PathBuf::from),
+        })
+    }
+}
