@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use crate::inject::{self, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, Reference, ReferenceError, Target};
+use crate::runner::Subject;
+use crate::scenario::Scenario;
+use std::ffi::OsString;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -79,7 +82,9 @@ impl Workspace {
     pub fn create() -> std::io::Result<Workspace> {
         let base = std::env::temp_dir();
         remove_stale(&base);
-        let dir = tempfile::Builder::new().prefix("crashpoint-").tempdir_in(&base)?;
+        let dir = tempfile::Builder::new()
+            .prefix("crashpoint-")
+            .tempdir_in(&base)?;
         std::fs::write(dir.path().join(MARKER), std::process::id().to_string())?;
         Ok(Workspace { dir })
     }
@@ -93,14 +98,20 @@ impl Workspace {
 /// Removes `crashpoint-*` directories in `base` whose marker names a process
 /// that is gone. Anything without a marker is left alone.
 pub fn remove_stale(base: &Path) {
-    let Ok(read) = std::fs::read_dir(base) else { return };
+    let Ok(read) = std::fs::read_dir(base) else {
+        return;
+    };
     for e in read.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("crashpoint-") || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }
-        let Ok(pid) = std::fs::read_to_string(e.path().join(MARKER)) else { continue };
-        let Ok(pid) = pid.trim().parse::<u32>() else { continue };
+        let Ok(pid) = std::fs::read_to_string(e.path().join(MARKER)) else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -114,6 +125,38 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 pub type Progress<'a> = &'a (dyn Fn(Layout, usize, usize) + Sync);
 
 impl Campaign {
+    /// The campaign of a scenario: the simulated trainer `sim_exe sim ...`
+    /// (the `crashpoint` binary) with the scenario's settings.
+    pub fn for_scenario(
+        s: &Scenario,
+        sim_exe: &Path,
+        jobs: usize,
+        only: Option<CrashPlan>,
+    ) -> Campaign {
+        let mut args: Vec<OsString> = vec!["sim".into()];
+        args.extend(s.trainer.to_args().into_iter().map(OsString::from));
+        Campaign {
+            target: Target {
+                subject: Subject {
+                    program: sim_exe.as_os_str().to_os_string(),
+                    args,
+                    sim: true,
+                },
+                mode: s.mode,
+                max_steps: s.max_steps,
+                seed: s.seed,
+                resume: s.resume.clone(),
+                timeout: s.timeout_secs.map(Duration::from_secs),
+            },
+            layouts: s.layouts.clone(),
+            selection: s.selection,
+            crashes: s.crashes,
+            crash_seed: s.crash_seed,
+            only,
+            jobs,
+        }
+    }
+
     /// The plans of one layout, from its reference's census.
     pub fn plans(&self, reference: &Reference) -> Vec<CrashPlan> {
         if let Some(only) = &self.only {
@@ -130,14 +173,22 @@ impl Campaign {
     }
 
     /// Runs every layout; `work` is an empty directory for the sandboxes.
-    pub fn run(&self, work: &Path, progress: Progress<'_>) -> Result<Vec<LayoutResult>, CampaignError> {
+    pub fn run(
+        &self,
+        work: &Path,
+        progress: Progress<'_>,
+    ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
         for &layout in &self.layouts {
             let start = Instant::now();
             let scratch = work.join(layout.name());
             std::fs::create_dir_all(&scratch)?;
             let reference = oracle::reference(&self.target, layout, &scratch)?;
-            let plans = if reference.findings.is_empty() { self.plans(&reference) } else { Vec::new() };
+            let plans = if reference.findings.is_empty() {
+                self.plans(&reference)
+            } else {
+                Vec::new()
+            };
             let outcomes = self.run_cases(&reference, &plans, &scratch, progress)?;
             let _ = std::fs::remove_dir_all(&scratch);
             out.push(LayoutResult {
@@ -179,7 +230,11 @@ impl Campaign {
                     if let Ok(mut slots) = slots.lock() {
                         slots[i] = Some(r);
                     }
-                    progress(reference.layout, done.fetch_add(1, Ordering::SeqCst) + 1, plans.len());
+                    progress(
+                        reference.layout,
+                        done.fetch_add(1, Ordering::SeqCst) + 1,
+                        plans.len(),
+                    );
                 });
             }
         });

@@ -131,7 +131,9 @@ fn parse_external_mode(s: &str) -> Result<Mode, String> {
     match s {
         "syscall" => Ok(Mode::Syscall),
         "time" => Ok(Mode::Time),
-        other => Err(format!("`{other}` is not a mode for certify (syscall or time)")),
+        other => Err(format!(
+            "`{other}` is not a mode for certify (syscall or time)"
+        )),
     }
 }
 
@@ -188,18 +190,30 @@ fn self_name() -> String {
 }
 
 fn jobs(j: Option<usize>) -> usize {
-    j.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
+    j.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+    .max(1)
 }
 
 fn parse_plan(s: &Option<String>) -> Result<Option<CrashPlan>, CliError> {
     match s.as_deref() {
         None => Ok(None),
         Some("none") => Ok(Some(CrashPlan { points: Vec::new() })),
-        Some(p) => p.parse().map(Some).map_err(|e| CliError::Flag(format!("--crash: {e}"))),
+        Some(p) => p
+            .parse()
+            .map(Some)
+            .map_err(|e| CliError::Flag(format!("--crash: {e}"))),
     }
 }
 
-fn write_reports(json: &Option<PathBuf>, junit: &Option<PathBuf>, reports: &[&Report]) -> Result<(), CliError> {
+fn write_reports(
+    json: &Option<PathBuf>,
+    junit: &Option<PathBuf>,
+    reports: &[&Report],
+) -> Result<(), CliError> {
     let write = |path: &Path, text: String| {
         std::fs::write(path, text).map_err(|source| CliError::Write {
             path: path.display().to_string(),
@@ -212,7 +226,10 @@ fn write_reports(json: &Option<PathBuf>, junit: &Option<PathBuf>, reports: &[&Re
         } else {
             serde_json::to_value(reports)
         };
-        write(p, serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default() + "\n")?;
+        write(
+            p,
+            serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default() + "\n",
+        )?;
     }
     if let Some(p) = junit {
         write(p, report::junit(reports))?;
@@ -256,9 +273,15 @@ fn sim(settings: &SimSettings) -> i32 {
 
 fn zoo(a: ZooArgs) -> Result<i32, CliError> {
     if !a.list {
-        return Err(CliError::Flag("`crashpoint zoo` needs --list for now".into()));
+        return Err(CliError::Flag(
+            "`crashpoint zoo` needs --list for now".into(),
+        ));
     }
-    let width = Mutant::ALL.iter().map(|m| m.name().len()).max().unwrap_or(0);
+    let width = Mutant::ALL
+        .iter()
+        .map(|m| m.name().len())
+        .max()
+        .unwrap_or(0);
     for m in Mutant::ALL {
         println!("{:width$}  {}", m.name(), m.description());
     }
@@ -268,8 +291,11 @@ fn zoo(a: ZooArgs) -> Result<i32, CliError> {
 /// Every `*.toml` in `./scenarios`, sorted.
 fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
     let dir = Path::new("scenarios");
-    let read = std::fs::read_dir(dir)
-        .map_err(|e| CliError::NoScenarios(format!("cannot read ./scenarios ({e}); run from the project directory or name files")))?;
+    let read = std::fs::read_dir(dir).map_err(|e| {
+        CliError::NoScenarios(format!(
+            "cannot read ./scenarios ({e}); run from the project directory or name files"
+        ))
+    })?;
     let mut files: Vec<PathBuf> = read
         .flatten()
         .map(|e| e.path())
@@ -277,40 +303,20 @@ fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(CliError::NoScenarios("./scenarios holds no *.toml file".into()));
+        return Err(CliError::NoScenarios(
+            "./scenarios holds no *.toml file".into(),
+        ));
     }
     Ok(files)
 }
 
-/// The campaign of one scenario.
-pub fn scenario_campaign(s: &Scenario, jobs: usize, only: Option<CrashPlan>) -> Result<Campaign, CliError> {
-    let exe = std::env::current_exe().map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
-    let mut args: Vec<OsString> = vec!["sim".into()];
-    args.extend(s.trainer.to_args().into_iter().map(OsString::from));
-    Ok(Campaign {
-        target: Target {
-            subject: Subject {
-                program: exe.into_os_string(),
-                args,
-                sim: true,
-            },
-            mode: s.mode,
-            max_steps: s.max_steps,
-            seed: s.seed,
-            resume: s.resume.clone(),
-            timeout: s.timeout_secs.map(Duration::from_secs),
-        },
-        layouts: s.layouts.clone(),
-        selection: s.selection,
-        crashes: s.crashes,
-        crash_seed: s.crash_seed,
-        only,
-        jobs,
-    })
-}
-
 /// The replay command of one case of a scenario.
-fn run_replay(s: &Scenario, mutant: Option<Mutant>, layout: Layout, plan: Option<&CrashPlan>) -> String {
+fn run_replay(
+    s: &Scenario,
+    mutant: Option<Mutant>,
+    layout: Layout,
+    plan: Option<&CrashPlan>,
+) -> String {
     let mut w = vec![self_name(), "run".into(), s.path.display().to_string()];
     if let Some(m) = mutant {
         w.extend(["--mutant".into(), m.name().into()]);
@@ -327,20 +333,19 @@ fn expected_text(e: &Expect) -> String {
     match e {
         Expect::Pass => "pass".into(),
         Expect::Fail(k) if k.is_empty() => "fail".into(),
-        Expect::Fail(k) => format!("fail: {}", k.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")),
-    }
-}
-
-/// Does a report match what its scenario expects?
-pub fn as_expected(expect: &Expect, report: &Report) -> bool {
-    match expect {
-        Expect::Pass => report.certified,
-        Expect::Fail(kinds) => !report.certified && kinds.iter().all(|k| report.kinds().contains(k)),
+        Expect::Fail(k) => format!(
+            "fail: {}",
+            k.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+        ),
     }
 }
 
 fn run(a: RunArgs) -> Result<i32, CliError> {
-    let files = if a.files.is_empty() { default_scenarios()? } else { a.files.clone() };
+    let files = if a.files.is_empty() {
+        default_scenarios()?
+    } else {
+        a.files.clone()
+    };
     let only = parse_plan(&a.crash)?;
     // Every file is parsed before anything runs: one bad file, nothing runs.
     let mut scenarios = Vec::new();
@@ -354,7 +359,9 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             s.layouts.retain(|l| a.layouts.contains(l));
         }
         if only.is_some() && s.layouts.len() != 1 {
-            return Err(CliError::Flag("--crash replays one case: give exactly one --layout".into()));
+            return Err(CliError::Flag(
+                "--crash replays one case: give exactly one --layout".into(),
+            ));
         }
         scenarios.push(s);
     }
@@ -364,7 +371,9 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         if s.layouts.is_empty() {
             continue;
         }
-        let campaign = scenario_campaign(s, jobs(a.jobs), only.clone())?;
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
+        let campaign = Campaign::for_scenario(s, &exe, jobs(a.jobs), only.clone());
         let work = ws.path().join(&s.name);
         let results: Vec<LayoutResult> = campaign.run(&work, &progress)?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p);
@@ -376,7 +385,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         .map(|(s, r)| ScenarioRow {
             report: r,
             expected: expected_text(&s.expect),
-            as_expected: as_expected(&s.expect, r),
+            as_expected: s.expect.matches(r),
         })
         .collect();
     print!("{}", report::run_table(&rows));
@@ -394,7 +403,11 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     println!(
         "{} scenarios, {total} cases: {}",
         rows.len(),
-        if all_ok { "every verdict as expected" } else { "UNEXPECTED verdicts" }
+        if all_ok {
+            "every verdict as expected"
+        } else {
+            "UNEXPECTED verdicts"
+        }
     );
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
     write_reports(&a.json, &a.junit, &refs)?;
@@ -409,12 +422,20 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         )));
     }
     if a.states.is_some() {
-        return Err(CliError::Flag("--states goes with --fault power-loss".into()));
+        return Err(CliError::Flag(
+            "--states goes with --fault power-loss".into(),
+        ));
     }
     let only = parse_plan(&a.crash)?;
-    let layouts = if a.layouts.is_empty() { Layout::ALL.to_vec() } else { a.layouts.clone() };
+    let layouts = if a.layouts.is_empty() {
+        Layout::ALL.to_vec()
+    } else {
+        a.layouts.clone()
+    };
     if only.is_some() && layouts.len() != 1 {
-        return Err(CliError::Flag("--crash replays one case: give exactly one layout in --layouts".into()));
+        return Err(CliError::Flag(
+            "--crash replays one case: give exactly one layout in --layouts".into(),
+        ));
     }
     let mode = match a.mode {
         Some(m) => m,
@@ -450,21 +471,38 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     };
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let results = campaign.run(ws.path(), &progress)?;
-    let command: Vec<String> = a.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
+    let command: Vec<String> = a
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
     let replay = |l: Layout, p: Option<&CrashPlan>| {
-        let mut w = vec![self_name(), "certify".into(), "--layouts".into(), l.name().into()];
+        let mut w = vec![
+            self_name(),
+            "certify".into(),
+            "--layouts".into(),
+            l.name().into(),
+        ];
         w.extend(["--mode".into(), mode_name(mode).into()]);
-        w.extend(["--max-steps".into(), a.max_steps.to_string(), "--seed".into(), a.seed.to_string()]);
+        w.extend([
+            "--max-steps".into(),
+            a.max_steps.to_string(),
+            "--seed".into(),
+            a.seed.to_string(),
+        ]);
         if a.resume_arg != "path" {
             w.extend(["--resume-arg".into(), a.resume_arg.clone()]);
         }
         if let Some(t) = a.timeout {
             w.extend(["--timeout".into(), t.to_string()]);
         }
-        w.extend(["--crash".into(), match p {
-            Some(p) if !p.points.is_empty() => p.to_string(),
-            _ => "none".into(),
-        }]);
+        w.extend([
+            "--crash".into(),
+            match p {
+                Some(p) if !p.points.is_empty() => p.to_string(),
+                _ => "none".into(),
+            },
+        ]);
         w.push("--".into());
         w.extend(command.iter().cloned());
         report::shell_join(w)
@@ -478,7 +516,11 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     println!(
         "{} cases, fault model: kill: {}",
         r.cases,
-        if r.certified { "CERTIFIED" } else { "NOT certified" }
+        if r.certified {
+            "CERTIFIED"
+        } else {
+            "NOT certified"
+        }
     );
     write_reports(&a.json, &a.junit, &[&r])?;
     Ok(if r.certified { EXIT_OK } else { EXIT_FAIL })

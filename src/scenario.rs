@@ -74,6 +74,19 @@ pub enum Expect {
     Fail(Vec<FailureKind>),
 }
 
+impl Expect {
+    /// Does `report` show the verdict expected? `Fail` needs every listed
+    /// kind somewhere in the report.
+    pub fn matches(&self, report: &crate::report::Report) -> bool {
+        match self {
+            Expect::Pass => report.certified,
+            Expect::Fail(kinds) => {
+                !report.certified && kinds.iter().all(|k| report.kinds().contains(k))
+            }
+        }
+    }
+}
+
 /// A scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -152,7 +165,11 @@ fn field_at(src: &str, line: usize) -> String {
         if i + 1 == line {
             if let Some((key, _)) = t.split_once('=') {
                 let key = key.trim().trim_matches('"');
-                return if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+                return if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
             }
             return if table.is_empty() { "-".into() } else { table };
         }
@@ -195,7 +212,11 @@ impl Scenario {
             None => layouts.extend(Layout::ALL),
             Some(list) => {
                 if list.get_ref().is_empty() {
-                    return Err(err(list.span(), "layouts", "needs at least one layout".into()));
+                    return Err(err(
+                        list.span(),
+                        "layouts",
+                        "needs at least one layout".into(),
+                    ));
                 }
                 for l in list.get_ref() {
                     let layout = l
@@ -218,9 +239,19 @@ impl Scenario {
         let resume = match &raw.resume {
             None => ResumeMode::Path,
             Some(r) => match r.get_ref().as_str() {
-                "" => return Err(err(r.span(), "resume", "expected path, last, best or a file name".into())),
+                "" => {
+                    return Err(err(
+                        r.span(),
+                        "resume",
+                        "expected path, last, best or a file name".into(),
+                    ))
+                }
                 f if f.contains('/') => {
-                    return Err(err(r.span(), "resume", "a file name inside the checkpoint directory, without `/`".into()))
+                    return Err(err(
+                        r.span(),
+                        "resume",
+                        "a file name inside the checkpoint directory, without `/`".into(),
+                    ))
                 }
                 f => ResumeMode::parse(f),
             },
@@ -290,7 +321,11 @@ impl Scenario {
                 match e.verdict.get_ref().as_str() {
                     "pass" if kinds.is_empty() => Expect::Pass,
                     "pass" => {
-                        return Err(err(e.verdict.span(), "expect.kinds", "kinds go with verdict = \"fail\"".into()))
+                        return Err(err(
+                            e.verdict.span(),
+                            "expect.kinds",
+                            "kinds go with verdict = \"fail\"".into(),
+                        ))
                     }
                     "fail" => Expect::Fail(kinds),
                     other => {

@@ -1,0 +1,254 @@
+//! Properties of the simulated trainer and the harness, checked by proptest
+//! with bounded case counts:
+//! (a) encode then decode gives back the same state, for any state;
+//! (b) train to k, checkpoint, load, train to N equals training to N, for any k, N, seed;
+//! (c) for any crash plan proptest draws, a case on the correct sim passes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use crashpoint::ckpt::format::{decode, encode, Checkpoint, FormatError};
+use crashpoint::ckpt::io::{Io, OpCrash, When};
+use crashpoint::ckpt::policy::{ModelCheckpoint, PolicyConfig, TopK};
+use crashpoint::ckpt::resume;
+use crashpoint::inject::{CrashPlan, CrashPoint, Mode, Selection};
+use crashpoint::layout::Layout;
+use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::runner::Subject;
+use crashpoint::sim::{Dataset, SimConfig, SimState};
+use crashpoint::zoo::Mutants;
+use proptest::prelude::*;
+use rand::SeedableRng;
+
+fn small_cfg(params: usize) -> SimConfig {
+    SimConfig {
+        params,
+        dataset: 12,
+        batch: 3,
+        ..SimConfig::default()
+    }
+}
+
+fn trained(cfg: &SimConfig, seed: u64, steps: u64) -> SimState {
+    let data = Dataset::generate(cfg, seed);
+    let mut s = SimState::init(cfg, seed);
+    for _ in 0..steps {
+        s.train_step(cfg, &data);
+    }
+    s
+}
+
+/// Any state: a trained state with every field then overwritten by arbitrary values.
+fn any_state() -> impl Strategy<Value = SimState> {
+    (
+        1usize..64,
+        any::<u64>(),
+        0u64..20,
+        any::<u64>(),
+        any::<u32>(),
+        any::<u128>(),
+        proptest::collection::vec(any::<u32>(), 0..64),
+    )
+        .prop_map(|(params, seed, steps, counter, bits, word_pos, order)| {
+            let cfg = small_cfg(params);
+            let mut s = trained(&cfg, seed, steps);
+            s.global_step = counter;
+            s.epoch = counter.rotate_left(7);
+            s.loss = f32::from_bits(bits);
+            s.params[0] = f32::from_bits(bits.rotate_left(3));
+            s.scheduler.lr = f32::from_bits(bits ^ 0x5555_5555);
+            s.rng.set_word_pos(word_pos);
+            s.data.pos = order.len() as u64 / 2;
+            s.data.order = order;
+            s
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// (a) Encoding is lossless, bit for bit (NaNs and negative zeros included).
+    #[test]
+    fn encode_decode_roundtrip(state in any_state(), kept in proptest::collection::vec(("[a-z=0-9.-]{1,12}", any::<f32>()), 0..4)) {
+        let topk = TopK { kept: kept.clone(), best: kept.first().map(|k| k.0.clone()), ..TopK::default() };
+        let ck = Checkpoint { state, topk };
+        let bytes = encode(&ck);
+        let back = decode(&bytes).expect("decodes");
+        prop_assert_eq!(encode(&back), bytes);
+        prop_assert_eq!(back.state.digest(), ck.state.digest());
+    }
+
+    /// A checkpoint with any single byte flipped, or cut anywhere, is refused.
+    #[test]
+    fn corruption_is_detected(seed in any::<u64>(), at in any::<prop::sample::Index>(), cut in any::<bool>()) {
+        let cfg = small_cfg(16);
+        let ck = Checkpoint { state: trained(&cfg, seed, 3), topk: TopK::default() };
+        let mut bytes = encode(&ck);
+        let i = at.index(bytes.len());
+        if cut { bytes.truncate(i) } else { bytes[i] ^= 0x40 }
+        prop_assert!(decode(&bytes).is_err());
+    }
+
+    /// (b) Train to k, save through the real policy and I/O layer, load, train
+    /// to n: the same digest as training to n without a break.
+    #[test]
+    fn checkpoint_then_resume_equals_uninterrupted(seed in any::<u64>(), n in 1u64..30, k_frac in 0.0f64..1.0, params in 1usize..300) {
+        let k = ((n as f64) * k_frac) as u64;
+        let cfg = small_cfg(params);
+        let data = Dataset::generate(&cfg, seed);
+        let straight = trained(&cfg, seed, n);
+
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt_dir = dir.path().join("ckpts");
+        let mut io = Io::new(None, false);
+        let mut policy = ModelCheckpoint::new(PolicyConfig::default(), ckpt_dir.clone(), Mutants::default());
+        let first = trained(&cfg, seed, k);
+        let path = policy.save(&mut io, &first).unwrap();
+        let loaded = resume::load(&mut io, &path).unwrap();
+        prop_assert_eq!(&loaded.state, &first);
+        let mut s = loaded.state;
+        while s.global_step < n {
+            s.train_step(&cfg, &data);
+        }
+        prop_assert_eq!(s.digest(), straight.digest());
+    }
+}
+
+#[test]
+fn a_torn_checkpoint_names_what_is_wrong() {
+    let ck = Checkpoint {
+        state: trained(&small_cfg(8), 1, 2),
+        topk: TopK::default(),
+    };
+    let bytes = encode(&ck);
+    assert!(matches!(
+        decode(&bytes[..10]),
+        Err(FormatError::TooShort(10))
+    ));
+    assert!(matches!(
+        decode(&bytes[..bytes.len() - 3]),
+        Err(FormatError::Length { .. })
+    ));
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    assert!(matches!(decode(&b), Err(FormatError::BadMagic)));
+}
+
+#[test]
+fn the_rng_state_is_really_saved() {
+    // A digest that ignored the RNG would make the no-rng-state bug invisible.
+    let cfg = small_cfg(8);
+    let a = trained(&cfg, 3, 4);
+    let mut b = a.clone();
+    b.rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    assert_ne!(a.digest(), b.digest());
+    let parts_a = a.part_digests();
+    let parts_b = b.part_digests();
+    let differing: Vec<_> = parts_a
+        .iter()
+        .zip(&parts_b)
+        .filter(|(x, y)| x != y)
+        .map(|(x, _)| x.0)
+        .collect();
+    assert_eq!(differing, vec!["rng"]);
+}
+
+fn target() -> Target {
+    Target {
+        subject: Subject {
+            program: env!("CARGO_BIN_EXE_crashpoint").into(),
+            args: vec![
+                "sim".into(),
+                "--params".into(),
+                "256".into(),
+                "--every-n-steps".into(),
+                "3".into(),
+            ],
+            sim: true,
+        },
+        mode: Mode::Op,
+        max_steps: 10,
+        seed: 7,
+        resume: ResumeMode::Path,
+        timeout: None,
+    }
+}
+
+/// References are computed once per layout and shared by every proptest case.
+fn reference(layout: Layout) -> Reference {
+    static CACHE: OnceLock<Mutex<HashMap<Layout, Reference>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap();
+    map.entry(layout)
+        .or_insert_with(|| {
+            let dir = tempfile::tempdir().unwrap();
+            oracle::reference(&target(), layout, dir.path()).expect("reference runs")
+        })
+        .clone()
+}
+
+fn any_point() -> impl Strategy<Value = CrashPoint> {
+    (
+        1u64..45,
+        prop_oneof![Just(When::Before), Just(When::Mid), Just(When::After)],
+    )
+        .prop_map(|(index, when)| CrashPoint::Op(OpCrash { index, when }))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// (c) Any crash plan, in any layout: the correct sim ends bit for bit
+    /// equal to the reference, with every invariant intact.
+    #[test]
+    fn any_crash_plan_passes_on_the_correct_sim(
+        layout in prop::sample::select(Layout::ALL.to_vec()),
+        points in proptest::collection::vec(any_point(), 1..4),
+    ) {
+        let reference = reference(layout);
+        let plan = CrashPlan { points };
+        let dir = tempfile::tempdir().unwrap();
+        let out = oracle::run_case(&target(), &reference, &plan, &dir.path().join("case")).unwrap();
+        prop_assert!(out.passed(), "{layout} {plan}: {:?}", out.findings);
+    }
+}
+
+#[test]
+fn census_reaches_save_relink_and_resume() {
+    // The crash points must be able to land inside save, inside the relink of
+    // last.ckpt, and inside resume (the second crash of a plan).
+    let r = reference(Layout::Relative);
+    let phases: Vec<&str> = r.census.iter().map(|e| e.phase.as_str()).collect();
+    assert!(
+        phases.iter().any(|p| p.starts_with("save step=")),
+        "{phases:?}"
+    );
+    assert!(
+        phases.iter().any(|p| p.starts_with("relink last")),
+        "{phases:?}"
+    );
+    let spec = crashpoint::inject::PlanSpec {
+        mode: Mode::Op,
+        selection: Selection::All,
+        crashes: 2,
+        seed: 1,
+        duration_ms: 1,
+    };
+    let plans = crashpoint::inject::plans(&spec, &r.census);
+    // A resume run starts with readlink, read: its first ops are resume ops.
+    let in_resume = plans
+        .iter()
+        .filter(|p| matches!(p.points[1], CrashPoint::Op(OpCrash { index: 1..=3, .. })))
+        .count();
+    assert!(
+        in_resume > 0,
+        "no second crash lands in the resume's loading"
+    );
+    // And such a case really crashes twice and still passes.
+    let plan: CrashPlan = "op:8:after,op:2:mid".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = oracle::run_case(&target(), &r, &plan, Path::new(&dir.path().join("case"))).unwrap();
+    assert_eq!(out.crashes_hit, 2, "{out:?}");
+    assert!(out.passed(), "{out:?}");
+}
