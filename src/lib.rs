@@ -4,7 +4,85 @@
 //! saves, relinks or resumes a checkpoint, and still finishes with exactly the
 //! state an uninterrupted run reaches, bit for bit.
 //!
-//! (The full guide is written below, once the harness modules exist.)
+//! ## The flow
+//!
+//! Data goes one way, one module per stage:
+//!
+//! ```text
+//! scenario ──► campaign: per layout, reference ──► census ──► crash plans (inject)
+//!                                  │
+//!        case: Sandbox (layout) ──► runner ──spawn──► subject (crashpoint sim, or any command)
+//!                                  │                      ▲ killed at an op / syscall / time point
+//!                                  ▼
+//!                     observe (exit, state file, events, checkpoint directory)
+//!                                  ▼
+//!                     oracle (invariants, digest vs reference) ──► report (table, JSON, JUnit, replay)
+//! ```
+//!
+//! * [`scenario`] parses TOML scenario files (errors name file, line and field).
+//! * [`layout`] builds one path layout in a fresh sandbox.
+//! * [`sim`] is the simulated trainer; [`ckpt`] its checkpoint format, numbered
+//!   I/O layer, `ModelCheckpoint`-like policy and resume-path resolution;
+//!   [`zoo`] the bugs it can be switched into.
+//! * [`protocol`] is the subject protocol v1 both sides speak.
+//! * [`inject`] turns a census into crash plans; [`runner`] runs one process
+//!   in its own process group with a watchdog; [`observe`] reads what it left.
+//! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
+//!   every case of a target on parallel workers; [`report`] prints.
+//! * [`sys`] fences the process-control system calls.
+//!
+//! ## A case, by hand
+//!
+//! The simulated trainer is driven as a separate process, exactly like an
+//! external trainer. Here it is killed half-way through the write of its
+//! second checkpoint (operation 12), resumed, and compared with the
+//! reference:
+//!
+//! ```no_run
+//! use crashpoint::inject::{CrashPlan, Mode};
+//! use crashpoint::layout::Layout;
+//! use crashpoint::oracle::{self, ResumeMode, Target};
+//! use crashpoint::runner::Subject;
+//!
+//! let target = Target {
+//!     subject: Subject { program: "crashpoint".into(), args: vec!["sim".into()], sim: true },
+//!     mode: Mode::Op,
+//!     max_steps: 20,
+//!     seed: 0,
+//!     resume: ResumeMode::Path,
+//!     timeout: None,
+//! };
+//! let work = tempfile::tempdir()?;
+//! let reference = oracle::reference(&target, Layout::Relative, work.path())?;
+//! let plan: CrashPlan = "op:12:mid".parse()?;
+//! let case = oracle::run_case(&target, &reference, &plan, &work.path().join("case"))?;
+//! assert!(case.passed(), "{:?}", case.findings);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! (`no_run` because a doctest has no `crashpoint` binary on its `PATH`; the
+//! same case runs in `tests/properties.rs` against the built binary.)
+//!
+//! ## Determinism
+//!
+//! Training is `f32` arithmetic in a fixed order driven by one ChaCha seed, so
+//! equal inputs give equal bits, and a digest over the canonical encoding of
+//! the state ([`codec`]) compares whole states. Crash plans are drawn from a
+//! seed too: the same seed gives the same report, and every failure carries
+//! a replay command for exactly its case.
+//!
+//! ```
+//! use crashpoint::sim::{Dataset, SimConfig, SimState};
+//! let cfg = SimConfig { params: 64, ..SimConfig::default() };
+//! let data = Dataset::generate(&cfg, 7);
+//! let mut a = SimState::init(&cfg, 7);
+//! let mut b = a.clone();
+//! for _ in 0..5 { a.train_step(&cfg, &data); }
+//! for _ in 0..5 { b.train_step(&cfg, &data); }
+//! assert_eq!(a.digest(), b.digest());
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod campaign;
 pub mod ckpt;

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import sys
+import textwrap
 import time
 
 PROG = "trainer.py"
@@ -501,7 +502,10 @@ class Config:
 
 
 def parse_args(argv):
-    bug_help = "\n".join(f"  {name}\n      {desc}" for name, desc in BUGS.items())
+    bug_help = "\n".join(
+        f"  {name}\n" + textwrap.fill(desc, width=78, initial_indent=" " * 6,
+                                      subsequent_indent=" " * 6)
+        for name, desc in BUGS.items())
     ap = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
