@@ -43,9 +43,9 @@ impl fmt::Display for CrashPoint {
 impl FromStr for CrashPoint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("`{s}` is not a crash point (op:N:WHEN, syscall:N or time:MSms)"))?;
+        let (kind, rest) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}` is not a crash point (op:N:WHEN, syscall:N or time:MSms)")
+        })?;
         match kind {
             "op" => Ok(CrashPoint::Op(rest.parse()?)),
             "syscall" => match rest.parse::<u64>() {
@@ -57,7 +57,9 @@ impl FromStr for CrashPoint {
                 .parse()
                 .map(CrashPoint::Time)
                 .map_err(|_| format!("`{rest}` is not a delay in milliseconds")),
-            other => Err(format!("unknown crash point kind `{other}` (op, syscall or time)")),
+            other => Err(format!(
+                "unknown crash point kind `{other}` (op, syscall or time)"
+            )),
         }
     }
 }
@@ -91,7 +93,9 @@ impl FromStr for CrashPlan {
 }
 
 /// How crashes are placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The simulated trainer's own I/O operations (only for `crashpoint sim`).
@@ -188,7 +192,9 @@ pub fn plans(spec: &PlanSpec, census: &[CensusEntry]) -> Vec<CrashPlan> {
                 Selection::All => 64,
                 Selection::Sample(n) => n,
             };
-            (0..n).map(|_| draw_time(&mut rng, spec.duration_ms)).collect()
+            (0..n)
+                .map(|_| draw_time(&mut rng, spec.duration_ms))
+                .collect()
         }
         _ => census_points(spec.mode, census),
     };

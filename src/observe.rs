@@ -71,7 +71,9 @@ impl DirSnapshot {
         for e in read.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = real_dir.join(&name);
-            let Ok(meta) = path.symlink_metadata() else { continue };
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
             let kind = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path)
                     .map(|t| t.display().to_string())
@@ -106,13 +108,19 @@ impl DirSnapshot {
 
     /// The entries whose names end in `.ckpt`: what `dir-mismatch` compares.
     pub fn checkpoints(&self) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.name.ends_with(".ckpt")).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.name.ends_with(".ckpt"))
+            .collect()
     }
 
     /// Entries that are neither checkpoints nor links: temporary files and
     /// the like, reported as warnings when the reference has none of them.
     pub fn others(&self) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| !e.name.ends_with(".ckpt")).collect()
+        self.entries
+            .iter()
+            .filter(|e| !e.name.ends_with(".ckpt"))
+            .collect()
     }
 
     /// Is there something under `name` a user could resume from (a file, or

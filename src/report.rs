@@ -170,7 +170,11 @@ pub fn kinds_cell(kinds: &BTreeMap<String, usize>) -> String {
     if kinds.is_empty() {
         return "-".into();
     }
-    kinds.iter().map(|(k, n)| format!("{k}×{n}")).collect::<Vec<_>>().join(" ")
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k}×{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A row of the `run` table: a scenario's report and what it expected.
@@ -206,7 +210,11 @@ pub fn run_table(rows: &[ScenarioRow<'_>]) -> String {
                 kinds_cell(&l.failures),
                 format!("{:.1}s", l.duration.as_secs_f64()),
                 row.expected.clone(),
-                if row.as_expected { "ok".into() } else { "UNEXPECTED".into() },
+                if row.as_expected {
+                    "ok".into()
+                } else {
+                    "UNEXPECTED".into()
+                },
             ]);
         }
     }
@@ -275,7 +283,10 @@ pub fn failure_list(report: &Report, per_kind: usize) -> String {
         );
     }
     if hidden > 0 {
-        let _ = writeln!(out, "     ... and {hidden} more failures of the same kinds (see --json)");
+        let _ = writeln!(
+            out,
+            "     ... and {hidden} more failures of the same kinds (see --json)"
+        );
     }
     out
 }
@@ -298,7 +309,11 @@ pub fn junit(reports: &[&Report]) -> String {
                 None => TestCaseStatus::success(),
                 Some(&i) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    let kinds: Vec<&str> = c.failures.iter().map(|&i| r.failures[i].kind.name()).collect();
+                    let kinds: Vec<&str> = c
+                        .failures
+                        .iter()
+                        .map(|&i| r.failures[i].kind.name())
+                        .collect();
                     s.set_message(kinds.join(", "));
                     s.set_type(r.failures[i].kind.name());
                     let text: Vec<String> = c
@@ -306,7 +321,11 @@ pub fn junit(reports: &[&Report]) -> String {
                         .iter()
                         .map(|&i| format!("{}: {}", r.failures[i].kind, r.failures[i].detail))
                         .collect();
-                    s.set_description(format!("{}\nreplay: {}", text.join("\n"), r.failures[i].replay));
+                    s.set_description(format!(
+                        "{}\nreplay: {}",
+                        text.join("\n"),
+                        r.failures[i].replay
+                    ));
                     s
                 }
             };
@@ -329,7 +348,10 @@ where
         .into_iter()
         .map(|w| {
             let w = w.as_ref();
-            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
                 w.to_string()
             } else {
                 format!("'{}'", w.replace('\'', r"'\''"))

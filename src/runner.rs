@@ -226,7 +226,11 @@ fn tail_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<
     })
 }
 
-fn run_plain(mut cmd: Command, subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerError> {
+fn run_plain(
+    mut cmd: Command,
+    subject: &Subject,
+    req: &RunRequest<'_>,
+) -> Result<RunResult, RunnerError> {
     crate::sys::isolate(&mut cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| spawn_error(subject, e))?;
@@ -281,6 +285,12 @@ fn run_plain(mut cmd: Command, subject: &Subject, req: &RunRequest<'_>) -> Resul
     })
 }
 
-fn run_traced(_cmd: Command, _subject: &Subject, _req: &RunRequest<'_>) -> Result<RunResult, RunnerError> {
-    Err(RunnerError::Trace("system-call tracing is not built in yet".into()))
+fn run_traced(
+    _cmd: Command,
+    _subject: &Subject,
+    _req: &RunRequest<'_>,
+) -> Result<RunResult, RunnerError> {
+    Err(RunnerError::Trace(
+        "system-call tracing is not built in yet".into(),
+    ))
 }

@@ -106,8 +106,12 @@ impl fmt::Display for OpCrash {
 impl FromStr for OpCrash {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (n, w) = s.split_once(':').ok_or_else(|| format!("`{s}` is not INDEX:WHEN"))?;
-        let index: u64 = n.parse().map_err(|_| format!("`{n}` is not an operation number"))?;
+        let (n, w) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not INDEX:WHEN"))?;
+        let index: u64 = n
+            .parse()
+            .map_err(|_| format!("`{n}` is not an operation number"))?;
         if index == 0 {
             return Err("operation numbers start at 1".into());
         }
@@ -134,7 +138,13 @@ pub struct OpRecord {
 impl OpRecord {
     /// One census line: `index<TAB>kind<TAB>phase<TAB>path`.
     pub fn to_line(&self) -> String {
-        format!("{}\t{}\t{}\t{}", self.index, self.kind.name(), self.phase, self.path)
+        format!(
+            "{}\t{}\t{}\t{}",
+            self.index,
+            self.kind.name(),
+            self.phase,
+            self.path
+        )
     }
 }
 
@@ -221,7 +231,11 @@ impl Io {
     /// Opens `path` for writing, creating or truncating it.
     pub fn create(&mut self, path: &Path) -> std::io::Result<File> {
         self.run(OpKind::Create, path, || {
-            OpenOptions::new().write(true).create(true).truncate(true).open(path)
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
         })
     }
 
@@ -254,7 +268,9 @@ impl Io {
 
     /// Creates the symbolic link `link` pointing at `target`.
     pub fn symlink(&mut self, target: &Path, link: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Symlink, link, || std::os::unix::fs::symlink(target, link))
+        self.run(OpKind::Symlink, link, || {
+            std::os::unix::fs::symlink(target, link)
+        })
     }
 
     /// Removes the name `path` (a file or a link, never a directory's content).

@@ -130,13 +130,22 @@ pub struct SimState {
 }
 
 /// The parts of [`SimState`], in canonical order; a digest mismatch names one.
-pub const PARTS: [&str; 6] = ["params", "optimizer", "scheduler", "rng", "data", "counters"];
+pub const PARTS: [&str; 6] = [
+    "params",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "data",
+    "counters",
+];
 
 impl SimState {
     /// The state before the first step, derived from `seed`.
     pub fn init(cfg: &SimConfig, seed: u64) -> SimState {
         let mut init_rng = ChaCha8Rng::seed_from_u64(seed);
-        let params = (0..cfg.params).map(|_| init_rng.gen_range(-0.1..0.1)).collect();
+        let params = (0..cfg.params)
+            .map(|_| init_rng.gen_range(-0.1..0.1))
+            .collect();
         let mut data_rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1));
         let order = shuffled(cfg.dataset, &mut data_rng);
         SimState {
@@ -146,10 +155,7 @@ impl SimState {
                 m: vec![0.0; cfg.params],
                 v: vec![0.0; cfg.params],
             },
-            scheduler: Scheduler {
-                steps: 0,
-                lr: 0.0,
-            },
+            scheduler: Scheduler { steps: 0, lr: 0.0 },
             rng: ChaCha8Rng::seed_from_u64(seed.wrapping_add(2)),
             data: DataPosition {
                 order,
@@ -187,7 +193,8 @@ impl SimState {
             *g = if r < cfg.dropout { 0.0 } else { *g / keep };
         }
         self.scheduler.step(cfg);
-        self.optimizer.update(&mut self.params, &grad, self.scheduler.lr);
+        self.optimizer
+            .update(&mut self.params, &grad, self.scheduler.lr);
         self.global_step += 1;
         self.loss = loss / cfg.batch.max(1) as f32;
         if self.data.pos as usize >= self.data.order.len() {
@@ -272,7 +279,9 @@ impl SimState {
     fn validate(&self) -> Result<(), DecodeError> {
         let n = self.params.len();
         if self.optimizer.m.len() != n || self.optimizer.v.len() != n {
-            return Err(DecodeError::Malformed("optimizer moments differ in size from params"));
+            return Err(DecodeError::Malformed(
+                "optimizer moments differ in size from params",
+            ));
         }
         if self.data.pos as usize > self.data.order.len() {
             return Err(DecodeError::Malformed("data position beyond the epoch"));
