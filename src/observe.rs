@@ -134,6 +134,26 @@ impl DirSnapshot {
     }
 }
 
+impl Entry {
+    /// What `dir-mismatch` compares: the name, and for a link where it
+    /// resolves (not the target text, which holds sandbox paths when absolute).
+    pub fn comparable(&self) -> String {
+        match &self.kind {
+            EntryKind::Link { resolves, .. } => {
+                let plain = Entry {
+                    name: self.name.clone(),
+                    kind: EntryKind::Link {
+                        target: String::new(),
+                        resolves: resolves.clone(),
+                    },
+                };
+                plain.to_string().replacen(" ->  (", " -> (", 1)
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
