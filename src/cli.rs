@@ -438,17 +438,28 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         ));
     }
     let mode = match a.mode {
+        Some(Mode::Syscall) if !crate::trace::tracing_available() => {
+            return Err(CliError::Flag(
+                "--mode syscall: system-call tracing (seccomp + ptrace) is refused on this machine; use --mode time".into(),
+            ))
+        }
         Some(m) => m,
-        None => Mode::Time,
+        None if crate::trace::tracing_available() => Mode::Syscall,
+        None => {
+            eprintln!("warning: system-call tracing (seccomp + ptrace) is refused here; falling back to --mode time");
+            Mode::Time
+        }
     };
     let selection = if a.exhaustive {
         Selection::All
     } else {
         Selection::Sample(a.cases.map(|c| c as usize).unwrap_or(256))
     };
-    let mut words = a.command.iter().map(|w| w.to_string_lossy().into_owned());
-    let program = words.next().unwrap_or_default();
-    let args: Vec<OsString> = a.command[1..].to_vec();
+    // Each run starts inside its sandbox: words of the command that name
+    // existing files relative to here are made absolute first.
+    let resolved: Vec<OsString> = a.command.iter().map(absolute_if_exists).collect();
+    let program = resolved[0].to_string_lossy().into_owned();
+    let args: Vec<OsString> = resolved[1..].to_vec();
     let campaign = Campaign {
         target: Target {
             subject: Subject {
@@ -524,6 +535,22 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     );
     write_reports(&a.json, &a.junit, &[&r])?;
     Ok(if r.certified { EXIT_OK } else { EXIT_FAIL })
+}
+
+/// `w` made absolute when it names an existing file relative to the current
+/// directory (a script path); any other word as it is.
+fn absolute_if_exists(w: &OsString) -> OsString {
+    let p = Path::new(w);
+    if p.is_relative()
+        && p.components().count() > 0
+        && !w.to_string_lossy().starts_with('-')
+        && p.is_file()
+    {
+        if let Ok(abs) = std::path::absolute(p) {
+            return abs.into_os_string();
+        }
+    }
+    w.clone()
 }
 
 fn mode_name(m: Mode) -> &'static str {

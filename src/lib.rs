@@ -29,7 +29,8 @@
 //!   in its own process group with a watchdog; [`observe`] reads what it left.
 //! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
 //!   every case of a target on parallel workers; [`report`] prints.
-//! * [`sys`] fences the process-control system calls.
+//! * [`sys`] fences the process-control system calls; [`trace`] the
+//!   seccomp and ptrace supervisor behind `syscall` crash points.
 //!
 //! ## A case, by hand
 //!
@@ -96,6 +97,8 @@ pub mod protocol;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod sim;
 pub mod sys;
+pub mod trace;
 pub mod zoo;

@@ -286,11 +286,65 @@ fn run_plain(
 }
 
 fn run_traced(
-    _cmd: Command,
-    _subject: &Subject,
-    _req: &RunRequest<'_>,
+    cmd: Command,
+    subject: &Subject,
+    req: &RunRequest<'_>,
 ) -> Result<RunResult, RunnerError> {
-    Err(RunnerError::Trace(
-        "system-call tracing is not built in yet".into(),
-    ))
+    use crate::trace::{self, TraceConfig, TraceExit};
+    let mut exempt = vec![req.state_out.to_path_buf(), req.events.to_path_buf()];
+    exempt.extend(req.op_log.map(Path::to_path_buf));
+    let cfg = TraceConfig {
+        sandbox: req.sandbox.to_path_buf(),
+        exempt,
+        stop_at: match req.crash {
+            Some(CrashPoint::Syscall(n)) => Some(n),
+            _ => None,
+        },
+        timeout: Some(req.timeout),
+    };
+    let mut stderr = None;
+    let out = trace::run_traced_with(cmd, &cfg, |child| {
+        stderr = child.stderr.take().map(tail_reader);
+    })
+    .map_err(|e| {
+        if e.is_not_found() {
+            RunnerError::NotFound(subject.display_program())
+        } else {
+            RunnerError::Trace(e.to_string())
+        }
+    })?;
+    let stderr_tail = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let exit = match out.exit {
+        TraceExit::Exited(c) => Exit::Code(c),
+        TraceExit::Signaled(s) => Exit::Signal(s),
+        TraceExit::KilledAtCall(_) => Exit::Crashed,
+        TraceExit::TimedOut => Exit::TimedOut,
+    };
+    let rel = |p: &Path| {
+        p.strip_prefix(req.sandbox)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    };
+    let census = out
+        .calls
+        .iter()
+        .map(|c| CensusEntry {
+            index: c.index,
+            kind: c.name.to_string(),
+            phase: String::new(),
+            path: c
+                .paths
+                .iter()
+                .map(|p| rel(p))
+                .collect::<Vec<_>>()
+                .join(" -> "),
+        })
+        .collect();
+    Ok(RunResult {
+        exit,
+        stderr_tail,
+        duration: out.wall,
+        census,
+        outside: out.outside,
+    })
 }

@@ -33,14 +33,33 @@
 //! speed. A system call of a foreign ABI (32-bit `int 0x80`) kills the subject
 //! with SIGSYS: it could not be audited, so it fails loudly.
 //!
+//! # Using it from the harness
+//!
+//! * Stdout and stderr pipes are never counted; files given to the subject as
+//!   stdout or stderr are regular files outside the sandbox, so list them in
+//!   [`TraceConfig::exempt`] (with the harness's state and events files).
+//! * While [`run_traced`] runs, no other thread of the process may wait for
+//!   "any child" (`waitpid(-1)`, `waitid(P_ALL)`) or for the subject's
+//!   process group: the kernel reports a tracee's stops to every thread of
+//!   the tracer's process, and such a wait could swallow one. Waiting for
+//!   other specific pids or other groups is fine.
+//! * If the process is a child subreaper, zombies of subject processes whose
+//!   parent was killed first are handed to it; the tracer reaps those
+//!   (and only those) before returning.
+//!
 //! # Limits
 //!
-//! Writes through shared memory maps, `io_uring` and x32-ABI system calls are
-//! not seen. Paths are resolved in the tracer's view of the file system: a
-//! subject that `chroot`s or changes its mount namespace is resolved wrongly,
-//! and a symlink that points into `/proc/self` resolves to the tracer's own.
-//! [`run_traced`] returns only when every task of the subject is gone, so a
-//! daemon the subject leaves behind is waited for until the timeout.
+//! * Writes through shared memory maps, `io_uring`, and x32-ABI system calls
+//!   are not seen.
+//! * Paths are resolved in the tracer's view of the file system: a subject
+//!   that `chroot`s or enters another mount namespace is resolved wrongly,
+//!   and a symlink that points into `/proc/self` resolves to the tracer.
+//! * Calls are numbered in the order their stops are observed; calls made
+//!   at the same moment by several threads or processes may be numbered
+//!   differently from one run to the next.
+//! * The subject cannot itself use ptrace (it is already traced).
+//! * [`run_traced`] returns only when every task of the subject is gone, so
+//!   a daemon left behind is waited for until the timeout.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -291,10 +310,11 @@ where
         drop(cmd);
         let pgid = match spawned {
             Ok(mut child) => {
-                on_spawn(&mut child);
                 let pid = child.id();
-                drop(child);
                 let _ = spawn_tx.send(Ok(pid));
+                on_spawn(&mut child);
+                // Dropping a `Child` neither waits nor kills.
+                drop(child);
                 Some(pid)
             }
             Err(e) => {
@@ -318,7 +338,7 @@ where
                 // The tracer thread is gone, so every tracee was SIGKILLed
                 // (PTRACE_O_EXITKILL); the first process is our child: reap it.
                 if let Some(pgid) = pgid {
-                    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+                    kill_tasks(pgid as i32, &lock(&shared).tids);
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(pgid as i32), None);
                 }
                 Err(TraceError::TracerPanicked)
@@ -388,6 +408,7 @@ const FILTER_MARK: &[u8] = b"F";
 
 /// How a trapped call names what it mutates (argument indexes).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Kind {
     /// `open`/`openat`/`creat`: path relative to `dir` (the cwd if `None`);
     /// `flags` is filtered in BPF (`None`: always mutating).
@@ -435,16 +456,19 @@ mod arch {
     const fn d(nr: libc::c_long, name: &'static str, kind: Kind) -> SysDesc {
         SysDesc { nr, name, kind }
     }
+    const fn open(dir: Option<usize>, path: usize, flags: Option<usize>) -> Kind {
+        Kind::Open { dir, path, flags }
+    }
     const fn path(dir: Option<usize>, path: usize, follow: bool) -> Kind {
         Kind::Path { dir, path, follow }
     }
     const fn two(
         old_dir: Option<usize>,
+        old: usize,
         new_dir: Option<usize>,
         new: usize,
         flags: Option<usize>,
     ) -> Kind {
-        let old = if old_dir.is_some() { 1 } else { 0 };
         Kind::Two {
             old_dir,
             old,
@@ -454,66 +478,24 @@ mod arch {
         }
     }
 
-    /// The trapped system calls of x86_64.
+    /// The trapped system calls of x86_64 (argument indexes from 0).
+    #[rustfmt::skip]
     pub(super) const SYSCALLS: &[SysDesc] = &[
-        d(
-            libc::SYS_open,
-            "open",
-            Kind::Open {
-                dir: None,
-                path: 0,
-                flags: Some(1),
-            },
-        ),
-        d(
-            libc::SYS_creat,
-            "creat",
-            Kind::Open {
-                dir: None,
-                path: 0,
-                flags: None,
-            },
-        ),
-        d(
-            libc::SYS_openat,
-            "openat",
-            Kind::Open {
-                dir: Some(0),
-                path: 1,
-                flags: Some(2),
-            },
-        ),
-        d(
-            libc::SYS_openat2,
-            "openat2",
-            Kind::OpenHow {
-                dir: 0,
-                path: 1,
-                how: 2,
-            },
-        ),
+        d(libc::SYS_open, "open", open(None, 0, Some(1))),
+        d(libc::SYS_creat, "creat", open(None, 0, None)),
+        d(libc::SYS_openat, "openat", open(Some(0), 1, Some(2))),
+        d(libc::SYS_openat2, "openat2", Kind::OpenHow { dir: 0, path: 1, how: 2 }),
         d(libc::SYS_write, "write", Kind::Fd(0)),
         d(libc::SYS_pwrite64, "pwrite64", Kind::Fd(0)),
         d(libc::SYS_writev, "writev", Kind::Fd(0)),
         d(libc::SYS_pwritev, "pwritev", Kind::Fd(0)),
         d(libc::SYS_pwritev2, "pwritev2", Kind::Fd(0)),
-        d(libc::SYS_rename, "rename", two(None, None, 1, None)),
-        d(
-            libc::SYS_renameat,
-            "renameat",
-            two(Some(0), Some(2), 3, None),
-        ),
-        d(
-            libc::SYS_renameat2,
-            "renameat2",
-            two(Some(0), Some(2), 3, None),
-        ),
-        d(libc::SYS_link, "link", two(None, None, 1, None)),
-        d(
-            libc::SYS_linkat,
-            "linkat",
-            two(Some(0), Some(2), 3, Some(4)),
-        ),
+        d(libc::SYS_rename, "rename", two(None, 0, None, 1, None)),
+        d(libc::SYS_renameat, "renameat", two(Some(0), 1, Some(2), 3, None)),
+        d(libc::SYS_renameat2, "renameat2", two(Some(0), 1, Some(2), 3, None)),
+        d(libc::SYS_link, "link", two(None, 0, None, 1, None)),
+        d(libc::SYS_linkat, "linkat", two(Some(0), 1, Some(2), 3, Some(4))),
+        // symlink(target, linkpath): the link path decides, not the target.
         d(libc::SYS_symlink, "symlink", path(None, 1, false)),
         d(libc::SYS_symlinkat, "symlinkat", path(Some(1), 2, false)),
         d(libc::SYS_unlink, "unlink", path(None, 0, false)),
@@ -527,6 +509,8 @@ mod arch {
         d(libc::SYS_fsync, "fsync", Kind::Fd(0)),
         d(libc::SYS_fdatasync, "fdatasync", Kind::Fd(0)),
         d(libc::SYS_sync_file_range, "sync_file_range", Kind::Fd(0)),
+        // copy_file_range(fd_in, off_in, fd_out, ...) and sendfile(out_fd,
+        // in_fd, ...): the destination decides.
         d(libc::SYS_copy_file_range, "copy_file_range", Kind::Fd(2)),
         d(libc::SYS_sendfile, "sendfile", Kind::Fd(0)),
     ];
@@ -636,13 +620,15 @@ impl Policy {
         }
     }
 
+    /// Exempt first, then the sandbox (which may itself live under `/dev`,
+    /// as in `/dev/shm`), then the pseudo-file systems.
     fn class_of(&self, path: &Path) -> Class {
-        if is_special(path) {
-            Class::Ignored
-        } else if self.exempt.iter().any(|e| path.starts_with(e)) {
+        if self.exempt.iter().any(|e| path.starts_with(e)) {
             Class::Exempt
         } else if path.starts_with(&self.sandbox) {
             Class::Inside
+        } else if is_special(path) {
+            Class::Ignored
         } else {
             Class::Outside
         }
@@ -661,7 +647,8 @@ enum Class {
     Ignored,
 }
 
-/// Pseudo-file systems and devices: never counted, never "outside".
+/// Pseudo-file systems and devices (and what is not a path at all, such as
+/// `pipe:[..]`): never "outside", and counted only if the sandbox is there.
 fn is_special(path: &Path) -> bool {
     !path.is_absolute()
         || path.starts_with("/dev")
@@ -779,11 +766,11 @@ impl Policy {
         }
         // `pipe:[..]`, `socket:[..]` and `anon_inode:..` are not absolute.
         match read_proc_link(&format!("/proc/{tid}/fd/{fd}")) {
-            Some(p) if !is_special(&p) => {
-                let class = self.class_of(&p);
-                Target::Path(p, class)
-            }
-            _ => Target::Ignored,
+            Some(p) => match self.class_of(&p) {
+                Class::Ignored => Target::Ignored,
+                class => Target::Path(p, class),
+            },
+            None => Target::Ignored,
         }
     }
 
@@ -807,7 +794,7 @@ impl Policy {
             }
         };
         // Checked before canonicalizing: `/proc/self` would resolve to us.
-        if is_special(&full) {
+        if is_special(&full) && !full.starts_with(&self.sandbox) {
             return Target::Ignored;
         }
         let canon = canonicalize_loose(&full, follow);
@@ -889,8 +876,15 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// SIGKILLs the process group and every known task one by one (a task may
 /// have left the group with `setsid`). Killing a thread id kills its process.
+///
+/// The group is signalled only while its leader, the first process, is not
+/// yet reaped: until then no other group can have its id, whereas after it
+/// the id could in principle be recycled for another group (say, another
+/// run's subject). The known tasks are all unreaped, so their ids are safe.
 fn kill_tasks(pgid: i32, tids: &HashSet<i32>) {
-    let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+    if tids.contains(&pgid) {
+        let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+    }
     for &tid in tids {
         let _ = kill(Pid::from_raw(tid), Signal::SIGKILL);
     }
@@ -1009,7 +1003,7 @@ fn trace_subject(
         outside: Vec::new(),
         outside_seen: HashSet::new(),
         tgids: HashMap::new(),
-        ever: HashSet::from([main]),
+        zombies: Vec::new(),
         killed_at: None,
         main_exit: None,
     };
@@ -1090,8 +1084,9 @@ struct Tracer<'a> {
     outside_seen: HashSet<PathBuf>,
     /// Thread id -> process id, for the tasks that made counted calls.
     tgids: HashMap<i32, i32>,
-    /// Every task ever followed.
-    ever: HashSet<i32>,
+    /// Processes seen to exit that were then left as zombies for their real
+    /// parent (see [`Tracer::reap_orphans`]).
+    zombies: Vec<i32>,
     killed_at: Option<u64>,
     main_exit: Option<TraceExit>,
 }
@@ -1121,25 +1116,22 @@ impl Tracer<'_> {
 
     /// A task we had not heard of (a new child may report before its
     /// parent's fork event does): follow it, or kill it if we are killing.
-    fn learn(&mut self, tid: i32) {
-        if lock(self.shared).tids.insert(tid) {
-            self.ever.insert(tid);
-            if self.killing() {
-                let _ = kill(Pid::from_raw(tid), Signal::SIGKILL);
-            }
+    fn learn(&self, tid: i32) {
+        if lock(self.shared).tids.insert(tid) && self.killing() {
+            let _ = kill(Pid::from_raw(tid), Signal::SIGKILL);
         }
     }
 
-    /// When a process of the subject dies before its own child, that child,
-    /// once the tracer has seen its exit, is a zombie handed to the nearest
-    /// child subreaper, which may be this very process (the harness is one):
-    /// reap those zombies, and only those (ids of this run, already exited,
-    /// so `WNOHANG`). Without a subreaper, init reaps them and this finds
-    /// nothing.
+    /// A process of the subject whose exit the tracer has collected stays a
+    /// zombie for its real parent. If that parent dies first (it was killed
+    /// too, say), the zombie goes to the nearest child subreaper, which may
+    /// be this very process (the harness is one), and nobody else would reap
+    /// it: reap those, and only those (ids of this run, already exited, hence
+    /// `WNOHANG`). Without a subreaper, init reaps them and this finds none.
     fn reap_orphans(&self) {
-        for &tid in self.ever.iter().filter(|&&t| t != self.main) {
+        for &pid in &self.zombies {
             let flags = libc::WEXITED | libc::WNOHANG | libc::__WALL;
-            let _ = wait_event(libc::P_PID, tid as libc::id_t, flags);
+            let _ = wait_event(libc::P_PID, pid as libc::id_t, flags);
         }
     }
 
@@ -1149,6 +1141,11 @@ impl Tracer<'_> {
             libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED => {
                 lock(self.shared).tids.remove(&tid);
                 self.tgids.remove(&tid);
+                // A thread, or our own child, is gone once collected; a
+                // process with another parent lingers as its zombie.
+                if tid != self.main && Path::new(&format!("/proc/{tid}")).exists() {
+                    self.zombies.push(tid);
+                }
                 if tid == self.main {
                     self.main_exit = Some(if ev.code == libc::CLD_EXITED {
                         TraceExit::Exited(ev.status)
@@ -1612,7 +1609,6 @@ os.unlink("link")
 os.symlink(os.path.join(d, "rel"), os.path.join(other, "into"))
 os.truncate(os.path.join(other, "into"), 0)
 os.link("rel", "hard")
-os.rmdir(os.path.join(d, "sub", "..", "sub2")) if False else None
 os.unlink(os.path.join(d, "sub", "in_sub"))
 os.rmdir("sub")
 "#;
@@ -1652,6 +1648,135 @@ os.rmdir("sub")
     }
 
     #[test]
+    fn every_mutating_call_kind_is_counted() {
+        let (_s, sandbox) = dir();
+        let (_o, other) = dir();
+        let src = other.join("src.txt");
+        fs::write(&src, "source data").unwrap();
+        let script = r#"
+import ctypes, os, sys
+d, src = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(os.path.join(d, "f"), os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, b"a", 0)
+os.writev(fd, [b"b", b"c"])
+os.pwritev(fd, [b"d"], 3)
+os.ftruncate(fd, 100)
+os.posix_fallocate(fd, 0, 200)
+os.fdatasync(fd)
+assert libc.sync_file_range(fd, 0, 0, 2) == 0
+s = os.open(src, os.O_RDONLY)  # read-only: not trapped at all
+os.copy_file_range(s, fd, 3)
+os.sendfile(fd, s, 0, 3)
+os.close(s)
+os.close(fd)
+# openat2 (437 on x86_64), judged by the flags in its struct open_how
+class How(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+for flags, mode in ((os.O_RDONLY, 0), (os.O_WRONLY | os.O_CREAT, 0o644)):
+    how = How(flags, mode, 0)
+    fd = libc.syscall(437, -100, os.path.join(d, "f").encode(), ctypes.byref(how), ctypes.sizeof(how))
+    assert fd >= 0, ctypes.get_errno()
+    os.close(fd)
+os.makedirs(os.path.join(d, "a", "b"))
+os.replace(os.path.join(d, "f"), os.path.join(d, "a", "g"))
+"#;
+        let out = run_traced(python(script, &[&sandbox, &src]), &config(&sandbox)).expect("run");
+        assert_eq!(out.exit, TraceExit::Exited(0));
+        let f = sandbox.join("f");
+        let expected: &[(&[&str], Vec<PathBuf>)] = &[
+            (&["open", "openat"], vec![f.clone()]),
+            (&["pwrite64"], vec![f.clone()]),
+            (&["writev"], vec![f.clone()]),
+            (&["pwritev", "pwritev2"], vec![f.clone()]),
+            (&["ftruncate"], vec![f.clone()]),
+            (&["fallocate"], vec![f.clone()]),
+            (&["fdatasync"], vec![f.clone()]),
+            (&["sync_file_range"], vec![f.clone()]),
+            (&["copy_file_range"], vec![f.clone()]),
+            (&["sendfile"], vec![f.clone()]),
+            (&["openat2"], vec![f.clone()]),
+            (&["mkdir", "mkdirat"], vec![sandbox.join("a")]),
+            (&["mkdir", "mkdirat"], vec![sandbox.join("a/b")]),
+            (
+                &["rename", "renameat", "renameat2"],
+                vec![f, sandbox.join("a/g")],
+            ),
+        ];
+        assert_eq!(out.calls.len(), expected.len(), "{:#?}", out.calls);
+        for (call, (names, paths)) in out.calls.iter().zip(expected) {
+            assert!(
+                names.contains(&call.name),
+                "{call:?} is not one of {names:?}"
+            );
+            assert_eq!(&call.paths, paths);
+        }
+        assert!(out.outside.is_empty(), "{:?}", out.outside);
+    }
+
+    #[test]
+    fn job_control_and_exec_from_a_thread_work_under_tracing() {
+        let (_s, sandbox) = dir();
+        // The child stops itself; its parent sees the stop, continues it.
+        let script = r#"
+import os, sys, signal
+d = sys.argv[1]
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGSTOP)
+    open(os.path.join(d, "after_cont"), "w").close()
+    os._exit(5)
+_, st = os.waitpid(pid, os.WUNTRACED)
+assert os.WIFSTOPPED(st)
+os.kill(pid, signal.SIGCONT)
+_, st = os.waitpid(pid, 0)
+sys.exit(os.WEXITSTATUS(st))
+"#;
+        let out = run_traced(python(script, &[&sandbox]), &config(&sandbox)).expect("run");
+        assert_eq!(out.exit, TraceExit::Exited(5));
+        assert_eq!(shape(&out.calls).len(), 1);
+        // A thread other than the main one execs: its id becomes the
+        // process id, and the new program is followed.
+        let script = r#"
+import os, sys, threading
+d = sys.argv[1]
+def go():
+    os.execv("/bin/sh", ["sh", "-c", 'echo hi > "$0/x"', d])
+t = threading.Thread(target=go)
+t.start()
+t.join()
+"#;
+        let out = run_traced(python(script, &[&sandbox]), &config(&sandbox)).expect("run");
+        assert_eq!(out.exit, TraceExit::Exited(0));
+        assert_eq!(out.calls.len(), 2, "{:#?}", out.calls);
+        assert!(out.calls.iter().all(|c| c.pid == c.tid));
+        assert_eq!(fs::read_to_string(sandbox.join("x")).unwrap(), "hi\n");
+    }
+
+    #[test]
+    fn exempt_files_inside_the_sandbox_are_not_counted() {
+        let (_s, sandbox) = dir();
+        let state = sandbox.join("state.json");
+        let script = r#"
+import os, sys
+with open(sys.argv[1], "w") as f:
+    f.write("{}")
+with open(os.path.join(os.path.dirname(sys.argv[1]), "ckpt"), "w") as f:
+    f.write("x")
+"#;
+        let cfg = TraceConfig {
+            exempt: vec![state.clone()],
+            ..config(&sandbox)
+        };
+        let out = run_traced(python(script, &[&state]), &cfg).expect("run");
+        assert_eq!(out.exit, TraceExit::Exited(0));
+        let ckpt = sandbox.join("ckpt");
+        assert_eq!(shape(&out.calls).len(), 2, "{:#?}", out.calls);
+        assert!(out.calls.iter().all(|c| c.paths == vec![ckpt.clone()]));
+        assert!(out.outside.is_empty());
+    }
+
+    #[test]
     fn writes_outside_the_sandbox_are_reported() {
         let (_s, sandbox) = dir();
         let (_o, other) = dir();
@@ -1662,11 +1787,39 @@ with open(sys.argv[1], "w") as f:
     for i in range(3):
         f.write("line\n")
         f.flush()
+# devices, pipes and /proc are neither counted nor outside
+with open("/dev/null", "w") as f:
+    f.write("x")
+with open("/proc/self/comm", "w") as f:
+    f.write("renamed")
+print("to a pipe", flush=True)
 "#;
-        let out = run_traced(python(script, &[&target]), &config(&sandbox)).expect("run");
+        let mut cmd = python(script, &[&target]);
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        cmd.stdout(Stdio::from(write_end));
+        let out = run_traced(cmd, &config(&sandbox)).expect("run");
+        let mut printed = String::new();
+        File::from(read_end)
+            .read_to_string(&mut printed)
+            .expect("read");
+        assert_eq!(printed, "to a pipe\n");
         assert_eq!(out.exit, TraceExit::Exited(0));
         assert!(out.calls.is_empty(), "{:#?}", out.calls);
         assert_eq!(out.outside, vec![target]);
+    }
+
+    #[test]
+    fn a_sandbox_under_dev_shm_is_counted() {
+        if !Path::new("/dev/shm").is_dir() {
+            return;
+        }
+        let d = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
+        let sandbox = fs::canonicalize(d.path()).expect("canonical");
+        let script = "import sys; open(sys.argv[1] + '/f', 'w').write('x')";
+        let out = run_traced(python(script, &[&sandbox]), &config(&sandbox)).expect("run");
+        assert_eq!(out.exit, TraceExit::Exited(0));
+        assert_eq!(shape(&out.calls).len(), 2, "{:#?}", out.calls);
+        assert!(out.calls.iter().all(|c| c.paths == vec![sandbox.join("f")]));
     }
 
     #[test]
