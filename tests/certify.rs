@@ -1,0 +1,403 @@
+//! `crashpoint certify` against real programs: the stdlib Python example
+//! trainer (clean and with each of its bugs), the simulated trainer as an
+//! external command, and subjects that cannot be certified.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crashpoint::inject::{CrashPoint, Mode};
+use crashpoint::layout::{Layout, Sandbox};
+use crashpoint::observe::HarnessFiles;
+use crashpoint::oracle::{self, ResumeMode, Target};
+use crashpoint::runner::{self, Exit, RunRequest, Subject};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn trainer() -> String {
+    root()
+        .join("examples/python/trainer.py")
+        .display()
+        .to_string()
+}
+
+fn certify(args: &[&str]) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .current_dir(root())
+        .arg("certify")
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .output()
+        .unwrap();
+    let v = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn kinds(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v["failures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["kind"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    k.sort();
+    k.dedup();
+    k
+}
+
+#[test]
+fn the_kill_lands_at_the_exact_system_call() {
+    if !crashpoint::trace::tracing_available() {
+        panic!("system-call tracing is not available on this machine");
+    }
+    let target = Target {
+        subject: Subject {
+            program: "python3".into(),
+            args: vec![trainer().into()],
+            sim: false,
+        },
+        mode: Mode::Syscall,
+        max_steps: 20,
+        seed: 0,
+        resume: ResumeMode::Path,
+        timeout: None,
+    };
+    let work = tempfile::tempdir().unwrap();
+    let reference = oracle::reference(&target, Layout::Relative, work.path()).unwrap();
+    // The rename that completes the second save (step 10).
+    let rename = reference
+        .census
+        .iter()
+        .find(|e| e.kind.starts_with("rename") && e.path.ends_with("/step=10.ckpt"))
+        .unwrap_or_else(|| panic!("no rename to step=10.ckpt in {:#?}", reference.census));
+    let case = work.path().join("case");
+    std::fs::create_dir_all(case.join("sandbox")).unwrap();
+    std::fs::create_dir_all(case.join("harness")).unwrap();
+    let sandbox = Sandbox::create(Layout::Relative, &case.join("sandbox")).unwrap();
+    let files = HarnessFiles::in_dir(&case.join("harness"));
+    let place = sandbox.place();
+    let req = RunRequest {
+        place: &place,
+        sandbox: sandbox.root(),
+        max_steps: 20,
+        seed: 0,
+        resume: None,
+        state_out: &files.state,
+        events: &files.events,
+        crash: Some(CrashPoint::Syscall(rename.index)),
+        op_log: None,
+        traced: true,
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let res = runner::run(&target.subject, &req).unwrap();
+    assert_eq!(res.exit, Exit::Crashed, "{res:?}");
+    assert_eq!(
+        res.census.len() as u64,
+        rename.index,
+        "the census stops at the killed call"
+    );
+    let names: Vec<String> = std::fs::read_dir(sandbox.ckpt_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with(".step=10.ckpt.tmp")),
+        "temporary file of the second save missing: {names:?}"
+    );
+    assert!(
+        !names.contains(&"step=10.ckpt".to_string()),
+        "the rename must not have happened: {names:?}"
+    );
+    assert!(names.contains(&"step=5.ckpt".to_string()), "{names:?}");
+    assert_eq!(
+        std::fs::read_link(sandbox.ckpt_dir().join("last.ckpt")).unwrap(),
+        PathBuf::from("step=5.ckpt")
+    );
+}
+
+#[test]
+fn the_clean_python_trainer_is_certified_in_all_seven_layouts() {
+    let (o, v) = certify(&[
+        "--cases",
+        "10",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(v["certified"], true, "{v}");
+    let layouts: Vec<&str> = v["layouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["layout"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layouts,
+        [
+            "relative",
+            "absolute",
+            "nested",
+            "symlinked-cwd",
+            "symlinked-dir",
+            "relocated",
+            "other-cwd"
+        ]
+    );
+    for l in v["layouts"].as_array().unwrap() {
+        assert!(l["census"].as_u64().unwrap() >= 30, "census too small: {l}");
+        assert!(l["cases"].as_u64().unwrap() >= 10, "{l}");
+    }
+}
+
+#[test]
+fn cwd_relative_link_dangles_in_relative_layouts_only() {
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative,absolute",
+        "--cases",
+        "12",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+        "--bug",
+        "cwd-relative-link",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(kinds(&v).contains(&"dangling-last".to_string()), "{v}");
+    let layouts: Vec<&str> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["layout"].as_str().unwrap())
+        .collect();
+    assert!(
+        layouts.iter().all(|l| *l == "relative"),
+        "absolute must pass: {layouts:?}"
+    );
+    // Every failure carries a replay that pins its layout and system call.
+    for f in v["failures"].as_array().unwrap() {
+        let r = f["replay"].as_str().unwrap();
+        assert!(
+            r.contains("certify --layouts relative")
+                && r.contains("--crash ")
+                && r.ends_with("--bug cwd-relative-link"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn a_replay_reproduces_the_same_failure() {
+    let (_, v) = certify(&[
+        "--layouts",
+        "relocated",
+        "--cases",
+        "8",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+        "--bug",
+        "absolute-link",
+    ]);
+    let f = &v["failures"][0];
+    let kind = f["kind"]
+        .as_str()
+        .expect("absolute-link fails in relocated");
+    let replay = f["replay"].as_str().unwrap();
+    let again = Command::new("sh")
+        .arg("-c")
+        .arg(replay)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{replay}\n{}", text(&again));
+    assert!(text(&again).contains(kind), "{}", text(&again));
+    assert!(
+        text(&again).contains("1 cases") || text(&again).contains(" 1 "),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn torn_writes_are_caught_where_resume_reads_the_torn_file() {
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative",
+        "--exhaustive",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+        "--bug",
+        "torn-write",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let k = kinds(&v);
+    assert!(
+        k.contains(&"resume-failed".to_string()) || k.contains(&"digest-mismatch".to_string()),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn a_forgotten_rng_state_is_a_digest_mismatch() {
+    let (o, v) = certify(&[
+        "--layouts",
+        "absolute",
+        "--cases",
+        "12",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+        "--bug",
+        "no-rng-state",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(kinds(&v).contains(&"digest-mismatch".to_string()), "{v}");
+}
+
+#[test]
+fn the_simulated_trainer_is_certifiable_as_an_external_command() {
+    let sim = env!("CARGO_BIN_EXE_crashpoint");
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative,symlinked-dir",
+        "--cases",
+        "12",
+        "--",
+        sim,
+        "sim",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(v["certified"], true);
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative",
+        "--cases",
+        "12",
+        "--",
+        sim,
+        "sim",
+        "--mutant",
+        "cwd-relative-link",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(kinds(&v).contains(&"dangling-last".to_string()), "{v}");
+}
+
+#[test]
+fn junit_lists_a_test_case_per_crash_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("j.xml");
+    let o = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .current_dir(root())
+        .args([
+            "certify",
+            "--layouts",
+            "relative",
+            "--cases",
+            "5",
+            "--junit",
+        ])
+        .arg(&junit)
+        .args([
+            "--",
+            "python3",
+            "examples/python/trainer.py",
+            "--bug",
+            "no-rng-state",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let x = std::fs::read_to_string(junit).unwrap();
+    assert!(x.matches("<testcase").count() >= 5, "{x}");
+    assert!(
+        x.contains("digest-mismatch") && x.contains("replay: "),
+        "{x}"
+    );
+}
+
+/// A shell subject: `script` runs with the protocol environment.
+fn sh_subject(script: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .current_dir(root())
+        .args([
+            "certify",
+            "--layouts",
+            "relative",
+            "--cases",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn subjects_that_cannot_be_certified_exit_2_with_their_own_message() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--", "no-such-trainer-command"],
+            "command not found: no-such-trainer-command",
+        ),
+        (
+            &["--crashes", "0", "--", "python3"],
+            "invalid value '0' for '--crashes <CRASHES>'",
+        ),
+        (
+            &["--mode", "op", "--", "python3"],
+            "`op` is not a mode for certify",
+        ),
+    ];
+    for (args, want) in cases {
+        let (o, _) = certify(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains(want),
+            "{args:?}: want {want}\n{}",
+            text(&o)
+        );
+    }
+    let o = sh_subject("mkdir -p \"$CRASHPOINT_CKPT_DIR\"; exit 0");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("exited 0 but wrote no state file"),
+        "{}",
+        text(&o)
+    );
+    let o = sh_subject("echo '{\"step\": 20, \"digest\": \"x\"}' > \"$CRASHPOINT_STATE_OUT\"");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "made no file-mutating system call in the sandbox (is CRASHPOINT_CKPT_DIR used?)"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = sh_subject("mkdir -p \"$CRASHPOINT_CKPT_DIR\"; echo \"{\\\"step\\\": 20, \\\"digest\\\": \\\"$$\\\"}\" > \"$CRASHPOINT_STATE_OUT\"");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nondeterministic"), "{}", text(&o));
+}
