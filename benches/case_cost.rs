@@ -117,5 +117,52 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cases, codec);
+/// One uninterrupted run of the Python example, untraced and traced by the
+/// seccomp/ptrace supervisor, side by side.
+fn subject(c: &mut Criterion) {
+    use crashpoint::layout::Sandbox;
+    use crashpoint::observe::HarnessFiles;
+    use crashpoint::runner::{run, Exit, RunRequest};
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python/trainer.py");
+    let subject = Subject {
+        program: "python3".into(),
+        args: vec![script.into()],
+        sim: false,
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("python-subject");
+    g.sample_size(10);
+    for traced in [false, true] {
+        let name = if traced { "traced" } else { "untraced" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let case = work.path().join(name);
+                std::fs::create_dir_all(case.join("sandbox")).expect("mkdir");
+                std::fs::create_dir_all(case.join("harness")).expect("mkdir");
+                let sb = Sandbox::create(Layout::Relative, &case.join("sandbox")).expect("sandbox");
+                let files = HarnessFiles::in_dir(&case.join("harness"));
+                let place = sb.place();
+                let req = RunRequest {
+                    place: &place,
+                    sandbox: sb.root(),
+                    max_steps: 20,
+                    seed: 0,
+                    resume: None,
+                    state_out: &files.state,
+                    events: &files.events,
+                    crash: None,
+                    op_log: None,
+                    traced,
+                    timeout: std::time::Duration::from_secs(60),
+                };
+                let r = run(&subject, &req).expect("runs");
+                assert_eq!(r.exit, Exit::Code(0));
+                std::fs::remove_dir_all(&case).expect("rm");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, cases, codec, subject);
 criterion_main!(benches);
