@@ -401,3 +401,39 @@ fn subjects_that_cannot_be_certified_exit_2_with_their_own_message() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nondeterministic"), "{}", text(&o));
 }
+
+#[test]
+fn a_subject_that_hangs_on_resume_is_a_hang_killed_by_the_watchdog() {
+    let start = std::time::Instant::now();
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative",
+        "--cases",
+        "3",
+        "--timeout",
+        "1",
+        "--",
+        "sh",
+        "tests/fixtures/hangs-on-resume.sh",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(kinds(&v).contains(&"hang".to_string()), "{v}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "the watchdog must cut each hung run"
+    );
+    let detail = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "hang")
+        .unwrap()["detail"]
+        .clone();
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .contains("exceeded its time limit of 1.0s"),
+        "{detail}"
+    );
+}
