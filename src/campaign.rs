@@ -157,7 +157,8 @@ impl Campaign {
         }
     }
 
-    /// The plans of one layout, from its reference's census.
+    /// The plans of one layout: from its reference's census, then the
+    /// three misuse probes (a replay runs only its own plan).
     pub fn plans(&self, reference: &Reference) -> Vec<CrashPlan> {
         if let Some(only) = &self.only {
             return vec![only.clone()];
@@ -169,7 +170,9 @@ impl Campaign {
             seed: self.crash_seed,
             duration_ms: reference.duration.as_millis() as u64,
         };
-        inject::plans(&spec, &reference.census)
+        let mut plans = inject::plans(&spec, &reference.census);
+        plans.extend(inject::Probe::ALL.map(inject::Probe::plan));
+        plans
     }
 
     /// Runs every layout; `work` is an empty directory for the sandboxes.
@@ -225,7 +228,10 @@ impl Campaign {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(plan) = plans.get(i) else { return };
                     let case_dir: PathBuf = scratch.join(format!("case-{i}"));
-                    let r = oracle::run_case(&self.target, reference, plan, &case_dir);
+                    let r = match plan.probe() {
+                        Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
+                        None => oracle::run_case(&self.target, reference, plan, &case_dir),
+                    };
                     let _ = std::fs::remove_dir_all(&case_dir);
                     if let Ok(mut slots) = slots.lock() {
                         slots[i] = Some(r);

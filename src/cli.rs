@@ -16,8 +16,9 @@ use crate::oracle::{ResumeMode, Target};
 use crate::report::{self, Report, ScenarioRow};
 use crate::runner::Subject;
 use crate::scenario::{Expect, Scenario};
+use crate::shrink;
 use crate::sim::SimSettings;
-use crate::zoo::Mutant;
+use crate::zoo::{hunt, Mutant};
 
 /// Exit status: everything as expected / certified.
 pub const EXIT_OK: i32 = 0;
@@ -63,6 +64,12 @@ pub struct RunArgs {
     /// Run only this crash plan (a replay), e.g. op:17:mid,op:3:before; `none` for no crash.
     #[arg(long)]
     pub crash: Option<String>,
+    /// Override every scenario's max_steps (replays of shrunk cases use it).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
+    /// Shrink the first failure of each kind to a minimal case, with its replay command.
+    #[arg(long)]
+    pub shrink: bool,
     /// Parallel workers (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -140,9 +147,21 @@ fn parse_external_mode(s: &str) -> Result<Mode, String> {
 /// Flags of `crashpoint zoo`.
 #[derive(Debug, Args)]
 pub struct ZooArgs {
-    /// List the mutants with a one-line description.
+    /// List the mutants with a one-line description, and run nothing.
     #[arg(long)]
     pub list: bool,
+    /// The scenarios directory: the zoo's are its zoo-<mutant>.toml files.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: PathBuf,
+    /// Candidates each shrinking may run.
+    #[arg(long, default_value_t = 40)]
+    pub attempts: usize,
+    /// Parallel workers (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write the zoo report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// A mistake the user can fix: printed as `error: ...`, exit status 2.
@@ -272,20 +291,47 @@ fn sim(settings: &SimSettings) -> i32 {
 }
 
 fn zoo(a: ZooArgs) -> Result<i32, CliError> {
-    if !a.list {
-        return Err(CliError::Flag(
-            "`crashpoint zoo` needs --list for now".into(),
-        ));
+    if a.list {
+        let width = Mutant::ALL
+            .iter()
+            .map(|m| m.name().len())
+            .max()
+            .unwrap_or(0);
+        for m in Mutant::ALL {
+            println!("{:width$}  {}", m.name(), m.description());
+        }
+        return Ok(EXIT_OK);
     }
-    let width = Mutant::ALL
-        .iter()
-        .map(|m| m.name().len())
-        .max()
-        .unwrap_or(0);
-    for m in Mutant::ALL {
-        println!("{:width$}  {}", m.name(), m.description());
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
+    let opts = hunt::Options {
+        dir: a.scenarios.clone(),
+        exe,
+        program: self_name(),
+        jobs: jobs(a.jobs),
+        clean: hunt::CleanSet::All,
+        shrink_attempts: a.attempts,
+    };
+    let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
+    let tell = |line: &str| {
+        if std::io::stderr().is_terminal() {
+            eprintln!("  {line}");
+        }
+    };
+    let report = hunt::hunt(&opts, ws.path(), &tell).map_err(|e| match e {
+        hunt::HuntError::Campaign(c) => CliError::Campaign(c),
+        hunt::HuntError::Interrupted => CliError::Campaign(CampaignError::Interrupted),
+        other => CliError::Flag(other.to_string()),
+    })?;
+    print!("{}", crate::zoo::table::render(&report));
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        std::fs::write(p, text).map_err(|source| CliError::Write {
+            path: p.display().to_string(),
+            source,
+        })?;
     }
-    Ok(EXIT_OK)
+    Ok(if report.ok { EXIT_OK } else { EXIT_FAIL })
 }
 
 /// Every `*.toml` in `./scenarios`, sorted.
@@ -316,6 +362,7 @@ fn run_replay(
     mutant: Option<Mutant>,
     layout: Layout,
     plan: Option<&CrashPlan>,
+    max_steps: Option<u64>,
 ) -> String {
     let mut w = vec![self_name(), "run".into(), s.path.display().to_string()];
     if let Some(m) = mutant {
@@ -326,7 +373,54 @@ fn run_replay(
         Some(p) if !p.points.is_empty() => p.to_string(),
         _ => "none".into(),
     });
+    if let Some(n) = max_steps {
+        w.extend(["--max-steps".into(), n.to_string()]);
+    }
     report::shell_join(w)
+}
+
+/// Shrinks the first failure of each kind of one scenario's campaign and
+/// says, per kind, the case before and after with the minimal replay.
+fn shrink_failures(
+    a: &RunArgs,
+    s: &Scenario,
+    campaign: &Campaign,
+    results: &[LayoutResult],
+    report: &Report,
+    work: &Path,
+) -> Result<String, CliError> {
+    let mut out = String::new();
+    for kind in report.kinds() {
+        let Some((_, start)) = shrink::first_failing(results, kind, s.max_steps) else {
+            continue;
+        };
+        let dir = work.join(format!("shrink-{kind}"));
+        std::fs::create_dir_all(&dir).map_err(|e| CliError::Campaign(e.into()))?;
+        let mut judge = shrink::RunnerJudge::new(campaign.target.clone(), &dir);
+        let limits = shrink::Limits {
+            attempts: 40,
+            step_unit: shrink::save_interval(&s.trainer),
+        };
+        let shrunk = shrink::shrink(&mut judge, start, kind, limits).map_err(|e| match e {
+            shrink::ShrinkError::Runner(r) => CliError::Campaign(r.into()),
+            shrink::ShrinkError::Io(e) => CliError::Campaign(e.into()),
+        })?;
+        let after = &shrunk.after.case;
+        let steps =
+            (after.max_steps != s.max_steps || a.max_steps.is_some()).then_some(after.max_steps);
+        let replay = run_replay(s, a.mutant, after.layout, Some(&after.plan), steps);
+        out += &format!(
+            "SHRUNK {} {kind}: {} (runs: {}) -> {} (runs: {}), attempts: {}\n     {}\n     replay: {replay}\n",
+            s.name,
+            shrunk.before.case,
+            shrunk.before.runs,
+            after,
+            shrunk.after.runs,
+            shrunk.attempts,
+            shrunk.after.detail,
+        );
+    }
+    Ok(out)
 }
 
 fn expected_text(e: &Expect) -> String {
@@ -355,6 +449,14 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             s.trainer.mutants = vec![m];
             s.expect = Expect::Fail(Vec::new());
         }
+        if let Some(n) = a.max_steps {
+            s.max_steps = n;
+        }
+        // A replay runs one case, which cannot show every kind a scenario
+        // expects across its cases: any failure is the failure expected.
+        if only.is_some() && matches!(s.expect, Expect::Fail(_)) {
+            s.expect = Expect::Fail(Vec::new());
+        }
         if !a.layouts.is_empty() {
             s.layouts.retain(|l| a.layouts.contains(l));
         }
@@ -367,6 +469,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     }
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let mut reports = Vec::new();
+    let mut shrunk = String::new();
     for s in &scenarios {
         if s.layouts.is_empty() {
             continue;
@@ -376,8 +479,11 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         let campaign = Campaign::for_scenario(s, &exe, jobs(a.jobs), only.clone());
         let work = ws.path().join(&s.name);
         let results: Vec<LayoutResult> = campaign.run(&work, &progress)?;
-        let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p);
+        let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
         let r = Report::build(&s.name, "kill", &results, &replay);
+        if a.shrink && !r.certified {
+            shrunk += &shrink_failures(&a, s, &campaign, &results, &r, &work)?;
+        }
         reports.push((s, r));
     }
     let rows: Vec<ScenarioRow<'_>> = reports
@@ -391,7 +497,8 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     print!("{}", report::run_table(&rows));
     let mut all_ok = true;
     for row in &rows {
-        if !row.as_expected || (!row.report.certified && a.mutant.is_some()) {
+        let replaying = only.is_some() || a.mutant.is_some();
+        if !row.as_expected || (!row.report.certified && replaying) {
             print!("{}", report::failure_list(row.report, 3));
         }
         all_ok &= row.as_expected;
@@ -399,6 +506,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             println!("warning: {}: {w}", row.report.name);
         }
     }
+    print!("{shrunk}");
     let total: usize = rows.iter().map(|r| r.report.cases).sum();
     println!(
         "{} scenarios, {total} cases: {}",

@@ -28,6 +28,59 @@ pub enum CrashPoint {
     Syscall(u64),
     /// SIGKILL this many milliseconds after the start.
     Time(u64),
+    /// Not a kill: a misuse probe that hands the subject a bad resume path
+    /// (see [`Probe`]). A plan holding a probe holds nothing else.
+    Probe(Probe),
+}
+
+/// A misuse probe: after an uninterrupted run, the subject is resumed from
+/// something it must refuse; exiting 0 is `bad-resume-accepted`.
+///
+/// ```
+/// use crashpoint::inject::{CrashPlan, Probe};
+/// let plan: CrashPlan = "probe:corrupt".parse().unwrap();
+/// assert_eq!(plan.probe(), Some(Probe::Corrupt));
+/// assert!("probe:missing,op:3:after".parse::<CrashPlan>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Probe {
+    /// The checkpoint directory itself as the resume path.
+    Directory,
+    /// A path to a file that does not exist (`<dir>/missing.ckpt`).
+    Missing,
+    /// The file the resume argument resolves to, truncated to half its size.
+    Corrupt,
+}
+
+impl Probe {
+    /// Every probe, in the order campaigns run them.
+    pub const ALL: [Probe; 3] = [Probe::Directory, Probe::Missing, Probe::Corrupt];
+
+    /// The name after `probe:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::Directory => "directory",
+            Probe::Missing => "missing",
+            Probe::Corrupt => "corrupt",
+        }
+    }
+
+    /// The one-point plan that runs this probe.
+    pub fn plan(self) -> CrashPlan {
+        CrashPlan {
+            points: vec![CrashPoint::Probe(self)],
+        }
+    }
+}
+
+impl FromStr for Probe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Probe::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown probe `{s}` (directory, missing or corrupt)"))
+    }
 }
 
 impl fmt::Display for CrashPoint {
@@ -36,6 +89,7 @@ impl fmt::Display for CrashPoint {
             CrashPoint::Op(c) => write!(f, "op:{c}"),
             CrashPoint::Syscall(n) => write!(f, "syscall:{n}"),
             CrashPoint::Time(ms) => write!(f, "time:{ms}ms"),
+            CrashPoint::Probe(p) => write!(f, "probe:{}", p.name()),
         }
     }
 }
@@ -44,7 +98,7 @@ impl FromStr for CrashPoint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, rest) = s.split_once(':').ok_or_else(|| {
-            format!("`{s}` is not a crash point (op:N:WHEN, syscall:N or time:MSms)")
+            format!("`{s}` is not a crash point (op:N:WHEN, syscall:N, time:MSms or probe:NAME)")
         })?;
         match kind {
             "op" => Ok(CrashPoint::Op(rest.parse()?)),
@@ -57,8 +111,9 @@ impl FromStr for CrashPoint {
                 .parse()
                 .map(CrashPoint::Time)
                 .map_err(|_| format!("`{rest}` is not a delay in milliseconds")),
+            "probe" => rest.parse().map(CrashPoint::Probe),
             other => Err(format!(
-                "unknown crash point kind `{other}` (op, syscall or time)"
+                "unknown crash point kind `{other}` (op, syscall, time or probe)"
             )),
         }
     }
@@ -88,7 +143,26 @@ impl FromStr for CrashPlan {
         if points.is_empty() {
             return Err("a crash plan needs at least one point".into());
         }
-        Ok(CrashPlan { points })
+        let plan = CrashPlan { points };
+        if plan.points.len() > 1
+            && plan
+                .points
+                .iter()
+                .any(|p| matches!(p, CrashPoint::Probe(_)))
+        {
+            return Err("a probe (probe:NAME) is a case of its own: give it alone".into());
+        }
+        Ok(plan)
+    }
+}
+
+impl CrashPlan {
+    /// The probe this plan runs, if it is a probe rather than crashes.
+    pub fn probe(&self) -> Option<Probe> {
+        match self.points.as_slice() {
+            [CrashPoint::Probe(p)] => Some(*p),
+            _ => None,
+        }
     }
 }
 

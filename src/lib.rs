@@ -23,12 +23,15 @@
 //! * [`layout`] builds one path layout in a fresh sandbox.
 //! * [`sim`] is the simulated trainer; [`ckpt`] its checkpoint format, numbered
 //!   I/O layer, `ModelCheckpoint`-like policy and resume-path resolution;
-//!   [`zoo`] the bugs it can be switched into.
+//!   [`zoo`] the bugs it can be switched into, and the hunt that must catch
+//!   every one of them.
 //! * [`protocol`] is the subject protocol v1 both sides speak.
 //! * [`inject`] turns a census into crash plans; [`runner`] runs one process
 //!   in its own process group with a watchdog; [`observe`] reads what it left.
 //! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
-//!   every case of a target on parallel workers; [`report`] prints.
+//!   every case of a target on parallel workers (crash cases, then three
+//!   misuse probes per layout); [`shrink`] turns a failing case into a
+//!   minimal one; [`report`] prints.
 //! * [`sys`] fences the process-control system calls; [`trace`] the
 //!   seccomp and ptrace supervisor behind `syscall` crash points.
 //!

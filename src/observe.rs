@@ -57,6 +57,16 @@ pub struct DirSnapshot {
     pub entries: Vec<Entry>,
 }
 
+/// A link target as text, an absolute one inside the sandbox written as
+/// `<sandbox>/...`: what a snapshot shows must not depend on where the
+/// sandbox happened to be.
+fn in_sandbox_terms(target: &Path, root: &Path) -> String {
+    match target.strip_prefix(root) {
+        Ok(rest) if target.is_absolute() => format!("<sandbox>/{}", rest.display()),
+        _ => target.display().to_string(),
+    }
+}
+
 impl DirSnapshot {
     /// Takes a snapshot of `dir` (which may be reached through a link) inside
     /// the sandbox `root`.
@@ -76,7 +86,7 @@ impl DirSnapshot {
             };
             let kind = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path)
-                    .map(|t| t.display().to_string())
+                    .map(|t| in_sandbox_terms(&t, root))
                     .unwrap_or_default();
                 let resolves = match path.canonicalize() {
                     Err(_) => Resolution::Dangling,

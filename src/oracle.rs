@@ -15,6 +15,9 @@ use crate::observe::{read_state, DirSnapshot, EntryKind, HarnessFiles, Resolutio
 use crate::protocol::{Event, StateFile};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 
+mod probe;
+pub use probe::run_probe;
+
 /// The kinds of failure, as PROTOCOL.md names them.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -88,10 +91,16 @@ impl fmt::Display for FailureKind {
 impl std::str::FromStr for FailureKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FailureKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let valid: Vec<_> = FailureKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown failure kind `{s}`; valid kinds: {}", valid.join(", "))
-        })
+        FailureKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let valid: Vec<_> = FailureKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown failure kind `{s}`; valid kinds: {}",
+                    valid.join(", ")
+                )
+            })
     }
 }
 
@@ -136,7 +145,9 @@ impl ResumeMode {
             ResumeMode::Path => sandbox.last_path_arg(),
             ResumeMode::Last => "last".into(),
             ResumeMode::Best => "best".into(),
-            ResumeMode::File(f) => format!("{}/{f}", sandbox.place().ckpt_dir.trim_end_matches('/')),
+            ResumeMode::File(f) => {
+                format!("{}/{f}", sandbox.place().ckpt_dir.trim_end_matches('/'))
+            }
         }
     }
 
@@ -324,7 +335,11 @@ fn describe_exit(res: &RunResult) -> String {
 
 /// Runs the subject twice, uninterrupted, in a fresh sandbox of `layout`
 /// under `scratch`; the first run also takes the census.
-pub fn reference(target: &Target, layout: Layout, scratch: &Path) -> Result<Reference, ReferenceError> {
+pub fn reference(
+    target: &Target,
+    layout: Layout,
+    scratch: &Path,
+) -> Result<Reference, ReferenceError> {
     let limit = target.timeout.unwrap_or(REFERENCE_TIMEOUT);
     let mut results = Vec::new();
     for i in 0..2 {
@@ -350,7 +365,8 @@ pub fn reference(target: &Target, layout: Layout, scratch: &Path) -> Result<Refe
         }
         if i == 0 && target.mode == Mode::Syscall && res.census.is_empty() {
             return Err(unusable(
-                "made no file-mutating system call in the sandbox (is CRASHPOINT_CKPT_DIR used?)".into(),
+                "made no file-mutating system call in the sandbox (is CRASHPOINT_CKPT_DIR used?)"
+                    .into(),
             ));
         }
         let dir = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
@@ -366,7 +382,12 @@ pub fn reference(target: &Target, layout: Layout, scratch: &Path) -> Result<Refe
         let parts = differing_fields(&sa.fields, &sb.fields);
         return Err(ReferenceError::Nondeterministic {
             layout,
-            detail: format!("digest {} vs {}{}", short(&sa.digest), short(&sb.digest), parts),
+            detail: format!(
+                "digest {} vs {}{}",
+                short(&sa.digest),
+                short(&sb.digest),
+                parts
+            ),
         });
     }
     let duration = ra.duration.max(rb.duration);
@@ -435,7 +456,10 @@ fn check_dir(snap: &DirSnapshot, run: usize, when: &str, out: &mut Vec<Finding>)
                 Resolution::InSandbox(p) | Resolution::Outside(p) => out.push(Finding {
                     kind: FailureKind::EscapedDir,
                     run,
-                    detail: format!("{when}: {} -> {target} resolves outside the checkpoint directory, to {p}", e.name),
+                    detail: format!(
+                        "{when}: {} -> {target} resolves outside the checkpoint directory, to {p}",
+                        e.name
+                    ),
                 }),
                 _ => {}
             }
@@ -444,10 +468,17 @@ fn check_dir(snap: &DirSnapshot, run: usize, when: &str, out: &mut Vec<Finding>)
 }
 
 /// Where the case's `state` events first leave the reference's trajectory.
-fn first_divergence(reference: &BTreeMap<u64, BTreeMap<String, String>>, events: &[Event]) -> String {
+fn first_divergence(
+    reference: &BTreeMap<u64, BTreeMap<String, String>>,
+    events: &[Event],
+) -> String {
     for e in events {
-        let Event::State { step, parts } = e else { continue };
-        let Some(want) = reference.get(step) else { continue };
+        let Event::State { step, parts } = e else {
+            continue;
+        };
+        let Some(want) = reference.get(step) else {
+            continue;
+        };
         let diff: Vec<&str> = want
             .iter()
             .filter(|(k, v)| parts.get(*k).is_some_and(|p| p != *v))
@@ -502,10 +533,12 @@ pub fn run_case(
         req.resume = resume.clone();
         let res = runner::run(&target.subject, &req)?;
         let events = Event::read_all(&files.events);
-        let started_from = events[before.len().min(events.len())..].iter().find_map(|e| match e {
-            Event::Resumed { step } => Some(*step),
-            _ => None,
-        });
+        let started_from = events[before.len().min(events.len())..]
+            .iter()
+            .find_map(|e| match e {
+                Event::Resumed { step } => Some(*step),
+                _ => None,
+            });
         let lost = |from: u64, findings: &mut Vec<Finding>| {
             if let Some(saved) = saved_before.filter(|s| from < *s) {
                 findings.push(Finding {
@@ -523,13 +556,19 @@ pub fn run_case(
                 crashes_hit += 1;
                 next_crash += 1;
                 let snap = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
-                let when = format!("after crash {crashes_hit} at {}", crash.map(|c| c.to_string()).unwrap_or_default());
+                let when = format!(
+                    "after crash {crashes_hit} at {}",
+                    crash.map(|c| c.to_string()).unwrap_or_default()
+                );
                 check_dir(&snap, run, &when, &mut findings);
                 if saved_before.max(max_saved(&events)).is_some() && !target.resume.present(&snap) {
                     findings.push(Finding {
                         kind: FailureKind::NoCheckpoint,
                         run,
-                        detail: format!("{when}: a save had completed, but nothing to resume from ({}) is left", target.resume),
+                        detail: format!(
+                            "{when}: a save had completed, but nothing to resume from ({}) is left",
+                            target.resume
+                        ),
                     });
                 }
                 if let Err(e) = sandbox.before_next_run() {
@@ -541,7 +580,10 @@ pub fn run_case(
             Exit::TimedOut => findings.push(Finding {
                 kind: FailureKind::Hang,
                 run,
-                detail: format!("run {run} exceeded its time limit of {:.1}s", reference.timeout.as_secs_f64()),
+                detail: format!(
+                    "run {run} exceeded its time limit of {:.1}s",
+                    reference.timeout.as_secs_f64()
+                ),
             }),
             Exit::Code(0) => match read_state(&files.state) {
                 Err(e) => findings.push(Finding {
@@ -557,7 +599,10 @@ pub fn run_case(
                         findings.push(Finding {
                             kind: FailureKind::ResumeFailed,
                             run,
-                            detail: format!("run {run} exited 0 at step {} before CRASHPOINT_MAX_STEPS={}", state.step, target.max_steps),
+                            detail: format!(
+                                "run {run} exited 0 at step {} before CRASHPOINT_MAX_STEPS={}",
+                                state.step, target.max_steps
+                            ),
                         });
                     } else if state.digest != reference.state.digest {
                         findings.push(Finding {
@@ -610,7 +655,8 @@ fn compare_dirs(
     findings: &mut Vec<Finding>,
     warnings: &mut Vec<String>,
 ) {
-    let show = |v: Vec<&crate::observe::Entry>| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+    let show =
+        |v: Vec<&crate::observe::Entry>| v.iter().map(|e| e.comparable()).collect::<Vec<_>>();
     let (want, have) = (show(reference.checkpoints()), show(got.checkpoints()));
     if want != have {
         let missing: Vec<_> = want.iter().filter(|e| !have.contains(e)).cloned().collect();

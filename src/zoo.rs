@@ -1,6 +1,8 @@
 //! The bug zoo: named, deliberate bugs the simulated trainer can be switched
 //! into, one flag each. Each comes from a failure real frameworks shipped; the
-//! harness is only worth what it catches of them.
+//! harness is only worth what it catches of them. [`hunt`] runs every mutant
+//! on its scenario (`scenarios/zoo-<mutant>.toml`), shrinks what it finds,
+//! and checks that the clean trainer passes; [`table`] prints the result.
 //!
 //! ```
 //! use crashpoint::zoo::Mutant;
@@ -11,6 +13,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+pub mod hunt;
+pub mod table;
 
 macro_rules! mutants {
     ($( $variant:ident = $name:literal : $desc:literal ),+ $(,)?) => {
@@ -46,9 +51,22 @@ mutants! {
     NoFsyncRename = "no-fsync-rename": "rename without fsync of the file and of the directory",
     UnlinkThenLink = "unlink-then-link": "last.ckpt is replaced by unlink then symlink, leaving a window with no link",
     DeleteBeforeSave = "delete-before-save": "top-k drops the old checkpoint before the new one is complete",
-    StaleTopK = "stale-top-k": "top-k bookkeeping is rebuilt from nothing after resume",
+    StaleTopK = "stale-top-k": "top-k bookkeeping is rebuilt from nothing after resume, and names are versioned against whatever files are on disk",
     ManualStepNoCount = "manual-step-no-count": "the optimizer is stepped directly, the step counter never advances through the wrapper, no save trigger fires",
     DirAsResumePath = "dir-as-resume-path": "a directory given as the resume path is silently accepted and training starts fresh",
+}
+
+impl Mutant {
+    /// Can process kills show this bug at all? `no-fsync-rename` loses data
+    /// only when the machine loses power, so it waits for that fault model.
+    pub fn needs_power_loss(self) -> bool {
+        self == Mutant::NoFsyncRename
+    }
+
+    /// The scenario file that must catch this mutant, in the scenarios directory.
+    pub fn scenario_file(self) -> String {
+        format!("zoo-{}.toml", self.name())
+    }
 }
 
 impl fmt::Display for Mutant {
@@ -66,7 +84,11 @@ pub struct UnknownMutant {
 }
 
 fn valid_names() -> String {
-    Mutant::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+    Mutant::ALL
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl FromStr for Mutant {
@@ -76,7 +98,9 @@ impl FromStr for Mutant {
             .iter()
             .copied()
             .find(|m| m.name() == s)
-            .ok_or_else(|| UnknownMutant { given: s.to_string() })
+            .ok_or_else(|| UnknownMutant {
+                given: s.to_string(),
+            })
     }
 }
 

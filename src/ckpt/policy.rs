@@ -22,7 +22,9 @@ use super::io::Io;
 use super::CkptError;
 
 /// How `last.ckpt` is maintained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SaveLast {
     /// A symbolic link to the newest top-k checkpoint (Lightning's `save_last="link"`).
@@ -34,7 +36,9 @@ pub enum SaveLast {
 }
 
 /// Whether a smaller or a larger monitored value is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Smaller is better (a loss).
@@ -135,7 +139,9 @@ impl TopK {
         }
         let names = kept.iter().map(|(n, _)| n).chain(&pending_delete);
         if names.into_iter().any(|n| !is_plain_name(n)) {
-            return Err(DecodeError::Malformed("top-k names a file outside its directory"));
+            return Err(DecodeError::Malformed(
+                "top-k names a file outside its directory",
+            ));
         }
         Ok(TopK {
             kept,
@@ -196,7 +202,8 @@ impl ModelCheckpoint {
             }
             let path = self.dir.join(name);
             if path.symlink_metadata().is_ok() && !self.is_resumed_from(&path) {
-                io.unlink(&path).map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
+                io.unlink(&path)
+                    .map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
             }
         }
         self.topk = TopK {
@@ -223,16 +230,24 @@ impl ModelCheckpoint {
         if !self.dir.is_dir() {
             return Ok(());
         }
-        let names = io.list(&self.dir).map_err(|e| CkptError::io("list", &self.dir, e))?;
-        for name in names.iter().filter(|n| n.starts_with('.') && n.ends_with(".tmp")) {
+        let names = io
+            .list(&self.dir)
+            .map_err(|e| CkptError::io("list", &self.dir, e))?;
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        {
             let path = self.dir.join(name);
-            io.unlink(&path).map_err(|e| CkptError::io("remove stale temporary file", &path, e))?;
+            io.unlink(&path)
+                .map_err(|e| CkptError::io("remove stale temporary file", &path, e))?;
         }
         Ok(())
     }
 
     fn is_resumed_from(&self, path: &Path) -> bool {
-        self.resumed_from.as_deref().is_some_and(|r| same_name(r, path))
+        self.resumed_from
+            .as_deref()
+            .is_some_and(|r| same_name(r, path))
     }
 
     /// Called after every optimizer step; saves when a trigger fires.
@@ -249,12 +264,13 @@ impl ModelCheckpoint {
             return Ok(None);
         }
         let by_steps = self.cfg.every_n_steps > 0 && step % self.cfg.every_n_steps == 0;
-        let by_epochs =
-            epoch_ended && self.cfg.every_n_epochs > 0 && state.epoch % self.cfg.every_n_epochs == 0;
+        let by_epochs = epoch_ended
+            && self.cfg.every_n_epochs > 0
+            && state.epoch % self.cfg.every_n_epochs == 0;
         if !(by_steps || by_epochs) {
             return Ok(None);
         }
-        self.save(io, state).map(Some)
+        self.save_written(io, state)
     }
 
     /// Formats the file name of a checkpoint of `state` (without version suffix).
@@ -377,9 +393,23 @@ impl ModelCheckpoint {
     /// Saves a checkpoint of `state` now, whatever the triggers say.
     /// Returns the path a user would resume from.
     pub fn save(&mut self, io: &mut Io, state: &SimState) -> Result<PathBuf, CkptError> {
+        let last = self.dir.join(LAST);
+        self.save_written(io, state).map(|p| p.unwrap_or(last))
+    }
+
+    /// Saves a checkpoint of `state` now. Returns the path a user would
+    /// resume from, or `None` when nothing was written (top-k declined the
+    /// checkpoint and there is no `last.ckpt`): then no save happened, and
+    /// none may be announced.
+    fn save_written(
+        &mut self,
+        io: &mut Io,
+        state: &SimState,
+    ) -> Result<Option<PathBuf>, CkptError> {
         io.set_phase(format!("save step={}", state.global_step));
         let dir = self.dir.clone();
-        io.mkdir_all(&dir).map_err(|e| CkptError::io("create checkpoint directory", &dir, e))?;
+        io.mkdir_all(&dir)
+            .map_err(|e| CkptError::io("create checkpoint directory", &dir, e))?;
         let (file, next) = self.plan(state);
         let bytes = encode(&Checkpoint {
             state: state.clone(),
@@ -398,14 +428,14 @@ impl ModelCheckpoint {
                 io.set_phase(format!("relink last step={}", state.global_step));
                 let target = next.last_saved.clone().unwrap_or_default();
                 self.relink(io, LAST, &target)?;
-                dir.join(LAST)
+                Some(dir.join(LAST))
             }
             SaveLast::Link | SaveLast::Copy => {
                 io.set_phase(format!("save last step={}", state.global_step));
                 self.write_file(io, LAST, &bytes)?;
-                dir.join(LAST)
+                Some(dir.join(LAST))
             }
-            SaveLast::Off => dir.join(file.as_deref().unwrap_or(LAST)),
+            SaveLast::Off => file.as_deref().map(|f| dir.join(f)),
         };
         if self.cfg.monitor.is_some() && next.best.is_some() && next.best != self.topk.best {
             io.set_phase(format!("relink best step={}", state.global_step));
@@ -430,11 +460,13 @@ impl ModelCheckpoint {
             if self.is_resumed_from(&path) || path.symlink_metadata().is_err() {
                 continue;
             }
-            io.unlink(&path).map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
+            io.unlink(&path)
+                .map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
             any = true;
         }
         if any && !self.mutants.has(Mutant::NoFsyncRename) {
-            io.fsync_dir(&self.dir).map_err(|e| CkptError::io("fsync", &self.dir, e))?;
+            io.fsync_dir(&self.dir)
+                .map_err(|e| CkptError::io("fsync", &self.dir, e))?;
         }
         Ok(())
     }
@@ -491,7 +523,8 @@ impl ModelCheckpoint {
         } else {
             let tmp = dir.join(format!(".{link_name}.tmp"));
             if tmp.symlink_metadata().is_ok() {
-                io.unlink(&tmp).map_err(err("remove stale temporary link", &tmp))?;
+                io.unlink(&tmp)
+                    .map_err(err("remove stale temporary link", &tmp))?;
             }
             io.symlink(&target, &tmp).map_err(err("symlink", &tmp))?;
             io.rename(&tmp, &link).map_err(err("rename", &link))?;
@@ -506,7 +539,10 @@ impl ModelCheckpoint {
 /// Do two paths name the same directory entry (without following a final link)?
 fn same_name(a: &Path, b: &Path) -> bool {
     let norm = |p: &Path| -> Option<PathBuf> {
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Some(parent.canonicalize().ok()?.join(p.file_name()?))
     };
     match (norm(a), norm(b)) {

@@ -115,7 +115,10 @@ impl SimSettings {
             return Some(("dataset", "must be at least 1".into()));
         }
         if self.batch == 0 || self.batch > self.dataset {
-            return Some(("batch", format!("must be between 1 and dataset ({})", self.dataset)));
+            return Some((
+                "batch",
+                format!("must be between 1 and dataset ({})", self.dataset),
+            ));
         }
         if self.save_top_k < -1 {
             return Some(("save_top_k", "must be -1, 0 or a positive number".into()));
@@ -172,7 +175,9 @@ impl SimSettings {
 }
 
 fn value_name<T: clap::ValueEnum>(v: T) -> String {
-    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// How a run of the simulated trainer ended badly.
@@ -201,7 +206,10 @@ impl TrainerError {
 
 /// Runs the simulated trainer under the protocol, reading the environment
 /// through `get`. Returns normally only when the state file was written.
-pub fn run(settings: &SimSettings, get: impl Fn(&str) -> Option<String>) -> Result<(), TrainerError> {
+pub fn run(
+    settings: &SimSettings,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<(), TrainerError> {
     let env = SubjectEnv::read(&get)?;
     let crash = match get(protocol::OP_CRASH) {
         Some(v) => Some(v.parse::<OpCrash>().map_err(|problem| protocol::EnvError {
@@ -256,7 +264,10 @@ fn train(settings: &SimSettings, env: &SubjectEnv, io: &mut Io) -> Result<(), Tr
         }
         append_event(env, &state_event(&state))?;
         if let Some(path) = policy.on_step_end(io, &state, epoch_ended)? {
-            append_event(env, &format!("saved {} {}", state.global_step, path.display()))?;
+            append_event(
+                env,
+                &format!("saved {} {}", state.global_step, path.display()),
+            )?;
         }
     }
     let out = StateFile {
@@ -317,7 +328,10 @@ fn append_event(env: &SubjectEnv, line: &str) -> Result<(), TrainerError> {
         return Ok(());
     };
     let write = |p: &Path| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
         f.write_all(format!("{line}\n").as_bytes())
     };
     write(path).map_err(|e| TrainerError::Output(path.display().to_string(), e))
