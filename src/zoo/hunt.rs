@@ -362,7 +362,9 @@ fn run_campaign(
     s: &Scenario,
     work: &Path,
 ) -> Result<(Vec<LayoutResult>, Report), HuntError> {
-    let campaign = Campaign::for_scenario(s, &opts.exe, 1, None);
+    // Cases run on `jobs` workers too: the workers of the hunt then never
+    // sit idle while one long scenario finishes.
+    let campaign = Campaign::for_scenario(s, &opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
     let results = campaign.run(work, &|_, _, _| {})?;
     let replay = |l: Layout, p: Option<&CrashPlan>| {
