@@ -128,6 +128,9 @@ pub struct CrashPlan {
 
 impl fmt::Display for CrashPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.points.is_empty() {
+            return f.write_str("none");
+        }
         let parts: Vec<String> = self.points.iter().map(|p| p.to_string()).collect();
         f.write_str(&parts.join(","))
     }
@@ -136,6 +139,9 @@ impl fmt::Display for CrashPlan {
 impl FromStr for CrashPlan {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "none" {
+            return Ok(CrashPlan { points: Vec::new() });
+        }
         let points = s
             .split(',')
             .map(|p| p.trim().parse())

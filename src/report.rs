@@ -244,7 +244,8 @@ pub fn certify_table(report: &Report) -> String {
     render(&lines)
 }
 
-fn render<const N: usize>(lines: &[[String; N]]) -> String {
+/// Aligns rows of cells into columns, two spaces apart.
+pub fn render<const N: usize>(lines: &[[String; N]]) -> String {
     let mut width = [0usize; N];
     for l in lines {
         for (i, c) in l.iter().enumerate() {

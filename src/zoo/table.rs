@@ -49,7 +49,7 @@ pub fn render(report: &ZooReport) -> String {
             minimal,
         ]);
     }
-    let mut out = columns(&lines);
+    let mut out = crate::report::render(&lines);
     out.push_str("\nminimal cases, before -> after shrinking (runs: subject runs of the case):\n");
     for r in &report.mutants {
         let Some(m) = &r.minimal else { continue };
@@ -147,23 +147,4 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
-}
-
-fn columns<const N: usize>(lines: &[[String; N]]) -> String {
-    let mut width = [0usize; N];
-    for l in lines {
-        for (i, c) in l.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for l in lines {
-        let cells: Vec<String> = l
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c}{}", " ".repeat(width[i] - c.chars().count())))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    out
 }
