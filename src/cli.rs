@@ -71,7 +71,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub shrink: bool,
     /// Parallel workers (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
     /// Write the JSON report here.
     #[arg(long)]
@@ -120,8 +120,11 @@ pub struct CertifyArgs {
     /// Run only this crash plan (a replay), e.g. syscall:17.
     #[arg(long)]
     pub crash: Option<String>,
-    /// Parallel workers (default: the number of cores).
+    /// A write outside the sandbox is a failure (`wrote-outside`), not a warning.
     #[arg(long)]
+    pub strict: bool,
+    /// Parallel workers (default: the number of cores).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
     /// Write the JSON report here.
     #[arg(long)]
@@ -193,10 +196,36 @@ impl CliError {
     /// The exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Campaign(CampaignError::Interrupted) => 130,
+            CliError::Campaign(CampaignError::Interrupted) => {
+                128 + crate::campaign::interrupted().unwrap_or(2)
+            }
             _ => EXIT_USAGE,
         }
     }
+
+    /// A line of advice to print under the error, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        enospc_hint(&self.to_string())
+    }
+}
+
+/// When `text` says a disk is full: where the sandboxes live and how much
+/// room is left there.
+pub fn enospc_hint(text: &str) -> Option<String> {
+    if !text.contains("No space left on device") && !text.contains("ENOSPC") {
+        return None;
+    }
+    let tmp = std::env::temp_dir();
+    let free = nix::sys::statvfs::statvfs(&tmp)
+        .map(|s| {
+            let bytes = s.blocks_available() as u128 * s.fragment_size() as u128;
+            format!("{} MiB free", bytes / (1024 * 1024))
+        })
+        .unwrap_or_else(|_| "free space unknown".into());
+    Some(format!(
+        "a disk is full (ENOSPC). The sandboxes live under TMPDIR={} ({free}): free some space there, or set TMPDIR to a larger file system",
+        tmp.display()
+    ))
 }
 
 /// How this program was invoked, for replay commands: the path as typed
@@ -267,13 +296,51 @@ fn progress(layout: Layout, done: usize, total: usize) {
 }
 
 /// Runs the command line; returns the exit status.
+///
+/// Every command but `sim` (which is itself a subject) runs as the harness:
+/// a child subreaper that stops cleanly on SIGINT, SIGTERM or SIGHUP, and
+/// kills whatever its subjects left before it returns.
 pub fn main(cli: Cli) -> Result<i32, CliError> {
-    match cli.command {
+    let harness = !matches!(cli.command, Command::Sim(_));
+    if harness {
+        crate::campaign::install_interrupt_handler();
+    }
+    let out = match cli.command {
         Command::Run(a) => run(a),
         Command::Certify(a) => certify(a),
         Command::Sim(s) => Ok(sim(&s)),
         Command::Zoo(a) => zoo(a),
+    };
+    if harness {
+        crate::sys::kill_descendants();
     }
+    out
+}
+
+/// Refuses a report path that cannot be written, before anything runs.
+fn check_report_path(flag: &str, path: &Option<PathBuf>) -> Result<(), CliError> {
+    let Some(p) = path else { return Ok(()) };
+    let bad = |why: &str| Err(CliError::Flag(format!("{flag} {}: {why}", p.display())));
+    if p.is_dir() {
+        return bad("is a directory");
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return bad("its directory does not exist");
+    }
+    Ok(())
+}
+
+/// The exit status of a harness stopped by `sig`, after a partial report.
+fn interrupted_exit(sig: i32, cases: usize) -> i32 {
+    eprintln!(
+        "crashpoint: interrupted by {}: the report above covers the {cases} cases that finished; nothing is certified",
+        crate::campaign::signal_name(sig)
+    );
+    128 + sig
 }
 
 fn sim(settings: &SimSettings) -> i32 {
@@ -478,9 +545,13 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
         let campaign = Campaign::for_scenario(s, &exe, jobs(a.jobs), only.clone());
         let work = ws.path().join(&s.name);
-        let results: Vec<LayoutResult> = campaign.run(&work, &progress)?;
+        let results: Vec<LayoutResult> = campaign.run_partial(&work, &progress)?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
         let r = Report::build(&s.name, "kill", &results, &replay);
+        if crate::campaign::interrupted().is_some() {
+            reports.push((s, r));
+            break;
+        }
         if a.shrink && !r.certified {
             shrunk += &shrink_failures(&a, s, &campaign, &results, &r, &work)?;
         }
@@ -519,6 +590,9 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     );
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
     write_reports(&a.json, &a.junit, &refs)?;
+    if let Some(sig) = crate::campaign::interrupted() {
+        return Ok(interrupted_exit(sig, total));
+    }
     Ok(if all_ok { EXIT_OK } else { EXIT_FAIL })
 }
 
@@ -535,6 +609,17 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         ));
     }
     let only = parse_plan(&a.crash)?;
+    check_report_path("--json", &a.json)?;
+    check_report_path("--junit", &a.junit)?;
+    let here = std::env::current_dir()
+        .map_err(|e| CliError::Flag(format!("cannot read the current directory: {e}")))?;
+    let probe = Subject {
+        program: a.command[0].clone(),
+        args: Vec::new(),
+        sim: false,
+    };
+    crate::runner::check_program(&probe, &here)
+        .map_err(|e| CliError::Campaign(CampaignError::Runner(e)))?;
     let layouts = if a.layouts.is_empty() {
         Layout::ALL.to_vec()
     } else {
@@ -589,7 +674,23 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         jobs: jobs(a.jobs),
     };
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
-    let results = campaign.run(ws.path(), &progress)?;
+    let mut results = campaign.run_partial(ws.path(), &progress)?;
+    let stopped_by = crate::campaign::interrupted();
+    for r in &mut results {
+        // Reports must not depend on where the workspace happened to be.
+        for p in &mut r.reference.outside {
+            *p = p.replace(&ws.path().display().to_string(), "<workspace>");
+        }
+        if a.strict {
+            for p in std::mem::take(&mut r.reference.outside) {
+                r.reference.findings.push(crate::oracle::Finding {
+                    kind: crate::oracle::FailureKind::WroteOutside,
+                    run: 0,
+                    detail: format!("the uninterrupted run wrote outside its sandbox: {p}"),
+                });
+            }
+        }
+    }
     let command: Vec<String> = a
         .command
         .iter()
@@ -615,6 +716,9 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         if let Some(t) = a.timeout {
             w.extend(["--timeout".into(), t.to_string()]);
         }
+        if a.strict {
+            w.push("--strict".into());
+        }
         w.extend([
             "--crash".into(),
             match p {
@@ -626,22 +730,31 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         w.extend(command.iter().cloned());
         report::shell_join(w)
     };
-    let r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
+    let mut r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
+    if stopped_by.is_some() {
+        r.certified = false;
+    }
     print!("{}", report::certify_table(&r));
     print!("{}", report::failure_list(&r, 3));
     for w in r.warnings.iter().take(10) {
         println!("warning: {w}");
     }
+    if let Some(h) = r.failures.iter().find_map(|f| enospc_hint(&f.detail)) {
+        println!("hint: {h}");
+    }
     println!(
         "{} cases, fault model: kill: {}",
         r.cases,
-        if r.certified {
-            "CERTIFIED"
-        } else {
-            "NOT certified"
+        match (stopped_by, r.certified) {
+            (Some(_), _) => "INTERRUPTED, NOT certified",
+            (None, true) => "CERTIFIED",
+            (None, false) => "NOT certified",
         }
     );
     write_reports(&a.json, &a.junit, &[&r])?;
+    if let Some(sig) = stopped_by {
+        return Ok(interrupted_exit(sig, r.cases));
+    }
     Ok(if r.certified { EXIT_OK } else { EXIT_FAIL })
 }
 

@@ -1,5 +1,6 @@
 //! `crashpoint`: parse the command line, call the library, map errors to exit
-//! statuses (0 certified / as expected, 1 failures, 2 unusable input).
+//! statuses (0 certified / as expected, 1 failures, 2 unusable input, 128 +
+//! the signal when interrupted by SIGINT, SIGTERM or SIGHUP).
 
 use clap::Parser;
 
@@ -9,6 +10,9 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("hint: {hint}");
+            }
             e.exit_code()
         }
     };

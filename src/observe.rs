@@ -188,14 +188,96 @@ pub enum StateError {
     /// The subject exited 0 but wrote no state file.
     #[error("exited 0 but wrote no state file to CRASHPOINT_STATE_OUT")]
     Missing,
+    /// Something other than a regular file is at CRASHPOINT_STATE_OUT.
+    #[error("CRASHPOINT_STATE_OUT is not a regular file but {0}; the protocol asks for one JSON object in a file")]
+    NotAFile(String),
+    /// The state file is larger than any state file needs to be.
+    #[error("the state file is larger than {} MiB; the protocol asks for one small JSON object", STATE_LIMIT >> 20)]
+    TooLarge,
+    /// The state file could not be read.
+    #[error("cannot read the state file: {0}")]
+    Unreadable(String),
     /// The state file is not the JSON object the protocol asks for.
     #[error("state file is not valid protocol JSON: {0}")]
     Malformed(String),
 }
 
+/// The largest state file read (its per-part digests included).
+pub const STATE_LIMIT: u64 = 16 << 20;
+
+/// Why [`read_bounded`] read nothing.
+#[derive(Debug)]
+pub enum BoundedError {
+    /// Nothing is there.
+    Missing,
+    /// Something other than a regular file is there (described).
+    NotAFile(&'static str),
+    /// The file is larger than the limit.
+    TooLarge,
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+/// Reads the regular file at `path` (not following a final symbolic link,
+/// and without blocking on a FIFO or a device a subject may have put there)
+/// if it is at most `limit` bytes long. What a subject leaves for the harness
+/// to read is read through this, so no subject can make the harness hang or
+/// run out of memory.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BoundedError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BoundedError::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(BoundedError::NotAFile("a symbolic link"))
+        }
+        Err(e) => return Err(BoundedError::Io(e)),
+    };
+    let meta = file.metadata().map_err(BoundedError::Io)?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        return Err(BoundedError::NotAFile(if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        }));
+    }
+    if meta.len() > limit {
+        return Err(BoundedError::TooLarge);
+    }
+    let mut out = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(BoundedError::Io)?;
+    if out.len() as u64 > limit {
+        return Err(BoundedError::TooLarge);
+    }
+    Ok(out)
+}
+
 /// Reads the state file a run wrote.
 pub fn read_state(path: &Path) -> Result<StateFile, StateError> {
-    let text = std::fs::read(path).map_err(|_| StateError::Missing)?;
+    let text = read_bounded(path, STATE_LIMIT).map_err(|e| match e {
+        BoundedError::Missing => StateError::Missing,
+        BoundedError::NotAFile(what) => StateError::NotAFile(what.into()),
+        BoundedError::TooLarge => StateError::TooLarge,
+        BoundedError::Io(e) => StateError::Unreadable(e.to_string()),
+    })?;
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err(StateError::Malformed(
+            "the file is empty; the protocol asks for one JSON object".into(),
+        ));
+    }
     serde_json::from_slice(&text).map_err(|e| StateError::Malformed(e.to_string()))
 }
 

@@ -315,7 +315,13 @@ fn request<'a>(
 
 fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    // The last lines may be very long (a subject that prints megabytes):
+    // a message shows their last 1000 characters.
+    match tail.char_indices().rev().nth(999) {
+        Some((i, _)) => format!("...{}", &tail[i..]),
+        None => tail,
+    }
 }
 
 fn describe_exit(res: &RunResult) -> String {

@@ -105,10 +105,16 @@ impl Event {
         }
     }
 
-    /// Reads every event of a file (a missing file has none).
+    /// Reads every event of a file (a missing file, or one that is not a
+    /// regular file of at most 64 MiB, has none).
     pub fn read_all(path: &Path) -> Vec<Event> {
-        std::fs::read_to_string(path)
-            .map(|s| s.lines().filter_map(Event::parse).collect())
+        crate::observe::read_bounded(path, 64 << 20)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .filter_map(Event::parse)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

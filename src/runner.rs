@@ -1,13 +1,17 @@
 //! Runs one subject process under the protocol: its own process group, a
 //! parent-death signal, a watchdog, the crash point armed, stderr kept (the
-//! tail of it), and everything of the group killed and reaped at the end.
+//! tail of it, however much the subject prints), and at the end everything
+//! the run started killed and reaped, daemons that left the group included
+//! (see [`crate::sys`]).
 
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
 
 use crate::inject::{CensusEntry, CrashPoint};
 use crate::layout::Place;
@@ -89,9 +93,25 @@ pub enum RunnerError {
     /// The command does not exist.
     #[error("command not found: {0}")]
     NotFound(String),
-    /// The command is not executable (or is a directory).
-    #[error("command is not executable: {0}")]
+    /// The command names a directory.
+    #[error("command is a directory, not a program: {0}")]
+    IsDirectory(String),
+    /// The command is a file without execute permission.
+    #[error("command is not executable (no execute permission): {0}; run `chmod +x` on it, or name its interpreter first (`-- python3 {0}`)")]
     NotExecutable(String),
+    /// The command is a script whose `#!` interpreter does not exist.
+    #[error(
+        "cannot start {program}: its interpreter {interpreter} (on its #! line) does not exist"
+    )]
+    BadInterpreter {
+        /// The program.
+        program: String,
+        /// The interpreter named on its first line.
+        interpreter: String,
+    },
+    /// The kernel cannot execute the file (ENOEXEC).
+    #[error("cannot start {0}: not a program this system can run (exec format error); a script needs a #! line, or name its interpreter first")]
+    NotAProgram(String),
     /// Spawning failed otherwise.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -103,6 +123,10 @@ pub enum RunnerError {
     /// System-call tracing failed.
     #[error("system-call tracing failed: {0}")]
     Trace(String),
+    /// The harness is stopping (SIGINT or SIGTERM): the run was not made, or
+    /// was killed, and says nothing about the subject.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Subject {
@@ -148,14 +172,24 @@ impl Subject {
 }
 
 /// Runs the subject once and waits for it (and its whole process group).
+///
+/// Once the harness is stopping (see [`crate::sys::stop_all`]) every run
+/// ends with [`RunnerError::Interrupted`], whatever the subject did.
 pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerError> {
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
     check_program(subject, &req.place.cwd)?;
     let cmd = subject.command(req);
-    let mut result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
-        run_traced(cmd, subject, req)?
+    let result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
+        run_traced(cmd, subject, req)
     } else {
-        run_plain(cmd, subject, req)?
+        run_plain(cmd, subject, req)
     };
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    let mut result = result?;
     if let (true, Some(log)) = (subject.sim, req.op_log) {
         if result.census.is_empty() {
             result.census = std::fs::read_to_string(log)
@@ -166,64 +200,142 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     Ok(result)
 }
 
-/// Refuses a program that cannot be started, with a specific message.
-fn check_program(subject: &Subject, cwd: &Path) -> Result<(), RunnerError> {
+/// Refuses a program that cannot be started, with a specific message: not
+/// found, a directory, not executable, or a script whose `#!` interpreter
+/// does not exist. A program without a `/` is looked up on `PATH`; one with
+/// a `/` relative to `cwd`.
+pub fn check_program(subject: &Subject, cwd: &Path) -> Result<(), RunnerError> {
+    use std::os::unix::fs::PermissionsExt;
     let name = subject.display_program();
     let prog = Path::new(&subject.program);
-    let candidates: Vec<PathBuf> = if prog.components().count() > 1 {
-        vec![cwd.join(prog)]
-    } else {
+    if subject.program.is_empty() {
+        return Err(RunnerError::NotFound("(an empty command)".into()));
+    }
+    let on_path = !subject.program.as_encoded_bytes().contains(&b'/');
+    let candidates: Vec<PathBuf> = if on_path {
         std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).map(|d| d.join(prog)).collect())
             .unwrap_or_default()
-    };
-    use std::os::unix::fs::PermissionsExt;
-    let mut found_non_exec = false;
-    for c in candidates {
-        if let Ok(m) = std::fs::metadata(&c) {
-            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(());
-            }
-            found_non_exec = true;
-        }
-    }
-    if found_non_exec {
-        Err(RunnerError::NotExecutable(name))
     } else {
-        Err(RunnerError::NotFound(name))
+        vec![cwd.join(prog)]
+    };
+    let mut seen: Option<RunnerError> = None;
+    for c in candidates {
+        let Ok(m) = std::fs::metadata(&c) else {
+            continue;
+        };
+        let err = if m.is_dir() {
+            RunnerError::IsDirectory(name.clone())
+        } else if m.permissions().mode() & 0o111 == 0 {
+            RunnerError::NotExecutable(name.clone())
+        } else {
+            return match missing_interpreter(&c) {
+                Some(interpreter) => Err(RunnerError::BadInterpreter {
+                    program: name,
+                    interpreter,
+                }),
+                None => Ok(()),
+            };
+        };
+        // As the shell does: a later directory of PATH may still hold it.
+        seen.get_or_insert(err);
     }
+    Err(seen.unwrap_or_else(|| {
+        RunnerError::NotFound(if on_path {
+            format!("{name} (not in any directory of PATH)")
+        } else {
+            format!("{name} (no such file)")
+        })
+    }))
+}
+
+/// The interpreter named on the `#!` line of `file`, when it is an absolute
+/// path that does not exist.
+fn missing_interpreter(file: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    let interpreter = text.split_ascii_whitespace().next()?;
+    (interpreter.starts_with('/') && !Path::new(interpreter).exists())
+        .then(|| interpreter.to_string())
 }
 
 fn spawn_error(subject: &Subject, e: std::io::Error) -> RunnerError {
     let program = subject.display_program();
+    if e.kind() == std::io::ErrorKind::Interrupted && crate::sys::stopping() {
+        return RunnerError::Interrupted;
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => RunnerError::NotFound(program),
         std::io::ErrorKind::PermissionDenied => RunnerError::NotExecutable(program),
+        _ if e.raw_os_error() == Some(libc::ENOEXEC) => RunnerError::NotAProgram(program),
         _ => RunnerError::Spawn { program, source: e },
     }
 }
 
-/// Keeps the last [`STDERR_TAIL`] bytes of a pipe, on its own thread.
-fn tail_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut keep: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    keep.extend_from_slice(&buf[..n]);
-                    if keep.len() > 2 * STDERR_TAIL {
-                        keep.drain(..keep.len() - STDERR_TAIL);
+/// The last [`STDERR_TAIL`] bytes of a pipe, read on a thread of its own.
+struct Tail {
+    keep: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+/// How long the end of stderr is waited for once every process of a run
+/// was killed: only a process that escaped the kill still holds the pipe.
+const TAIL_GRACE: Duration = Duration::from_secs(2);
+
+impl Tail {
+    fn start(mut pipe: impl Read + Send + 'static) -> Tail {
+        let keep = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let k = Arc::clone(&keep);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut keep = k.lock().unwrap_or_else(|e| e.into_inner());
+                        keep.extend_from_slice(&buf[..n]);
+                        if keep.len() > 2 * STDERR_TAIL {
+                            let cut = keep.len() - STDERR_TAIL;
+                            keep.drain(..cut);
+                        }
                     }
                 }
             }
+            let _ = tx.send(());
+        });
+        Tail { keep, done }
+    }
+
+    /// What was kept, once the pipe is closed or [`TAIL_GRACE`] has passed
+    /// (then the reader thread is left to finish on its own).
+    fn finish(self) -> String {
+        let _ = self.done.recv_timeout(TAIL_GRACE);
+        let keep = self.keep.lock().unwrap_or_else(|e| e.into_inner());
+        let from = keep.len().saturating_sub(STDERR_TAIL);
+        String::from_utf8_lossy(&keep[from..]).into_owned()
+    }
+}
+
+/// Waits until the process `pid` (a child of this one) has exited, without
+/// reaping it: while it is an unreaped zombie its pid, and so its process
+/// group id, cannot be reused, and killing the group stays safe.
+fn wait_exited(pid: u32) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
         }
-        if keep.len() > STDERR_TAIL {
-            keep.drain(..keep.len() - STDERR_TAIL);
-        }
-        String::from_utf8_lossy(&keep).into_owned()
-    })
+    }
 }
 
 fn run_plain(
@@ -233,9 +345,9 @@ fn run_plain(
 ) -> Result<RunResult, RunnerError> {
     crate::sys::isolate(&mut cmd);
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| spawn_error(subject, e))?;
+    let mut child = crate::sys::spawn_registered(&mut cmd).map_err(|e| spawn_error(subject, e))?;
     let pgid = child.id();
-    let stderr = child.stderr.take().map(tail_reader);
+    let stderr = child.stderr.take().map(Tail::start);
     // The watchdog: kills the group at a time crash point or at the timeout.
     let crash_after = match req.crash {
         Some(CrashPoint::Time(ms)) => Some(Duration::from_millis(ms)),
@@ -257,14 +369,16 @@ fn run_plain(
         crate::sys::kill_group(pgid);
         Some(Exit::TimedOut)
     });
-    let status = child.wait();
+    wait_exited(pgid);
     let duration = start.elapsed();
     let _ = stop_tx.send(());
     let by_watchdog = watchdog.join().ok().flatten();
-    // Whatever the subject left running in its group dies with it.
+    // Whatever the subject left running dies with it: its group (while the
+    // leader is still unreaped), then every process that carries its tag.
     crate::sys::kill_group(pgid);
-    crate::sys::reap_group(pgid);
-    let stderr_tail = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    crate::sys::end_run(pgid, !subject.sim);
+    let status = child.wait();
+    let stderr_tail = stderr.map(Tail::finish).unwrap_or_default();
     use std::os::unix::process::ExitStatusExt;
     let exit = match (by_watchdog, status) {
         (Some(e), _) => e,
@@ -304,16 +418,13 @@ fn run_traced(
     };
     let mut stderr = None;
     let out = trace::run_traced_with(cmd, &cfg, |child| {
-        stderr = child.stderr.take().map(tail_reader);
+        stderr = child.stderr.take().map(Tail::start);
     })
-    .map_err(|e| {
-        if e.is_not_found() {
-            RunnerError::NotFound(subject.display_program())
-        } else {
-            RunnerError::Trace(e.to_string())
-        }
+    .map_err(|e| match e {
+        trace::TraceError::Spawn { source, .. } => spawn_error(subject, source),
+        e => RunnerError::Trace(e.to_string()),
     })?;
-    let stderr_tail = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stderr_tail = stderr.map(Tail::finish).unwrap_or_default();
     let exit = match out.exit {
         TraceExit::Exited(c) => Exit::Code(c),
         TraceExit::Signaled(s) => Exit::Signal(s),

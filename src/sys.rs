@@ -1,11 +1,50 @@
 //! The few process-control system calls the harness needs, fenced in one
 //! place: putting a child in its own process group with a parent-death signal,
-//! killing a whole group, making the harness a child subreaper, and the
+//! the registry of live subject runs, killing and reaping everything a run
+//! left behind (daemons that `setsid` included), stopping every run at once
+//! on SIGINT or SIGTERM, making the harness a child subreaper, and the
 //! simulated trainer killing itself at a crash point. (The system-call tracer
-//! has its own fenced module, `trace`.)
+//! has its own fenced module, `trace`, and spawns through [`spawn_registered`]
+//! and ends its runs with [`end_run`] like the plain runner.)
+//!
+//! # What is killed, and how it is found
+//!
+//! Every run's first process is a process-group leader (the group id is its
+//! pid), started under the registry's lock and registered with its *tag*: the
+//! `CRASHPOINT_STATE_OUT=<path>` entry of its environment, a path unique to
+//! the run. When a run ends, [`end_run`] kills and reaps, by process id, every
+//! process that descends from the harness and belongs to that run: a member
+//! of its process group, or a process whose environment carries its tag (a
+//! daemon that called `setsid`, or a worker that made a group of its own,
+//! inherits the environment). The harness is a child subreaper, so such
+//! orphans are re-parented to it and it can reap them. Processes of runs that
+//! are still live (other parallel workers) are never touched.
+//!
+//! A daemon that both leaves the group and scrubs its environment cannot be
+//! told apart from another run's; [`kill_descendants`], called by the command
+//! line once no run is live, kills every remaining descendant.
+//!
+//! # The parent-death signal
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that spawned the subject exits,
+//! not only the process. Every subject is spawned by the thread that then
+//! waits for it (the main thread for references, a campaign worker for its
+//! cases) and that thread outlives the run, so the signal only ever fires when
+//! the harness itself dies. It is not inherited by the subject's own
+//! children: when the harness is SIGKILLed, descendants that left the group
+//! survive, and the next harness run kills them when it removes the dead
+//! run's workspace (see `campaign::remove_stale`), recognising them by a tag
+//! that points into that workspace.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
@@ -62,10 +101,314 @@ pub fn reap_group(pgid: u32) -> usize {
     }
 }
 
+/// The real user id of this process.
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// Kills the calling process with SIGKILL, as a crash point demands: no
 /// destructor, no flush, no exit handler runs.
 pub fn kill_self() -> ! {
     let _ = signal::raise(Signal::SIGKILL);
     // SIGKILL cannot be caught; this is only reached if raise failed.
     std::process::abort()
+}
+
+// ---------------------------------------------------------------------------
+// The registry of live runs
+// ---------------------------------------------------------------------------
+
+/// The environment variable whose value tags a run's processes.
+const TAG_VAR: &str = crate::protocol::STATE_OUT;
+
+#[derive(Default)]
+struct Registry {
+    /// Leader pid (= process group id) -> the run's tag (`NAME=value` bytes).
+    live: HashMap<i32, Option<Vec<u8>>>,
+    /// Set by [`stop_all`]: no run starts any more.
+    closed: bool,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+/// Mirrors `Registry::closed`, readable without the lock.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True once [`stop_all`] has been called: runs are being killed, and the
+/// results of runs that end now mean nothing.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+fn tag_of(cmd: &Command) -> Option<Vec<u8>> {
+    cmd.get_envs()
+        .find(|(k, _)| *k == OsStr::new(TAG_VAR))
+        .and_then(|(_, v)| v)
+        .map(|v| tag_bytes(v.as_bytes()))
+}
+
+fn tag_bytes(value: &[u8]) -> Vec<u8> {
+    let mut t = TAG_VAR.as_bytes().to_vec();
+    t.push(b'=');
+    t.extend_from_slice(value);
+    t
+}
+
+/// Spawns a subject (whose command makes it a process-group leader, see
+/// [`isolate`]) and registers it as a live run, under the registry's lock so
+/// that no other worker's sweep can mistake the new process for a leftover.
+/// Refused with [`io::ErrorKind::Interrupted`] once [`stop_all`] was called.
+pub fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
+    let tag = tag_of(cmd);
+    let mut reg = registry();
+    if reg.closed {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "crashpoint is stopping: no new run is started",
+        ));
+    }
+    let child = cmd.spawn()?;
+    reg.live.insert(child.id() as i32, tag);
+    Ok(child)
+}
+
+/// Ends the run whose first process is `leader`: it is no longer live, and
+/// with `sweep`, everything it left (the rest of its process group, and any
+/// descendant of the harness that carries its tag) is SIGKILLed and, where
+/// the harness is the parent, reaped. The leader itself is left for its
+/// caller to reap (or was reaped already, by the tracer). Returns how many
+/// processes of the run were still alive after the deadline (0 unless one
+/// is stuck in the kernel).
+///
+/// The sweep reads `/proc` (about a millisecond): it can be skipped for a
+/// run that cannot have left anything, a traced one (the tracer follows
+/// every fork and kills every task before it returns) or the built-in
+/// simulated trainer (which never forks).
+pub fn end_run(leader: u32, sweep_after: bool) -> usize {
+    let Ok(leader) = i32::try_from(leader) else {
+        return 0;
+    };
+    let mut reg = registry();
+    let tag = reg.live.remove(&leader).flatten();
+    if !sweep_after {
+        return 0;
+    }
+    sweep(&reg, Some(leader), tag.as_deref(), Duration::from_secs(3))
+}
+
+/// Stops everything: no new run starts, and every live run's process group
+/// is SIGKILLed (their workers then end them with [`end_run`] as usual).
+pub fn stop_all() {
+    let mut reg = registry();
+    reg.closed = true;
+    STOPPING.store(true, Ordering::SeqCst);
+    let procs = processes();
+    let desc = descendants(&procs);
+    for &leader in reg.live.keys() {
+        // Only a group whose leader is still ours (alive or a zombie we have
+        // not reaped): its id cannot have been reused.
+        if desc.contains_key(&leader) {
+            let _ = signal::killpg(Pid::from_raw(leader), Signal::SIGKILL);
+            let _ = signal::kill(Pid::from_raw(leader), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Kills and reaps every descendant of this process that is not the leader
+/// of a live run. For the command line, once no run is live: whatever is
+/// left then (a daemon that scrubbed its environment) is a subject's.
+pub fn kill_descendants() -> usize {
+    let reg = registry();
+    sweep(&reg, None, None, Duration::from_secs(3))
+}
+
+/// Kills every process, anywhere, whose environment tags it as a run whose
+/// state file lies under `dir` (a dead harness's workspace). Only processes
+/// whose environment this user may read are seen. Returns how many.
+pub fn kill_tagged_under(dir: &std::path::Path) -> usize {
+    let mut prefix = tag_bytes(dir.as_os_str().as_bytes());
+    prefix.push(b'/');
+    let me = std::process::id() as i32;
+    let mut n = 0;
+    for p in processes() {
+        if p.pid != me && !p.zombie && environ_has(p.pid, |e| e.starts_with(&prefix)) {
+            let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// One process, as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    pgrp: i32,
+    zombie: bool,
+}
+
+fn processes() -> Vec<Proc> {
+    let Ok(read) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    read.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid pgrp ...": comm may hold anything,
+            // so parse after its last ')'.
+            let close = stat.iter().rposition(|&b| b == b')')?;
+            let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+            let mut f = rest.split_ascii_whitespace();
+            let state = f.next()?;
+            let ppid = f.next()?.parse().ok()?;
+            let pgrp = f.next()?.parse().ok()?;
+            Some(Proc {
+                pid,
+                ppid,
+                pgrp,
+                zombie: state == "Z" || state == "X",
+            })
+        })
+        .collect()
+}
+
+/// The descendants of this process, by pid.
+fn descendants(procs: &[Proc]) -> HashMap<i32, Proc> {
+    let me = std::process::id() as i32;
+    let mut children: HashMap<i32, Vec<Proc>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(*p);
+    }
+    let mut out = HashMap::new();
+    let mut todo = vec![me];
+    while let Some(parent) = todo.pop() {
+        for c in children.get(&parent).into_iter().flatten() {
+            if c.pid != me && out.insert(c.pid, *c).is_none() {
+                todo.push(c.pid);
+            }
+        }
+    }
+    out
+}
+
+/// Does one entry of `/proc/<pid>/environ` satisfy `f`?
+fn environ_has(pid: i32, f: impl Fn(&[u8]) -> bool) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|&b| b == 0).any(f))
+        .unwrap_or(false)
+}
+
+/// Kills and reaps the descendants that belong to the run `leader` (its
+/// group, or its tag), or with `leader == None` every descendant; never a
+/// process of a live run, and never `leader` itself. Loops until none is left
+/// or `limit` has passed; returns how many were still there.
+fn sweep(reg: &Registry, leader: Option<i32>, tag: Option<&[u8]>, limit: Duration) -> usize {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + limit;
+    // Pids seen alive as the run's: their zombies are the run's too.
+    let mut seen: HashSet<i32> = HashSet::new();
+    loop {
+        let desc = descendants(&processes());
+        let mut left = 0;
+        for p in desc.values() {
+            if Some(p.pid) == leader
+                || reg.live.contains_key(&p.pid)
+                || reg.live.contains_key(&p.pgrp)
+            {
+                continue;
+            }
+            let ours = match leader {
+                None => true,
+                Some(l) => {
+                    p.pgrp == l
+                        || (p.zombie && seen.contains(&p.pid))
+                        || (!p.zombie && tag.is_some_and(|t| environ_has(p.pid, |e| e == t)))
+                }
+            };
+            if !ours {
+                continue;
+            }
+            left += 1;
+            if p.zombie {
+                if p.ppid == me {
+                    let _ = nix::sys::wait::waitpid(
+                        Pid::from_raw(p.pid),
+                        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                    );
+                }
+            } else {
+                seen.insert(p.pid);
+                let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+        }
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Termination signals
+// ---------------------------------------------------------------------------
+
+/// The signals that ask the harness to stop: SIGINT, SIGTERM and SIGHUP.
+pub const TERMINATION_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Blocks the termination signals in the calling thread (and so in every
+/// thread it starts later) and starts a thread that receives them one by one
+/// with `sigwait` and calls `handler` with the signal number. Call it first
+/// thing in `main`, before any other thread exists. Children are not
+/// affected: the standard library clears the signal mask of every process
+/// it spawns.
+pub fn on_termination_signals(handler: impl Fn(i32) + Send + 'static) -> io::Result<()> {
+    let mut set = signal::SigSet::empty();
+    for s in TERMINATION_SIGNALS {
+        set.add(s);
+    }
+    set.thread_block().map_err(io::Error::from)?;
+    std::thread::Builder::new()
+        .name("crashpoint-signals".into())
+        .spawn(move || loop {
+            if let Ok(sig) = set.wait() {
+                handler(sig as i32);
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_is_parsed_for_this_process() {
+        let me = std::process::id() as i32;
+        let procs = processes();
+        let p = procs.iter().find(|p| p.pid == me).expect("this process");
+        assert_eq!(p.ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(p.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(!p.zombie);
+    }
+
+    #[test]
+    fn a_spawned_child_is_a_descendant_and_its_run_is_swept() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        isolate(&mut cmd);
+        let mut child = spawn_registered(&mut cmd).expect("spawn");
+        let pid = child.id() as i32;
+        assert!(descendants(&processes()).contains_key(&pid));
+        kill_group(child.id());
+        let _ = child.wait();
+        assert_eq!(end_run(child.id(), true), 0);
+        assert!(!registry().live.contains_key(&pid));
+    }
 }

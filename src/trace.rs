@@ -58,8 +58,9 @@
 //!   at the same moment by several threads or processes may be numbered
 //!   differently from one run to the next.
 //! * The subject cannot itself use ptrace (it is already traced).
-//! * [`run_traced`] returns only when every task of the subject is gone, so
-//!   a daemon left behind is waited for until the timeout.
+//! * The run ends when its first process exits: every task it left behind
+//!   (a daemon, a worker, in its process group or not) is then SIGKILLed,
+//!   and [`run_traced`] returns once all of them are gone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -290,6 +291,7 @@ where
     let shared = Mutex::new(Shared::default());
     let (spawn_tx, spawn_rx) = mpsc::channel::<io::Result<u32>>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
+    let mut first = None;
     let joined = std::thread::scope(|s| {
         let tracer = std::thread::Builder::new()
             .name("crashpoint-tracer".into())
@@ -304,13 +306,15 @@ where
                 }
             })
             .map_err(|e| io_err("cannot start the tracer thread", e))?;
-        // Blocks until the subject has exec'd (or failed to).
-        let spawned = cmd.spawn();
+        // Blocks until the subject has exec'd (or failed to). Registered as
+        // a live run, so that other runs' sweeps leave it alone.
+        let spawned = crate::sys::spawn_registered(&mut cmd);
         // Closes our copies of the child's pipe ends and stdio.
         drop(cmd);
         let pgid = match spawned {
             Ok(mut child) => {
                 let pid = child.id();
+                first = Some(pid);
                 let _ = spawn_tx.send(Ok(pid));
                 on_spawn(&mut child);
                 // Dropping a `Child` neither waits nor kills.
@@ -344,8 +348,12 @@ where
                 Err(TraceError::TracerPanicked)
             }
         }
-    })?;
-    let traced = joined?;
+    });
+    // Every task is gone (the tracer followed each fork): the run is over.
+    if let Some(pgid) = first {
+        crate::sys::end_run(pgid, false);
+    }
+    let traced = joined??;
     Ok(TraceOutcome {
         exit: traced.exit,
         calls: traced.calls,
@@ -1006,6 +1014,7 @@ fn trace_subject(
         zombies: Vec::new(),
         killed_at: None,
         main_exit: None,
+        ending: false,
     };
 
     // Until the first exec, peek before reaping: if the exec fails, the
@@ -1089,6 +1098,8 @@ struct Tracer<'a> {
     zombies: Vec<i32>,
     killed_at: Option<u64>,
     main_exit: Option<TraceExit>,
+    /// The first process has exited: every task left is being killed.
+    ending: bool,
 }
 
 impl Tracer<'_> {
@@ -1107,7 +1118,7 @@ impl Tracer<'_> {
     }
 
     fn killing(&self) -> bool {
-        self.killed_at.is_some()
+        self.killed_at.is_some() || self.ending
     }
 
     fn kill_all(&self) {
@@ -1152,6 +1163,11 @@ impl Tracer<'_> {
                     } else {
                         TraceExit::Signaled(ev.status)
                     });
+                    // The run ends with its first process, as an untraced
+                    // run does: whatever it left running (a daemon, a
+                    // worker) is killed, not waited for.
+                    self.ending = true;
+                    self.kill_all();
                 }
             }
             libc::CLD_TRAPPED => {
