@@ -10,7 +10,7 @@
 //! # What is killed, and how it is found
 //!
 //! Every run's first process is a process-group leader (the group id is its
-//! pid), started under the registry's lock and registered with its *tag*: the
+//! pid), registered, before any sweep can look, with its *tag*: the
 //! `CRASHPOINT_STATE_OUT=<path>` entry of its environment, a path unique to
 //! the run. When a run ends, [`end_run`] kills and reaps, by process id, every
 //! process that descends from the harness and belongs to that run: a member
@@ -43,7 +43,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -126,17 +126,34 @@ const TAG_VAR: &str = crate::protocol::STATE_OUT;
 struct Registry {
     /// Leader pid (= process group id) -> the run's tag (`NAME=value` bytes).
     live: HashMap<i32, Option<Vec<u8>>>,
-    /// Set by [`stop_all`]: no run starts any more.
-    closed: bool,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 
-/// Mirrors `Registry::closed`, readable without the lock.
+/// Spawns hold it shared, from before the fork until the new run is
+/// registered; sweeps and [`stop_all`] hold it exclusively, so they never
+/// see a process that is being started and is not registered yet. (Taken
+/// before the registry's mutex, never after.)
+static GATE: RwLock<()> = RwLock::new(());
+
+/// Set by [`stop_all`]: no run starts any more.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gate_shared() -> RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gate_exclusive() -> RwLockWriteGuard<'static, ()> {
+    GATE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The leaders of the live runs.
+fn live_leaders() -> HashSet<i32> {
+    registry().live.keys().copied().collect()
 }
 
 /// True once [`stop_all`] has been called: runs are being killed, and the
@@ -160,20 +177,21 @@ fn tag_bytes(value: &[u8]) -> Vec<u8> {
 }
 
 /// Spawns a subject (whose command makes it a process-group leader, see
-/// [`isolate`]) and registers it as a live run, under the registry's lock so
-/// that no other worker's sweep can mistake the new process for a leftover.
+/// [`isolate`]) and registers it as a live run; no sweep runs between the
+/// fork and the registration, so none can mistake the new process for a
+/// leftover (spawns of parallel workers do not wait for each other).
 /// Refused with [`io::ErrorKind::Interrupted`] once [`stop_all`] was called.
 pub fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
     let tag = tag_of(cmd);
-    let mut reg = registry();
-    if reg.closed {
+    let _gate = gate_shared();
+    if stopping() {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
             "crashpoint is stopping: no new run is started",
         ));
     }
     let child = cmd.spawn()?;
-    reg.live.insert(child.id() as i32, tag);
+    registry().live.insert(child.id() as i32, tag);
     Ok(child)
 }
 
@@ -193,23 +211,27 @@ pub fn end_run(leader: u32, sweep_after: bool) -> usize {
     let Ok(leader) = i32::try_from(leader) else {
         return 0;
     };
-    let mut reg = registry();
-    let tag = reg.live.remove(&leader).flatten();
     if !sweep_after {
+        registry().live.remove(&leader);
         return 0;
     }
-    sweep(&reg, Some(leader), tag.as_deref(), Duration::from_secs(3))
+    let _gate = gate_exclusive();
+    let tag = registry().live.remove(&leader).flatten();
+    sweep(
+        &live_leaders(),
+        Some(leader),
+        tag.as_deref(),
+        Duration::from_secs(3),
+    )
 }
 
 /// Stops everything: no new run starts, and every live run's process group
 /// is SIGKILLed (their workers then end them with [`end_run`] as usual).
 pub fn stop_all() {
-    let mut reg = registry();
-    reg.closed = true;
+    let _gate = gate_exclusive();
     STOPPING.store(true, Ordering::SeqCst);
-    let procs = processes();
-    let desc = descendants(&procs);
-    for &leader in reg.live.keys() {
+    let desc = descendants(&processes());
+    for leader in live_leaders() {
         // Only a group whose leader is still ours (alive or a zombie we have
         // not reaped): its id cannot have been reused.
         if desc.contains_key(&leader) {
@@ -223,8 +245,8 @@ pub fn stop_all() {
 /// of a live run. For the command line, once no run is live: whatever is
 /// left then (a daemon that scrubbed its environment) is a subject's.
 pub fn kill_descendants() -> usize {
-    let reg = registry();
-    sweep(&reg, None, None, Duration::from_secs(3))
+    let _gate = gate_exclusive();
+    sweep(&live_leaders(), None, None, Duration::from_secs(3))
 }
 
 /// Kills every process, anywhere, whose environment tags it as a run whose
@@ -309,7 +331,7 @@ fn environ_has(pid: i32, f: impl Fn(&[u8]) -> bool) -> bool {
 /// group, or its tag), or with `leader == None` every descendant; never a
 /// process of a live run, and never `leader` itself. Loops until none is left
 /// or `limit` has passed; returns how many were still there.
-fn sweep(reg: &Registry, leader: Option<i32>, tag: Option<&[u8]>, limit: Duration) -> usize {
+fn sweep(live: &HashSet<i32>, leader: Option<i32>, tag: Option<&[u8]>, limit: Duration) -> usize {
     let me = std::process::id() as i32;
     let deadline = Instant::now() + limit;
     // Pids seen alive as the run's: their zombies are the run's too.
@@ -318,10 +340,7 @@ fn sweep(reg: &Registry, leader: Option<i32>, tag: Option<&[u8]>, limit: Duratio
         let desc = descendants(&processes());
         let mut left = 0;
         for p in desc.values() {
-            if Some(p.pid) == leader
-                || reg.live.contains_key(&p.pid)
-                || reg.live.contains_key(&p.pgrp)
-            {
+            if Some(p.pid) == leader || live.contains(&p.pid) || live.contains(&p.pgrp) {
                 continue;
             }
             let ours = match leader {
