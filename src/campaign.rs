@@ -123,9 +123,6 @@ fn start_time(pid: u32) -> Option<u64> {
 fn owner_gone(marker: &str) -> Option<bool> {
     let mut words = marker.split_ascii_whitespace();
     let pid: u32 = words.next()?.parse().ok()?;
-    if pid == std::process::id() {
-        return Some(false);
-    }
     let alive = match (words.next().map(str::parse::<u64>), start_time(pid)) {
         (_, None) => false,
         (Some(Ok(t)), Some(now)) => t == now,
