@@ -640,6 +640,18 @@ pub fn run_case(
     let snap = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
     check_dir(&snap, run, "at the end", &mut findings);
     compare_dirs(&reference.dir, &snap, run, &mut findings, &mut warnings);
+    // Reports must not depend on where the workspace happened to be.
+    let root = sandbox.root().display().to_string();
+    let harness = case_dir.display().to_string();
+    for f in &mut findings {
+        f.detail = f
+            .detail
+            .replace(&root, "<sandbox>")
+            .replace(&harness, "<case>");
+    }
+    for w in &mut warnings {
+        *w = w.replace(&root, "<sandbox>").replace(&harness, "<case>");
+    }
     // One finding per kind: the first is the one that explains the rest.
     let mut seen = std::collections::HashSet::new();
     findings.retain(|f| seen.insert(f.kind));
