@@ -70,6 +70,14 @@ pub struct RunArgs {
     /// Shrink the first failure of each kind to a minimal case, with its replay command.
     #[arg(long)]
     pub shrink: bool,
+    /// Workers and report files.
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// Flags `run` and `certify` share: parallel workers and report files.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Parallel workers (default: the number of cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
@@ -123,15 +131,9 @@ pub struct CertifyArgs {
     /// A write outside the sandbox is a failure (`wrote-outside`), not a warning.
     #[arg(long)]
     pub strict: bool,
-    /// Parallel workers (default: the number of cores).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
-    pub jobs: Option<usize>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
+    /// Workers and report files.
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// The subject's command.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -543,12 +545,14 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
-        let campaign = Campaign::for_scenario(s, &exe, jobs(a.jobs), only.clone());
+        let campaign = Campaign::for_scenario(s, &exe, jobs(a.out.jobs), only.clone());
         let work = ws.path().join(&s.name);
         let results: Vec<LayoutResult> = campaign.run_partial(&work, &progress)?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
-        let r = Report::build(&s.name, "kill", &results, &replay);
+        let mut r = Report::build(&s.name, "kill", &results, &replay);
         if crate::campaign::interrupted().is_some() {
+            r.certified = false;
+            r.interrupted = true;
             reports.push((s, r));
             break;
         }
@@ -589,7 +593,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
     );
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
-    write_reports(&a.json, &a.junit, &refs)?;
+    write_reports(&a.out.json, &a.out.junit, &refs)?;
     if let Some(sig) = crate::campaign::interrupted() {
         return Ok(interrupted_exit(sig, total));
     }
@@ -609,8 +613,8 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         ));
     }
     let only = parse_plan(&a.crash)?;
-    check_report_path("--json", &a.json)?;
-    check_report_path("--junit", &a.junit)?;
+    check_report_path("--json", &a.out.json)?;
+    check_report_path("--junit", &a.out.junit)?;
     let here = std::env::current_dir()
         .map_err(|e| CliError::Flag(format!("cannot read the current directory: {e}")))?;
     let probe = Subject {
@@ -671,7 +675,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         crashes: a.crashes,
         crash_seed: a.seed,
         only,
-        jobs: jobs(a.jobs),
+        jobs: jobs(a.out.jobs),
     };
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let mut results = campaign.run_partial(ws.path(), &progress)?;
@@ -733,6 +737,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     let mut r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
     if stopped_by.is_some() {
         r.certified = false;
+        r.interrupted = true;
     }
     print!("{}", report::certify_table(&r));
     print!("{}", report::failure_list(&r, 3));
@@ -751,7 +756,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
             (None, false) => "NOT certified",
         }
     );
-    write_reports(&a.json, &a.junit, &[&r])?;
+    write_reports(&a.out.json, &a.out.junit, &[&r])?;
     if let Some(sig) = stopped_by {
         return Ok(interrupted_exit(sig, r.cases));
     }

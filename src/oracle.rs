@@ -538,6 +538,12 @@ pub fn run_case(
         let mut req = request(target, &sandbox, &place, &files, crash, reference.timeout);
         req.resume = resume.clone();
         let res = runner::run(&target.subject, &req)?;
+        for p in &res.outside {
+            let w = format!("wrote-outside: run {run} wrote {}", p.display());
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
         let events = Event::read_all(&files.events);
         let started_from = events[before.len().min(events.len())..]
             .iter()

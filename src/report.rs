@@ -67,6 +67,9 @@ pub struct Report {
     pub fault: String,
     /// True when every case of every layout passed.
     pub certified: bool,
+    /// True when the harness was stopped (SIGINT, SIGTERM) before the end:
+    /// the report covers only the cases that finished.
+    pub interrupted: bool,
     /// Cases run.
     pub cases: usize,
     /// Per-layout summary.
@@ -148,6 +151,7 @@ impl Report {
             name: name.to_string(),
             fault: fault.to_string(),
             certified: failures.is_empty(),
+            interrupted: false,
             cases: layouts.iter().map(|l| l.cases).sum(),
             layouts,
             failures,
