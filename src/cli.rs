@@ -406,17 +406,11 @@ fn zoo(a: ZooArgs) -> Result<i32, CliError> {
 /// Every `*.toml` in `./scenarios`, sorted.
 fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
     let dir = Path::new("scenarios");
-    let read = std::fs::read_dir(dir).map_err(|e| {
+    let files = crate::scenario::files_in(dir).map_err(|e| {
         CliError::NoScenarios(format!(
             "cannot read ./scenarios ({e}); run from the project directory or name files"
         ))
     })?;
-    let mut files: Vec<PathBuf> = read
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
     if files.is_empty() {
         return Err(CliError::NoScenarios(
             "./scenarios holds no *.toml file".into(),

@@ -32,6 +32,17 @@ use crate::oracle::{FailureKind, ResumeMode};
 use crate::sim::SimSettings;
 use crate::zoo::Mutant;
 
+/// Every `*.toml` file in `dir`, sorted by name.
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// A parsed, validated scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {

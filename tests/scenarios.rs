@@ -10,14 +10,7 @@ use crashpoint::scenario::Scenario;
 
 fn scenario_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
+    crashpoint::scenario::files_in(&dir).expect("scenarios/ exists")
 }
 
 fn summary(s: &Scenario, results: &[LayoutResult], report: &Report) -> String {

@@ -278,17 +278,10 @@ fn is_zoo_file(f: &Path) -> bool {
 
 /// Every `*.toml` in `dir`, sorted.
 fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, HuntError> {
-    let read = std::fs::read_dir(dir).map_err(|source| HuntError::Dir {
+    crate::scenario::files_in(dir).map_err(|source| HuntError::Dir {
         dir: dir.display().to_string(),
         source,
-    })?;
-    let mut files: Vec<PathBuf> = read
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    Ok(files)
+    })
 }
 
 /// Runs the jobs on `opts.jobs` workers; results in job order.
