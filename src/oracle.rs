@@ -163,6 +163,19 @@ impl ResumeMode {
             ResumeMode::File(f) => snap.get(f).is_some(),
         }
     }
+
+    /// Does the directory hold something this mode can load (a file, or a
+    /// link that resolves)?
+    fn loadable(&self, snap: &DirSnapshot) -> bool {
+        match self {
+            ResumeMode::Path => snap.loadable("last.ckpt"),
+            ResumeMode::Last => snap.entries.iter().any(|e| {
+                e.name.starts_with("last") && e.name.ends_with(".ckpt") && snap.loadable(&e.name)
+            }),
+            ResumeMode::Best => snap.loadable("best.ckpt"),
+            ResumeMode::File(f) => snap.loadable(f),
+        }
+    }
 }
 
 impl fmt::Display for ResumeMode {
@@ -573,12 +586,13 @@ pub fn run_case(
                     crash.map(|c| c.to_string()).unwrap_or_default()
                 );
                 check_dir(&snap, run, &when, &mut findings);
-                if saved_before.max(max_saved(&events)).is_some() && !target.resume.present(&snap) {
+                if saved_before.max(max_saved(&events)).is_some() && !target.resume.loadable(&snap)
+                {
                     findings.push(Finding {
                         kind: FailureKind::NoCheckpoint,
                         run,
                         detail: format!(
-                            "{when}: a save had completed, but nothing to resume from ({}) is left",
+                            "{when}: a save had completed, but nothing loadable to resume from ({}) is left",
                             target.resume
                         ),
                     });

@@ -86,7 +86,7 @@ caught! {
     step_off_by_one_is_caught: StepOffByOne => [DigestMismatch];
     torn_write_is_caught: TornWrite => [ResumeFailed];
     unlink_then_link_is_caught: UnlinkThenLink => [NoCheckpoint, ResumeFailed];
-    delete_before_save_is_caught: DeleteBeforeSave => [DanglingLast, ResumeFailed];
+    delete_before_save_is_caught: DeleteBeforeSave => [DanglingLast, ResumeFailed, NoCheckpoint];
     stale_top_k_is_caught: StaleTopK => [DirMismatch];
     manual_step_no_count_is_caught: ManualStepNoCount => [NoCheckpoint];
     dir_as_resume_path_is_caught: DirAsResumePath => [BadResumeAccepted];
