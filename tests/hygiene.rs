@@ -377,10 +377,7 @@ fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
         "the subject's worker and daemon",
         || site.sleepers_running(),
     );
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(130), "{t}");
+    let t = interrupt(&site, child, Signal::SIGINT, 130);
     assert!(t.contains("layout    census  cases"), "{t}");
     let row = t
         .lines()
@@ -390,9 +387,21 @@ fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
     assert!((1..15).contains(&cases), "{row}");
     assert!(t.contains("INTERRUPTED, NOT certified"), "{t}");
     assert!(t.contains("interrupted by SIGINT"), "{t}");
-    site.assert_no_process_left("after SIGINT");
-    site.assert_tmp_empty("after SIGINT");
     site.assert_victim_intact("after SIGINT");
+}
+
+/// Sends `sig` to a running crashpoint, waits for it, and checks its exit
+/// status and that nothing of its subjects or sandboxes is left. Returns
+/// everything it printed.
+fn interrupt(site: &Site, child: std::process::Child, sig: Signal, code: i32) -> String {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(code), "{t}");
+    let when = format!("after {sig:?}");
+    site.assert_no_process_left(&when);
+    site.assert_tmp_empty(&when);
+    t
 }
 
 #[test]
@@ -404,14 +413,9 @@ fn sigterm_during_the_reference_exits_143_and_cleans_up() {
         "the reference run's processes",
         || site.sleepers_running(),
     );
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(143), "{t}");
+    let t = interrupt(&site, child, Signal::SIGTERM, 143);
     assert!(t.contains("interrupted by SIGTERM"), "{t}");
     assert!(t.contains("0 cases"), "{t}");
-    site.assert_no_process_left("after SIGTERM");
-    site.assert_tmp_empty("after SIGTERM");
 }
 
 #[test]
