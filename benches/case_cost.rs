@@ -11,12 +11,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crashpoint::ckpt::format::{decode, encode, Checkpoint};
-use crashpoint::ckpt::policy::TopK;
 use crashpoint::inject::{CrashPlan, Mode};
 use crashpoint::layout::Layout;
 use crashpoint::oracle::{self, ResumeMode, Target};
 use crashpoint::runner::Subject;
+use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint};
+use crashpoint::sim::ckpt::policy::TopK;
 use crashpoint::sim::{Dataset, SimConfig, SimState};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 use crate::inject::{self, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, Reference, ReferenceError, Target};
-use crate::runner::Subject;
-use crate::scenario::Scenario;
-use std::ffi::OsString;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -259,38 +256,6 @@ pub fn signal_name(sig: i32) -> String {
 pub type Progress<'a> = &'a (dyn Fn(Layout, usize, usize) + Sync);
 
 impl Campaign {
-    /// The campaign of a scenario: the simulated trainer `sim_exe sim ...`
-    /// (the `crashpoint` binary) with the scenario's settings.
-    pub fn for_scenario(
-        s: &Scenario,
-        sim_exe: &Path,
-        jobs: usize,
-        only: Option<CrashPlan>,
-    ) -> Campaign {
-        let mut args: Vec<OsString> = vec!["sim".into()];
-        args.extend(s.trainer.to_args().into_iter().map(OsString::from));
-        Campaign {
-            target: Target {
-                subject: Subject {
-                    program: sim_exe.as_os_str().to_os_string(),
-                    args,
-                    sim: true,
-                },
-                mode: s.mode,
-                max_steps: s.max_steps,
-                seed: s.seed,
-                resume: s.resume.clone(),
-                timeout: s.timeout_secs.map(Duration::from_secs),
-            },
-            layouts: s.layouts.clone(),
-            selection: s.selection,
-            crashes: s.crashes,
-            crash_seed: s.crash_seed,
-            only,
-            jobs,
-        }
-    }
-
     /// The plans of one layout: from its reference's census, then the
     /// three misuse probes (a replay runs only its own plan).
     pub fn plans(&self, reference: &Reference) -> Vec<CrashPlan> {

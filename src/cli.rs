@@ -15,10 +15,12 @@ use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target};
 use crate::report::{self, Report, ScenarioRow};
 use crate::runner::Subject;
-use crate::scenario::{Expect, Scenario};
+use crate::scenario::Scenario;
 use crate::shrink;
+use crate::sim::Mutant;
 use crate::sim::SimSettings;
-use crate::zoo::{hunt, Mutant};
+use crate::verdict::Expect;
+use crate::zoo::hunt;
 
 /// Exit status: everything as expected / certified.
 pub const EXIT_OK: i32 = 0;
@@ -486,17 +488,6 @@ fn shrink_failures(
     Ok(out)
 }
 
-fn expected_text(e: &Expect) -> String {
-    match e {
-        Expect::Pass => "pass".into(),
-        Expect::Fail(k) if k.is_empty() => "fail".into(),
-        Expect::Fail(k) => format!(
-            "fail: {}",
-            k.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
-        ),
-    }
-}
-
 fn run(a: RunArgs) -> Result<i32, CliError> {
     let files = if a.files.is_empty() {
         default_scenarios()?
@@ -539,7 +530,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
-        let campaign = Campaign::for_scenario(s, &exe, jobs(a.out.jobs), only.clone());
+        let campaign = s.campaign(&exe, jobs(a.out.jobs), only.clone());
         let work = ws.path().join(&s.name);
         let results: Vec<LayoutResult> = campaign.run_partial(&work, &progress)?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
@@ -559,8 +550,8 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         .iter()
         .map(|(s, r)| ScenarioRow {
             report: r,
-            expected: expected_text(&s.expect),
-            as_expected: s.expect.matches(r),
+            expected: s.expect.text(),
+            as_expected: r.meets(&s.expect),
         })
         .collect();
     print!("{}", report::run_table(&rows));
@@ -681,8 +672,8 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         }
         if a.strict {
             for p in std::mem::take(&mut r.reference.outside) {
-                r.reference.findings.push(crate::oracle::Finding {
-                    kind: crate::oracle::FailureKind::WroteOutside,
+                r.reference.findings.push(crate::verdict::Finding {
+                    kind: crate::verdict::FailureKind::WroteOutside,
                     run: 0,
                     detail: format!("the uninterrupted run wrote outside its sandbox: {p}"),
                 });

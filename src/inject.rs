@@ -17,7 +17,7 @@ use std::str::FromStr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::ckpt::io::{OpCrash, When};
+use crate::protocol::{OpCrash, When};
 
 /// One place to kill a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

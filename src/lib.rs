@@ -21,11 +21,12 @@
 //!
 //! * [`scenario`] parses TOML scenario files (errors name file, line and field).
 //! * [`layout`] builds one path layout in a fresh sandbox.
-//! * [`sim`] is the simulated trainer; [`ckpt`] its checkpoint format, numbered
-//!   I/O layer, `ModelCheckpoint`-like policy and resume-path resolution;
-//!   [`zoo`] the bugs it can be switched into, and the hunt that must catch
-//!   every one of them.
-//! * [`protocol`] is the subject protocol v1 both sides speak.
+//! * [`sim`] is the simulated trainer: its model, its checkpoints
+//!   ([`sim::ckpt`]: format, numbered I/O layer, `ModelCheckpoint`-like policy,
+//!   resume-path resolution) and the bugs it can be switched into
+//!   ([`sim::mutant`]); [`zoo`] is the hunt that must catch every one of them.
+//! * [`protocol`] is the subject protocol v1 both sides speak (pure: parse and
+//!   print); [`verdict`] the failure kinds, findings and expected verdicts.
 //! * [`inject`] turns a census into crash plans; [`runner`] runs one process
 //!   in its own process group with a watchdog; [`observe`] reads what it left.
 //! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
@@ -87,9 +88,10 @@
 //! ```
 
 #![warn(missing_docs)]
+// System calls that need `unsafe` are fenced in `sys` and `trace`.
+#![deny(unsafe_code)]
 
 pub mod campaign;
-pub mod ckpt;
 pub mod cli;
 pub mod codec;
 pub mod inject;
@@ -102,6 +104,9 @@ pub mod runner;
 pub mod scenario;
 pub mod shrink;
 pub mod sim;
+#[allow(unsafe_code)]
 pub mod sys;
+#[allow(unsafe_code)]
 pub mod trace;
+pub mod verdict;
 pub mod zoo;

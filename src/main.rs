@@ -2,6 +2,8 @@
 //! statuses (0 certified / as expected, 1 failures, 2 unusable input, 128 +
 //! the signal when interrupted by SIGINT, SIGTERM or SIGHUP).
 
+#![deny(unsafe_code)]
+
 use clap::Parser;
 
 fn main() {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::protocol::StateFile;
+use crate::protocol::{Event, StateFile};
 
 /// One entry of a checkpoint directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -301,4 +301,17 @@ impl HarnessFiles {
             op_log: dir.join("oplog"),
         }
     }
+}
+
+/// Reads every event of an events file (a missing file, or one that is not a
+/// regular file of at most 64 MiB, has none; malformed lines are skipped).
+pub fn read_events(path: &Path) -> Vec<Event> {
+    read_bounded(path, 64 << 20)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .filter_map(Event::parse)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -18,102 +18,7 @@ use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 mod probe;
 pub use probe::run_probe;
 
-/// The kinds of failure, as PROTOCOL.md names them.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// Resumed training finished with a state that differs from the reference.
-    DigestMismatch,
-    /// A resume run exited non-zero.
-    ResumeFailed,
-    /// After a crash, `last.ckpt` is a link that does not resolve.
-    DanglingLast,
-    /// A link in the checkpoint directory resolves outside it.
-    EscapedDir,
-    /// A resume started before the step of a save completed before the crash.
-    ProgressLost,
-    /// After a completed save, a crash left nothing to resume from.
-    NoCheckpoint,
-    /// A run exceeded its time limit.
-    Hang,
-    /// The final checkpoint files differ from the reference run's.
-    DirMismatch,
-    /// A bad resume path was accepted instead of refused.
-    BadResumeAccepted,
-    /// The subject wrote outside its sandbox.
-    WroteOutside,
-    /// Two uninterrupted reference runs disagree.
-    Nondeterministic,
-}
-
-impl FailureKind {
-    /// Every kind, in report order.
-    pub const ALL: [FailureKind; 11] = [
-        FailureKind::DigestMismatch,
-        FailureKind::ResumeFailed,
-        FailureKind::DanglingLast,
-        FailureKind::EscapedDir,
-        FailureKind::ProgressLost,
-        FailureKind::NoCheckpoint,
-        FailureKind::Hang,
-        FailureKind::DirMismatch,
-        FailureKind::BadResumeAccepted,
-        FailureKind::WroteOutside,
-        FailureKind::Nondeterministic,
-    ];
-
-    /// The name used in reports and scenario files.
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::DigestMismatch => "digest-mismatch",
-            FailureKind::ResumeFailed => "resume-failed",
-            FailureKind::DanglingLast => "dangling-last",
-            FailureKind::EscapedDir => "escaped-dir",
-            FailureKind::ProgressLost => "progress-lost",
-            FailureKind::NoCheckpoint => "no-checkpoint",
-            FailureKind::Hang => "hang",
-            FailureKind::DirMismatch => "dir-mismatch",
-            FailureKind::BadResumeAccepted => "bad-resume-accepted",
-            FailureKind::WroteOutside => "wrote-outside",
-            FailureKind::Nondeterministic => "nondeterministic",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for FailureKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FailureKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let valid: Vec<_> = FailureKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown failure kind `{s}`; valid kinds: {}",
-                    valid.join(", ")
-                )
-            })
-    }
-}
-
-/// One thing the oracle found wrong in a case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// What kind of failure.
-    pub kind: FailureKind,
-    /// Which run of the case showed it (1-based; 0 for the reference).
-    pub run: usize,
-    /// What exactly was seen.
-    pub detail: String,
-}
+use crate::verdict::{FailureKind, Finding};
 
 /// What the subject is asked to resume from after a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,7 +294,7 @@ pub fn reference(
             ));
         }
         let dir = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
-        let events = Event::read_all(&files.events);
+        let events = crate::observe::read_events(&files.events);
         results.push((res, state, dir, events));
         let _ = std::fs::remove_dir_all(&case_dir);
     }
@@ -540,7 +445,7 @@ pub fn run_case(
     let mut run = 0;
     loop {
         run += 1;
-        let before = Event::read_all(&files.events);
+        let before = crate::observe::read_events(&files.events);
         let saved_before = max_saved(&before);
         let snap = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
         let resume = (run > 1 && (target.resume.present(&snap) || saved_before.is_some()))
@@ -557,7 +462,7 @@ pub fn run_case(
                 warnings.push(w);
             }
         }
-        let events = Event::read_all(&files.events);
+        let events = crate::observe::read_events(&files.events);
         let started_from = events[before.len().min(events.len())..]
             .iter()
             .find_map(|e| match e {

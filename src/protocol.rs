@@ -4,7 +4,9 @@
 //! the simulated trainer to take part.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 /// `CRASHPOINT_PROTOCOL`: the protocol version, `1`.
 pub const PROTOCOL: &str = "CRASHPOINT_PROTOCOL";
@@ -104,19 +106,6 @@ impl Event {
             _ => None,
         }
     }
-
-    /// Reads every event of a file (a missing file, or one that is not a
-    /// regular file of at most 64 MiB, has none).
-    pub fn read_all(path: &Path) -> Vec<Event> {
-        crate::observe::read_bounded(path, 64 << 20)
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .lines()
-                    .filter_map(Event::parse)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// What a subject reads from its environment.
@@ -169,6 +158,74 @@ impl SubjectEnv {
             resume: get(RESUME).filter(|v| !v.is_empty()),
             state_out: PathBuf::from(need(STATE_OUT)?),
             events: get(EVENTS).filter(|v| !v.is_empty()).map(PathBuf::from),
+        })
+    }
+}
+
+/// Where, relative to the numbered operation, the process is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum When {
+    /// Before the operation happens.
+    Before,
+    /// Half-way through a write (for other operations: before it).
+    Mid,
+    /// Right after the operation completed.
+    After,
+}
+
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            When::Before => "before",
+            When::Mid => "mid",
+            When::After => "after",
+        })
+    }
+}
+
+impl FromStr for When {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "before" => Ok(When::Before),
+            "mid" => Ok(When::Mid),
+            "after" => Ok(When::After),
+            other => Err(format!("`{other}` is not before, mid or after")),
+        }
+    }
+}
+
+/// An `op` crash point (the simulated trainer's extension of the protocol,
+/// passed in `CRASHPOINT_OP_CRASH` as `INDEX:WHEN`): kill at operation `index` (1-based), at `when`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpCrash {
+    /// 1-based operation number within one run.
+    pub index: u64,
+    /// Where relative to that operation.
+    pub when: When,
+}
+
+impl fmt::Display for OpCrash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.index, self.when)
+    }
+}
+
+impl FromStr for OpCrash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, w) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not INDEX:WHEN"))?;
+        let index: u64 = n
+            .parse()
+            .map_err(|_| format!("`{n}` is not an operation number"))?;
+        if index == 0 {
+            return Err("operation numbers start at 1".into());
+        }
+        Ok(OpCrash {
+            index,
+            when: w.parse()?,
         })
     }
 }

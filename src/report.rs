@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::campaign::LayoutResult;
 use crate::inject::CrashPlan;
 use crate::layout::Layout;
-use crate::oracle::FailureKind;
+use crate::verdict::{Expect, FailureKind};
 
 /// One failure, with what reproduces it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -166,6 +166,11 @@ impl Report {
         k.sort();
         k.dedup();
         k
+    }
+
+    /// Is this report the verdict `expect` asks for?
+    pub fn meets(&self, expect: &Expect) -> bool {
+        expect.matches(self.certified, &self.kinds())
     }
 }
 

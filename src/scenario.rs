@@ -3,7 +3,8 @@
 //! error naming file, line and field, and nothing runs.
 //!
 //! ```
-//! use crashpoint::scenario::{Expect, Scenario};
+//! use crashpoint::scenario::Scenario;
+//! use crashpoint::verdict::Expect;
 //! let s = Scenario::parse("demo.toml", r#"
 //! layouts = ["relative", "nested"]
 //! max_steps = 10
@@ -26,11 +27,17 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::inject::{Mode, Selection};
+use crate::campaign::Campaign;
+use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
-use crate::oracle::{FailureKind, ResumeMode};
+use crate::oracle::ResumeMode;
+use crate::oracle::Target;
+use crate::runner::Subject;
+use crate::sim::Mutant;
 use crate::sim::SimSettings;
-use crate::zoo::Mutant;
+use crate::verdict::{Expect, FailureKind};
+use std::ffi::OsString;
+use std::time::Duration;
 
 /// Every `*.toml` file in `dir`, sorted by name.
 pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -74,28 +81,6 @@ pub struct Scenario {
     pub timeout_secs: Option<u64>,
     /// The verdict expected.
     pub expect: Expect,
-}
-
-/// The verdict a scenario expects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// Every case passes.
-    Pass,
-    /// Some case fails, with each of these kinds somewhere (any kind if empty).
-    Fail(Vec<FailureKind>),
-}
-
-impl Expect {
-    /// Does `report` show the verdict expected? `Fail` needs every listed
-    /// kind somewhere in the report.
-    pub fn matches(&self, report: &crate::report::Report) -> bool {
-        match self {
-            Expect::Pass => report.certified,
-            Expect::Fail(kinds) => {
-                !report.certified && kinds.iter().all(|k| report.kinds().contains(k))
-            }
-        }
-    }
 }
 
 /// A scenario file could not be used.
@@ -279,10 +264,12 @@ impl Scenario {
             None => SimSettings::default(),
         };
         if let Some(m) = &raw.mutant {
-            let mutant: Mutant = m
-                .get_ref()
-                .parse()
-                .map_err(|e: crate::zoo::UnknownMutant| err(m.span(), "mutant", e.to_string()))?;
+            let mutant: Mutant =
+                m.get_ref()
+                    .parse()
+                    .map_err(|e: crate::sim::mutant::UnknownMutant| {
+                        err(m.span(), "mutant", e.to_string())
+                    })?;
             trainer.mutants.push(mutant);
         }
         let crash = raw.crash.unwrap_or(RawCrash {
@@ -369,5 +356,35 @@ impl Scenario {
             timeout_secs,
             expect,
         })
+    }
+}
+
+impl Scenario {
+    /// The campaign of this scenario: the simulated trainer `sim_exe sim ...`
+    /// (the `crashpoint` binary) with the scenario's settings.
+    pub fn campaign(&self, sim_exe: &Path, jobs: usize, only: Option<CrashPlan>) -> Campaign {
+        let s = self;
+        let mut args: Vec<OsString> = vec!["sim".into()];
+        args.extend(s.trainer.to_args().into_iter().map(OsString::from));
+        Campaign {
+            target: Target {
+                subject: Subject {
+                    program: sim_exe.as_os_str().to_os_string(),
+                    args,
+                    sim: true,
+                },
+                mode: s.mode,
+                max_steps: s.max_steps,
+                seed: s.seed,
+                resume: s.resume.clone(),
+                timeout: s.timeout_secs.map(Duration::from_secs),
+            },
+            layouts: s.layouts.clone(),
+            selection: s.selection,
+            crashes: s.crashes,
+            crash_seed: s.crash_seed,
+            only,
+            jobs,
+        }
     }
 }

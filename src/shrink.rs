@@ -18,12 +18,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::campaign::LayoutResult;
-use crate::ckpt::io::{OpCrash, When};
 use crate::inject::{CensusEntry, CrashPlan, CrashPoint};
 use crate::layout::Layout;
-use crate::oracle::{self, FailureKind, Reference, ReferenceError, Target};
+use crate::oracle::{self, Reference, ReferenceError, Target};
+use crate::protocol::{OpCrash, When};
 use crate::runner::RunnerError;
 use crate::sim::SimSettings;
+use crate::verdict::FailureKind;
 
 /// One case as the shrinker sees it: what a replay command names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -315,7 +315,7 @@ fn zoo_list_names_every_mutant() {
     let o = run(&["zoo", "--list"]);
     assert_eq!(o.status.code(), Some(0));
     let t = text(&o);
-    for m in crashpoint::zoo::Mutant::ALL {
+    for m in crashpoint::sim::Mutant::ALL {
         assert!(t.contains(m.name()), "{m} missing from {t}");
     }
 }

@@ -8,16 +8,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use crashpoint::ckpt::format::{decode, encode, Checkpoint, FormatError};
-use crashpoint::ckpt::io::{Io, OpCrash, When};
-use crashpoint::ckpt::policy::{ModelCheckpoint, PolicyConfig, TopK};
-use crashpoint::ckpt::resume;
 use crashpoint::inject::{CrashPlan, CrashPoint, Mode, Selection};
 use crashpoint::layout::Layout;
 use crashpoint::oracle::{self, Reference, ResumeMode, Target};
 use crashpoint::runner::Subject;
+use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint, FormatError};
+use crashpoint::sim::ckpt::io::{Io, OpCrash, When};
+use crashpoint::sim::ckpt::policy::{ModelCheckpoint, PolicyConfig, TopK};
+use crashpoint::sim::ckpt::resume;
+use crashpoint::sim::Mutants;
 use crashpoint::sim::{Dataset, SimConfig, SimState};
-use crashpoint::zoo::Mutants;
 use proptest::prelude::*;
 use rand::SeedableRng;
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crashpoint::campaign::{Campaign, LayoutResult};
+use crashpoint::campaign::LayoutResult;
 use crashpoint::report::Report;
 use crashpoint::scenario::Scenario;
 
@@ -49,11 +49,12 @@ fn every_scenario_meets_its_expectation() {
     for f in &files {
         let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
         let work = tempfile::tempdir().expect("tempdir");
-        let results = Campaign::for_scenario(&s, exe, 2, None)
+        let results = s
+            .campaign(exe, 2, None)
             .run(work.path(), &|_, _, _| {})
             .unwrap_or_else(|e| panic!("{}: {e}", s.name));
         let report = Report::build(&s.name, "kill", &results, &|_, _| String::new());
-        if !s.expect.matches(&report) {
+        if !report.meets(&s.expect) {
             unexpected.push(format!("{}: {:?}", s.name, report.failures.first()));
         }
         insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {

@@ -8,15 +8,17 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use crashpoint::ckpt::io::{OpCrash, When};
-use crashpoint::ckpt::policy::{Mode as Monitor, SaveLast};
 use crashpoint::inject::{CrashPlan, CrashPoint, Mode, Probe};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, FailureKind, Reference, ResumeMode, Target};
+use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::protocol::{OpCrash, When};
 use crashpoint::runner::Subject;
+use crashpoint::sim::ckpt::policy::{Mode as Monitor, SaveLast};
+use crashpoint::sim::Mutant;
 use crashpoint::sim::SimSettings;
+use crashpoint::verdict::FailureKind;
 use crashpoint::zoo::hunt::{self, CleanSet, MutantRow, Verdict, ZooReport};
-use crashpoint::zoo::{table, Mutant};
+use crashpoint::zoo::table;
 use proptest::prelude::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_crashpoint");

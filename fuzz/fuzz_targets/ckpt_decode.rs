@@ -5,7 +5,7 @@
 //! suggests; whatever decodes must encode and decode to the same bytes.
 #![no_main]
 
-use crashpoint::ckpt::format::{decode, encode, MAGIC, VERSION};
+use crashpoint::sim::ckpt::format::{decode, encode, MAGIC, VERSION};
 use libfuzzer_sys::fuzz_target;
 
 fn with_header(payload: &[u8]) -> Vec<u8> {

@@ -59,7 +59,7 @@ pub fn run_probe(
             },
         };
         let _ = std::fs::remove_file(&files.state);
-        let events_before = Event::read_all(&files.events).len();
+        let events_before = crate::observe::read_events(&files.events).len();
         let mut req = request(target, &sandbox, &place, &files, None, reference.timeout);
         req.resume = arg.clone();
         let res = runner::run(&target.subject, &req)?;
@@ -78,7 +78,7 @@ pub fn run_probe(
                 break;
             }
             (Exit::Code(0), Some(arg)) => {
-                let events = Event::read_all(&files.events);
+                let events = crate::observe::read_events(&files.events);
                 let resumed =
                     events[events_before.min(events.len())..]
                         .iter()

@@ -7,12 +7,12 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::ckpt::io::{Io, OpCrash};
-use crate::ckpt::policy::{Mode, ModelCheckpoint, PolicyConfig, SaveLast};
-use crate::ckpt::resume::{self, ResumeArg};
-use crate::ckpt::CkptError;
 use crate::protocol::{self, StateFile, SubjectEnv};
-use crate::zoo::{Mutant, Mutants};
+use crate::sim::ckpt::io::{Io, OpCrash};
+use crate::sim::ckpt::policy::{Mode, ModelCheckpoint, PolicyConfig, SaveLast};
+use crate::sim::ckpt::resume::{self, ResumeArg};
+use crate::sim::ckpt::CkptError;
+use crate::sim::{Mutant, Mutants};
 
 use super::model::{Dataset, SimConfig, SimState};
 

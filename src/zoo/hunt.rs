@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::campaign::{Campaign, CampaignError, LayoutResult};
+use crate::campaign::{CampaignError, LayoutResult};
 use crate::inject::CrashPlan;
 use crate::layout::Layout;
-use crate::oracle::FailureKind;
 use crate::report::{self, Report};
-use crate::scenario::{Expect, Scenario, ScenarioError};
+use crate::scenario::{Scenario, ScenarioError};
 use crate::shrink::{self, Case, Failing, Limits, RunnerJudge, ShrinkError, Shrunk};
+use crate::verdict::Expect;
+use crate::verdict::FailureKind;
 
-use super::Mutant;
+use crate::sim::Mutant;
 
 /// Which scenarios the clean trainer must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +358,7 @@ fn run_campaign(
 ) -> Result<(Vec<LayoutResult>, Report), HuntError> {
     // Cases run on `jobs` workers too: the workers of the hunt then never
     // sit idle while one long scenario finishes.
-    let campaign = Campaign::for_scenario(s, &opts.exe, opts.jobs, None);
+    let campaign = s.campaign(&opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
     let results = campaign.run(work, &|_, _, _| {})?;
     let replay = |l: Layout, p: Option<&CrashPlan>| {
@@ -377,7 +378,7 @@ fn clean_one(opts: &Options, work: &Path, s: &Scenario) -> Result<CleanRow, Hunt
     Ok(CleanRow {
         scenario: s.name.clone(),
         cases: report.cases,
-        as_expected: s.expect.matches(&report),
+        as_expected: report.meets(&s.expect),
         kinds: report.kinds(),
         replay: report.failures.first().map(|f| f.replay.clone()),
     })
@@ -410,7 +411,7 @@ fn hunt_one(
     }
     let Some(s) = s else { return Ok(row) };
     let (results, report) = run_campaign(opts, s, &work.join("campaign"))?;
-    row.verdict = if s.expect.matches(&report) && !row.expected.is_empty() {
+    row.verdict = if report.meets(&s.expect) && !row.expected.is_empty() {
         Verdict::Caught
     } else {
         Verdict::Missed
@@ -435,7 +436,7 @@ fn hunt_one(
     };
     row.found_at = Some(found_at);
     row.found_in_reference = start.case.plan.points.is_empty();
-    let campaign = Campaign::for_scenario(s, &opts.exe, 1, None);
+    let campaign = s.campaign(&opts.exe, 1, None);
     let shrink_dir = work.join("shrink");
     std::fs::create_dir_all(&shrink_dir).map_err(ShrinkError::Io)?;
     let mut judge = RunnerJudge::new(campaign.target, &shrink_dir);

@@ -3,11 +3,11 @@
 //! kills the process at the N-th one, before it, after it, or half-way
 //! through a write. With a log path it also records the census of operations.
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+pub use crate::protocol::{OpCrash, When};
 
 /// The kind of a numbered file operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,73 +52,6 @@ impl OpKind {
             OpKind::ReadLink => "readlink",
             OpKind::List => "list",
         }
-    }
-}
-
-/// Where, relative to the numbered operation, the process is killed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum When {
-    /// Before the operation happens.
-    Before,
-    /// Half-way through a write (for other operations: before it).
-    Mid,
-    /// Right after the operation completed.
-    After,
-}
-
-impl fmt::Display for When {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            When::Before => "before",
-            When::Mid => "mid",
-            When::After => "after",
-        })
-    }
-}
-
-impl FromStr for When {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "before" => Ok(When::Before),
-            "mid" => Ok(When::Mid),
-            "after" => Ok(When::After),
-            other => Err(format!("`{other}` is not before, mid or after")),
-        }
-    }
-}
-
-/// An `op` crash point: kill at operation `index` (1-based), at `when`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OpCrash {
-    /// 1-based operation number within one run.
-    pub index: u64,
-    /// Where relative to that operation.
-    pub when: When,
-}
-
-impl fmt::Display for OpCrash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.index, self.when)
-    }
-}
-
-impl FromStr for OpCrash {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (n, w) = s
-            .split_once(':')
-            .ok_or_else(|| format!("`{s}` is not INDEX:WHEN"))?;
-        let index: u64 = n
-            .parse()
-            .map_err(|_| format!("`{n}` is not an operation number"))?;
-        if index == 0 {
-            return Err("operation numbers start at 1".into());
-        }
-        Ok(OpCrash {
-            index,
-            when: w.parse()?,
-        })
     }
 }
 

@@ -25,7 +25,7 @@ impl ResumeArg {
     /// Parses the value of `CRASHPOINT_RESUME`.
     ///
     /// ```
-    /// use crashpoint::ckpt::resume::ResumeArg;
+    /// use crashpoint::sim::ckpt::resume::ResumeArg;
     /// assert_eq!(ResumeArg::parse("last"), ResumeArg::Last);
     /// assert_eq!(ResumeArg::parse("ckpts/last.ckpt"), ResumeArg::Path("ckpts/last.ckpt".into()));
     /// ```

@@ -1,11 +1,12 @@
 //! Checkpoints: the file [`format`], the numbered I/O layer [`io`] every file
-//! operation goes through, the `ModelCheckpoint`-like [`policy`], and
-//! [`resume`]-path resolution.
+//! operation goes through, the `ModelCheckpoint`-like [`policy`] and its
+//! bookkeeping [`topk`], and [`resume`]-path resolution.
 
 pub mod format;
 pub mod io;
 pub mod policy;
 pub mod resume;
+pub mod topk;
 
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,8 @@
 //! state and the checkpoint callback's bookkeeping, canonically encoded).
 //!
 //! ```
-//! use crashpoint::ckpt::format::{decode, encode, Checkpoint, FormatError};
-//! use crashpoint::ckpt::policy::TopK;
+//! use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint, FormatError};
+//! use crashpoint::sim::ckpt::topk::TopK;
 //! use crashpoint::sim::{SimConfig, SimState};
 //! let ck = Checkpoint { state: SimState::init(&SimConfig::default(), 1), topk: TopK::default() };
 //! let mut bytes = encode(&ck);
@@ -17,7 +17,7 @@
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::sim::SimState;
 
-use super::policy::TopK;
+use super::topk::TopK;
 
 /// The first eight bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"CRSHPT\r\n";
