@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::campaign::{Campaign, CampaignError, LayoutResult, Workspace};
+use crate::campaign::{Campaign, CampaignError, LayoutResult};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target};
@@ -20,6 +20,7 @@ use crate::shrink;
 use crate::sim::Mutant;
 use crate::sim::SimSettings;
 use crate::verdict::Expect;
+use crate::workspace::Workspace;
 use crate::zoo::hunt;
 
 /// Exit status: everything as expected / certified.

@@ -34,7 +34,9 @@
 //!   misuse probes per layout); [`shrink`] turns a failing case into a
 //!   minimal one; [`report`] prints.
 //! * [`sys`] fences the process-control system calls; [`trace`] the
-//!   seccomp and ptrace supervisor behind `syscall` crash points.
+//!   seccomp and ptrace supervisor behind `syscall` crash points;
+//!   [`workspace`] the directory of one harness run, locked for its whole
+//!   life, and the removal of those left by dead runs.
 //!
 //! ## A case, by hand
 //!
@@ -109,4 +111,5 @@ pub mod sys;
 #[allow(unsafe_code)]
 pub mod trace;
 pub mod verdict;
+pub mod workspace;
 pub mod zoo;

@@ -33,7 +33,7 @@
 //! the harness itself dies. It is not inherited by the subject's own
 //! children: when the harness is SIGKILLed, descendants that left the group
 //! survive, and the next harness run kills them when it removes the dead
-//! run's workspace (see `campaign::remove_stale`), recognising them by a tag
+//! run's workspace (see `workspace::remove_stale`), recognising them by a tag
 //! that points into that workspace.
 
 use std::collections::{HashMap, HashSet};

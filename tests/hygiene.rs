@@ -497,14 +497,30 @@ fn a_workspace_without_the_marker_or_with_a_live_owner_is_kept() {
     let dead = tmp.join("crashpoint-dead");
     std::fs::create_dir(&dead).unwrap();
     std::fs::write(dead.join(".crashpoint-workspace"), "2147483646 1").unwrap();
+    std::fs::write(dead.join(".crashpoint-lock"), "").unwrap();
     std::os::unix::fs::symlink(site.path("victim"), dead.join("victim")).unwrap();
     std::os::unix::fs::symlink("/", dead.join("root")).unwrap();
     // A link named like a workspace, to a marked dead directory elsewhere.
     let elsewhere = site.path("outside/crashpoint-x");
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::write(elsewhere.join(".crashpoint-workspace"), "2147483646 1").unwrap();
+    std::fs::write(elsewhere.join(".crashpoint-lock"), "").unwrap();
     std::os::unix::fs::symlink(&elsewhere, tmp.join("crashpoint-link")).unwrap();
-    crashpoint::campaign::remove_stale(&tmp);
+    // Marked by a dead process but without a lock file (an earlier version's,
+    // or an owner that could not lock): nothing proves its owner gone.
+    std::fs::create_dir(tmp.join("crashpoint-unlocked")).unwrap();
+    std::fs::write(
+        tmp.join("crashpoint-unlocked/.crashpoint-workspace"),
+        "2147483646 1",
+    )
+    .unwrap();
+    // Its lock file is a link to a lock nobody holds: not followed.
+    let lockless = tmp.join("crashpoint-linked-lock");
+    std::fs::create_dir(&lockless).unwrap();
+    std::fs::write(lockless.join(".crashpoint-workspace"), "2147483646 1").unwrap();
+    std::os::unix::fs::symlink(elsewhere.join(".crashpoint-lock"), lockless.join(".crashpoint-lock"))
+        .unwrap();
+    crashpoint::workspace::remove_stale(&tmp);
     let mut left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .flatten()
@@ -513,7 +529,13 @@ fn a_workspace_without_the_marker_or_with_a_live_owner_is_kept() {
     left.sort();
     assert_eq!(
         left,
-        ["crashpoint-link", "crashpoint-live", "crashpoint-unmarked"]
+        [
+            "crashpoint-link",
+            "crashpoint-linked-lock",
+            "crashpoint-live",
+            "crashpoint-unlocked",
+            "crashpoint-unmarked"
+        ]
     );
     assert!(elsewhere.join(".crashpoint-workspace").exists());
     site.assert_victim_intact("remove_stale");
@@ -532,7 +554,7 @@ fn removing_a_tree_never_follows_links_and_undoes_unwritable_directories() {
     let locked = std::fs::Permissions::from_mode(0o500);
     std::fs::set_permissions(t.join("locked/inner"), locked.clone()).unwrap();
     std::fs::set_permissions(t.join("locked"), locked).unwrap();
-    crashpoint::campaign::remove_tree(&t).unwrap();
+    crashpoint::workspace::remove_tree(&t).unwrap();
     assert!(!t.exists());
     site.assert_victim_intact("remove_tree");
 }
