@@ -412,10 +412,7 @@ fn take_lock(dir: &Path) -> Taken {
 
 /// How to clean up by hand where locks cannot be trusted.
 fn unreliable_hint(base: &Path, fs: &str, dirs: &[PathBuf]) -> String {
-    let list: Vec<String> = dirs
-        .iter()
-        .map(|d| format!("  {}", d.display()))
-        .collect();
+    let list: Vec<String> = dirs.iter().map(|d| format!("  {}", d.display())).collect();
     format!(
         "crashpoint: TMPDIR={} is on a {fs} file system, where a lock cannot prove a workspace's owner alive, so no workspace is removed automatically. These look left by runs that are over:\n{}\nEach one's {MARKER} names its owner (pid, boot-id, pid-namespace, host); once no crashpoint runs with it, remove it with `rm -rf`, or set TMPDIR to a local directory.",
         base.display(),

@@ -518,8 +518,11 @@ fn a_workspace_without_the_marker_or_with_a_live_owner_is_kept() {
     let lockless = tmp.join("crashpoint-linked-lock");
     std::fs::create_dir(&lockless).unwrap();
     std::fs::write(lockless.join(".crashpoint-workspace"), "2147483646 1").unwrap();
-    std::os::unix::fs::symlink(elsewhere.join(".crashpoint-lock"), lockless.join(".crashpoint-lock"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        elsewhere.join(".crashpoint-lock"),
+        lockless.join(".crashpoint-lock"),
+    )
+    .unwrap();
     crashpoint::workspace::remove_stale(&tmp);
     let mut left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
