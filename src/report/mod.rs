@@ -1,0 +1,182 @@
+//! Reports: the human verdict table, JSON, JUnit XML, and for every failure
+//! one command that replays exactly that case. Nothing in a report depends on
+//! timing except the `time` column of the table, so the same seed gives the
+//! same JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::campaign::LayoutResult;
+use crate::inject::CrashPlan;
+use crate::layout::Layout;
+use crate::verdict::{Expect, FailureKind};
+
+mod junit;
+mod shell;
+mod table;
+
+pub use junit::junit;
+pub use shell::shell_join;
+pub use table::{certify_table, failure_list, kinds_cell, render, run_table, ScenarioRow};
+
+/// One failure, with what reproduces it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// The layout.
+    pub layout: String,
+    /// The kind, as PROTOCOL.md names it.
+    pub kind: FailureKind,
+    /// Where the case was killed (its crash plan; `none` for the reference).
+    pub crash: String,
+    /// What exactly was seen.
+    pub detail: String,
+    /// One command that reproduces exactly this case.
+    pub replay: String,
+}
+
+/// One layout's line of the table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayoutRow {
+    /// The layout.
+    pub layout: String,
+    /// Cases run.
+    pub cases: usize,
+    /// Cases that passed.
+    pub passed: usize,
+    /// Failing cases by kind.
+    pub failures: BTreeMap<String, usize>,
+    /// Size of the census the crash points came from.
+    pub census: usize,
+    /// The reference digest.
+    pub reference_digest: String,
+    /// Wall time (not in JSON, so reports stay deterministic).
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+/// One case, for JUnit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseLine {
+    /// The layout.
+    pub layout: String,
+    /// The crash plan.
+    pub crash: String,
+    /// Indexes into [`Report::failures`].
+    pub failures: Vec<usize>,
+}
+
+/// The report of one campaign (one scenario, or one `certify`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Scenario name or command.
+    pub name: String,
+    /// The fault model covered.
+    pub fault: String,
+    /// True when every case of every layout passed.
+    pub certified: bool,
+    /// True when the harness was stopped (SIGINT, SIGTERM) before the end:
+    /// the report covers only the cases that finished.
+    pub interrupted: bool,
+    /// Cases run.
+    pub cases: usize,
+    /// Per-layout summary.
+    pub layouts: Vec<LayoutRow>,
+    /// Every failure.
+    pub failures: Vec<Failure>,
+    /// Things worth a look that are not failures.
+    pub warnings: Vec<String>,
+    /// Every case (for JUnit).
+    #[serde(skip)]
+    pub case_lines: Vec<CaseLine>,
+}
+
+/// Makes the replay command of a case.
+pub type Replay<'a> = &'a dyn Fn(Layout, Option<&CrashPlan>) -> String;
+
+impl Report {
+    /// Builds the report of a campaign's results.
+    pub fn build(name: &str, fault: &str, results: &[LayoutResult], replay: Replay<'_>) -> Report {
+        let mut failures = Vec::new();
+        let mut layouts = Vec::new();
+        let mut case_lines = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        for r in results {
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            let mut passed = 0;
+            for f in &r.reference.findings {
+                *kinds.entry(f.kind.name().into()).or_default() += 1;
+                failures.push(Failure {
+                    layout: r.layout.name().into(),
+                    kind: f.kind,
+                    crash: "none".into(),
+                    detail: f.detail.clone(),
+                    replay: replay(r.layout, None),
+                });
+            }
+            for p in &r.reference.outside {
+                warnings.push(format!("{}: wrote-outside: {p}", r.layout));
+            }
+            for o in &r.outcomes {
+                let mut line = CaseLine {
+                    layout: r.layout.name().into(),
+                    crash: o.plan.to_string(),
+                    failures: Vec::new(),
+                };
+                if o.passed() {
+                    passed += 1;
+                }
+                for f in &o.findings {
+                    *kinds.entry(f.kind.name().into()).or_default() += 1;
+                    line.failures.push(failures.len());
+                    failures.push(Failure {
+                        layout: r.layout.name().into(),
+                        kind: f.kind,
+                        crash: o.plan.to_string(),
+                        detail: f.detail.clone(),
+                        replay: replay(r.layout, Some(&o.plan)),
+                    });
+                }
+                for w in &o.warnings {
+                    let w = format!("{}: {w}", r.layout);
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+                case_lines.push(line);
+            }
+            layouts.push(LayoutRow {
+                layout: r.layout.name().into(),
+                cases: r.outcomes.len(),
+                passed,
+                failures: kinds,
+                census: r.reference.census.len(),
+                reference_digest: r.reference.state.digest.clone(),
+                duration: r.duration,
+            });
+        }
+        Report {
+            name: name.to_string(),
+            fault: fault.to_string(),
+            certified: failures.is_empty(),
+            interrupted: false,
+            cases: layouts.iter().map(|l| l.cases).sum(),
+            layouts,
+            failures,
+            warnings,
+            case_lines,
+        }
+    }
+
+    /// The kinds of failure seen anywhere.
+    pub fn kinds(&self) -> Vec<FailureKind> {
+        let mut k: Vec<FailureKind> = self.failures.iter().map(|f| f.kind).collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+
+    /// Is this report the verdict `expect` asks for?
+    pub fn meets(&self, expect: &Expect) -> bool {
+        expect.matches(self.certified, &self.kinds())
+    }
+}
