@@ -33,6 +33,8 @@
 //!   every case of a target on parallel workers (crash cases, then three
 //!   misuse probes per layout); [`shrink`] turns a failing case into a
 //!   minimal one; [`report`] prints.
+//! * [`power`] is the power-loss persistence model: from an ordered log of
+//!   file operations, the crash states a power cut could leave.
 //! * [`sys`] fences the process-control system calls; [`trace`] the
 //!   seccomp and ptrace supervisor behind `syscall` crash points;
 //!   [`workspace`] the directory of one harness run, locked for its whole
@@ -100,6 +102,7 @@ pub mod inject;
 pub mod layout;
 pub mod observe;
 pub mod oracle;
+pub mod power;
 pub mod protocol;
 pub mod report;
 pub mod runner;
