@@ -66,7 +66,9 @@ pub fn materialise(
     for (rel, entry) in &state.entries {
         if rel.is_empty()
             || rel.starts_with('/')
-            || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(MaterialiseError::BadPath(rel.clone()));
         }
@@ -99,11 +101,12 @@ pub fn materialise(
                         Piece::Ref { hash, start, len } => {
                             let hit = matches!(&cached, Some((h, _)) if h == hash);
                             if !hit {
-                                let blob = lookup(hash).map_err(|source| MaterialiseError::Lookup {
-                                    hash: hash.to_hex(),
-                                    path: path.clone(),
-                                    source,
-                                })?;
+                                let blob =
+                                    lookup(hash).map_err(|source| MaterialiseError::Lookup {
+                                        hash: hash.to_hex(),
+                                        path: path.clone(),
+                                        source,
+                                    })?;
                                 cached = Some((*hash, blob));
                             }
                             let blob = cached.as_ref().map(|(_, b)| b.as_slice()).unwrap_or(&[]);

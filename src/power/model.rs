@@ -177,7 +177,9 @@ impl Fs {
         for (path, entry) in items {
             let parts = components(path)?;
             let Some((name, dirs)) = parts.split_last() else {
-                return Err(LogErrorKind::BadInitialTree(format!("{path:?}: empty path")));
+                return Err(LogErrorKind::BadInitialTree(format!(
+                    "{path:?}: empty path"
+                )));
             };
             let mut cur = ROOT;
             for d in dirs {
@@ -211,7 +213,9 @@ impl Fs {
             fs.nodes.push(node);
             if let Node::Dir(dir) = &mut fs.nodes[cur] {
                 if dir.live.insert(name.clone(), ino).is_some() {
-                    return Err(LogErrorKind::BadInitialTree(format!("{path}: listed twice")));
+                    return Err(LogErrorKind::BadInitialTree(format!(
+                        "{path}: listed twice"
+                    )));
                 }
                 dir.durable.insert(name.clone(), ino);
             }
@@ -331,7 +335,14 @@ impl Fs {
         self.nodes.len() - 1
     }
 
-    fn dir_op(&mut self, dir: Ino, op: usize, change: DirChange, partner: Option<Ino>, text: String) {
+    fn dir_op(
+        &mut self,
+        dir: Ino,
+        op: usize,
+        change: DirChange,
+        partner: Option<Ino>,
+        text: String,
+    ) {
         let d = self.dir_mut(dir);
         change.apply(&mut d.live);
         d.pending.push(DirOp {
@@ -598,8 +609,23 @@ impl Fs {
             self.dir_op(sp, index, change, None, text);
         } else {
             let text = format!("rename of {from} to {to}");
-            self.dir_op(sp, index, DirChange::Remove { name: sname }, Some(tp), text.clone());
-            self.dir_op(tp, index, DirChange::Insert { name: tname, ino: src }, Some(sp), text);
+            self.dir_op(
+                sp,
+                index,
+                DirChange::Remove { name: sname },
+                Some(tp),
+                text.clone(),
+            );
+            self.dir_op(
+                tp,
+                index,
+                DirChange::Insert {
+                    name: tname,
+                    ino: src,
+                },
+                Some(sp),
+                text,
+            );
         }
         match &mut self.nodes[src] {
             Node::Dir(d) => d.label = to.into(),

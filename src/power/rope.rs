@@ -270,7 +270,9 @@ impl Rope {
         let mut out = Vec::with_capacity(self.len as usize);
         for p in &self.pieces {
             match p {
-                Piece::Bytes { data, start, len } => out.extend_from_slice(&data[*start..start + len]),
+                Piece::Bytes { data, start, len } => {
+                    out.extend_from_slice(&data[*start..start + len])
+                }
                 Piece::Zeros(n) => out.resize(out.len() + *n as usize, 0),
                 Piece::Ref { .. } => return None,
             }
@@ -316,11 +318,17 @@ impl Rope {
                             continue;
                         }
                     }
-                    close(&mut outer, std::mem::replace(&mut run, Run::Ref(*hash, *start, *len)));
+                    close(
+                        &mut outer,
+                        std::mem::replace(&mut run, Run::Ref(*hash, *start, *len)),
+                    );
                 }
                 Piece::Bytes { .. } | Piece::Zeros(_) => {
                     if !matches!(run, Run::Bytes(..)) {
-                        close(&mut outer, std::mem::replace(&mut run, Run::Bytes(blake3::Hasher::new(), 0)));
+                        close(
+                            &mut outer,
+                            std::mem::replace(&mut run, Run::Bytes(blake3::Hasher::new(), 0)),
+                        );
                     }
                     if let Run::Bytes(inner, n) = &mut run {
                         *n += p.len();
@@ -373,9 +381,14 @@ impl PartialEq for Rope {
                         ..
                     },
                 ) => h1 == h2 && s1 == s2,
-                (Piece::Bytes { data, start, len }, Piece::Bytes { data: d2, start: s2, len: l2 }) => {
-                    data[start..start + len] == d2[s2..s2 + l2]
-                }
+                (
+                    Piece::Bytes { data, start, len },
+                    Piece::Bytes {
+                        data: d2,
+                        start: s2,
+                        len: l2,
+                    },
+                ) => data[start..start + len] == d2[s2..s2 + l2],
                 (Piece::Bytes { data, start, len }, Piece::Zeros(_))
                 | (Piece::Zeros(_), Piece::Bytes { data, start, len }) => {
                     data[start..start + len].iter().all(|&x| x == 0)
@@ -435,7 +448,10 @@ mod tests {
         assert_eq!(whole.fingerprint(), parts.fingerprint());
         assert_ne!(whole, Rope::from_bytes(b"abcdeg".to_vec()));
         assert_eq!(Rope::zeros(3), Rope::from_bytes(vec![0, 0, 0]));
-        assert_eq!(Rope::zeros(3).fingerprint(), Rope::from_bytes(vec![0, 0, 0]).fingerprint());
+        assert_eq!(
+            Rope::zeros(3).fingerprint(),
+            Rope::from_bytes(vec![0, 0, 0]).fingerprint()
+        );
     }
 
     #[test]

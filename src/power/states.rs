@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::log::Log;
-use super::model::{Fs, Ino, Node, ROOT};
+use super::model::{DirChange, Fs, Ino, Node, ROOT};
 use super::rope::Rope;
 
 /// What a path holds in a crash state.
@@ -194,9 +194,7 @@ impl Window {
     /// in neither.
     fn consistent(&self, dirs: &[usize], assigned: usize) -> bool {
         self.couples.iter().all(|c| {
-            c.a.0 >= assigned
-                || c.b.0 >= assigned
-                || (dirs[c.a.0] > c.a.1) == (dirs[c.b.0] > c.b.1)
+            c.a.0 >= assigned || c.b.0 >= assigned || (dirs[c.a.0] > c.a.1) == (dirs[c.b.0] > c.b.1)
         })
     }
 
@@ -302,7 +300,9 @@ impl Window {
             if k == len || !walked.dirs.contains(&ino) {
                 continue;
             }
-            let Node::Dir(d) = &fs.nodes[ino] else { continue };
+            let Node::Dir(d) = &fs.nodes[ino] else {
+                continue;
+            };
             let why = if d.ever_synced {
                 "not fsynced after it"
             } else {
@@ -310,6 +310,12 @@ impl Window {
             };
             let label = fs.dir_label(ino);
             for op in &d.pending[k..] {
+                // A rename between directories is said once, for the
+                // directory it moves into, when that one is reachable.
+                let source_half = matches!(op.change, DirChange::Remove { .. });
+                if source_half && op.partner.is_some_and(|p| walked.dirs.contains(&p)) {
+                    continue;
+                }
                 dropped.push(Dropped {
                     op: op.op,
                     kind: DroppedKind::Entry,
@@ -321,8 +327,12 @@ impl Window {
             if k == len {
                 continue;
             }
-            let Some(path) = walked.files.get(&ino) else { continue };
-            let Node::File(f) = &fs.nodes[ino] else { continue };
+            let Some(path) = walked.files.get(&ino) else {
+                continue;
+            };
+            let Node::File(f) = &fs.nodes[ino] else {
+                continue;
+            };
             let message = if f.ever_synced {
                 format!(
                     "data written to {path} since its last fsync lost: \
@@ -375,7 +385,9 @@ where
         if !out.dirs.insert(d) {
             continue;
         }
-        let Some(entries) = entries_of(d) else { continue };
+        let Some(entries) = entries_of(d) else {
+            continue;
+        };
         for (name, &ino) in entries {
             let path = if prefix.is_empty() {
                 name.clone()
