@@ -69,7 +69,7 @@ fn synced_write_then_rename_without_dir_fsync_keeps_the_old_name_with_full_data(
     assert_eq!(states.len(), 2, "old name or new name: {states:#?}");
     for s in &states {
         assert!(
-            has(&s, "ckpt/a.tmp") != has(&s, "ckpt/a.ckpt"),
+            has(s, "ckpt/a.tmp") != has(s, "ckpt/a.ckpt"),
             "exactly one name"
         );
         let d = data(s, "ckpt/a.tmp").or_else(|| data(s, "ckpt/a.ckpt"));

@@ -173,7 +173,7 @@ impl Fs {
         let mut fs = Fs::default();
         let mut items: Vec<(&String, &Entry)> = tree.into_iter().collect();
         // Parents before children: "a" sorts before "a/b" and "a b".
-        items.sort_by(|a, b| components(a.0).ok().cmp(&components(b.0).ok()));
+        items.sort_by_key(|a| components(a.0).ok());
         for (path, entry) in items {
             let parts = components(path)?;
             let Some((name, dirs)) = parts.split_last() else {
@@ -438,7 +438,7 @@ impl Fs {
                             Node::Dir(_) if flags.create || flags.truncate => {
                                 return Err(LogErrorKind::IsADirectory(path.clone()))
                             }
-                            Node::File(f) if flags.truncate && f.live.len() > 0 => {
+                            Node::File(f) if flags.truncate && !f.live.is_empty() => {
                                 self.data_op(ino, index, DataChange::Truncate(0));
                             }
                             _ => {}

@@ -288,7 +288,7 @@ impl Rope {
         // streams; maximal contiguous store ranges by name and range.
         enum Run {
             None,
-            Bytes(blake3::Hasher, u64),
+            Bytes(Box<blake3::Hasher>, u64),
             Ref(ContentHash, u64, u64),
         }
         fn close(outer: &mut blake3::Hasher, run: Run) {
@@ -327,7 +327,10 @@ impl Rope {
                     if !matches!(run, Run::Bytes(..)) {
                         close(
                             &mut outer,
-                            std::mem::replace(&mut run, Run::Bytes(blake3::Hasher::new(), 0)),
+                            std::mem::replace(
+                                &mut run,
+                                Run::Bytes(Box::new(blake3::Hasher::new()), 0),
+                            ),
                         );
                     }
                     if let Run::Bytes(inner, n) = &mut run {

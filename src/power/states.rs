@@ -533,8 +533,7 @@ pub fn enumerate(log: &Log, limit: usize) -> Option<Vec<CrashState>> {
             }
             // Next combination of the reachable files' choices.
             let mut i = 0;
-            loop {
-                let Some(&v) = vars.get(i) else { break };
+            while let Some(&v) = vars.get(i) {
                 if choice.files[v] < win.files[v].1 {
                     choice.files[v] += 1;
                     break;
