@@ -187,6 +187,9 @@ pub enum CliError {
     /// The subject cannot be certified (not found, nondeterministic, unusable).
     #[error(transparent)]
     Campaign(#[from] CampaignError),
+    /// A report could not be serialised.
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
     /// A report file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -274,18 +277,15 @@ fn write_reports(
         })
     };
     if let Some(p) = json {
-        let value = if reports.len() == 1 {
-            serde_json::to_value(reports[0])
+        let text = if reports.len() == 1 {
+            report::to_json(reports[0])?
         } else {
-            serde_json::to_value(reports)
+            report::to_json(reports)?
         };
-        write(
-            p,
-            serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default() + "\n",
-        )?;
+        write(p, text)?;
     }
     if let Some(p) = junit {
-        write(p, report::junit(reports))?;
+        write(p, report::junit(reports)?)?;
     }
     Ok(())
 }
@@ -397,7 +397,7 @@ fn zoo(a: ZooArgs) -> Result<i32, CliError> {
     })?;
     print!("{}", crate::zoo::table::render(&report));
     if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        let text = report::to_json(&report)?;
         std::fs::write(p, text).map_err(|source| CliError::Write {
             path: p.display().to_string(),
             source,

@@ -17,6 +17,8 @@ use std::str::FromStr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::census::Call;
+pub use crate::census::CensusEntry;
 use crate::protocol::{OpCrash, When};
 
 /// One place to kill a run.
@@ -186,33 +188,6 @@ pub enum Mode {
     Time,
 }
 
-/// One entry of a census: an operation or system call of an uninterrupted
-/// run, numbered as crash points number them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CensusEntry {
-    /// 1-based number.
-    pub index: u64,
-    /// The operation (`write`, `rename`, ...).
-    pub kind: String,
-    /// What the subject was doing, when it says (`save step=5`).
-    pub phase: String,
-    /// The path involved.
-    pub path: String,
-}
-
-impl CensusEntry {
-    /// Parses one line of the simulated trainer's census.
-    pub fn parse_op_line(line: &str) -> Option<CensusEntry> {
-        let mut f = line.splitn(4, '\t');
-        Some(CensusEntry {
-            index: f.next()?.parse().ok()?,
-            kind: f.next()?.to_string(),
-            phase: f.next()?.to_string(),
-            path: f.next().unwrap_or("").to_string(),
-        })
-    }
-}
-
 /// Which first crash points a layout's cases use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
@@ -231,7 +206,7 @@ pub fn census_points(mode: Mode, census: &[CensusEntry]) -> Vec<CrashPoint> {
         match mode {
             Mode::Op => {
                 for when in [When::Before, When::Mid, When::After] {
-                    if when != When::Mid || e.kind == "write" {
+                    if when != When::Mid || e.call == Call::Write {
                         out.push(CrashPoint::Op(OpCrash {
                             index: e.index,
                             when,

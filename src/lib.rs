@@ -27,7 +27,8 @@
 //!   ([`sim::mutant`]); [`zoo`] is the hunt that must catch every one of them.
 //! * [`protocol`] is the subject protocol v1 both sides speak (pure: parse and
 //!   print); [`verdict`] the failure kinds, findings and expected verdicts.
-//! * [`inject`] turns a census into crash plans; [`runner`] runs one process
+//! * [`census`] is the typed list of numbered operations where crashes can
+//!   land, from the sim's I/O layer or the tracer; [`inject`] turns a census into crash plans; [`runner`] runs one process
 //!   in its own process group with a watchdog; [`observe`] reads what it left.
 //! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
 //!   every case of a target on parallel workers (crash cases, then three
@@ -96,6 +97,7 @@
 #![deny(unsafe_code)]
 
 pub mod campaign;
+pub mod census;
 pub mod cli;
 pub mod codec;
 pub mod inject;

@@ -273,12 +273,7 @@ pub fn read_state(path: &Path) -> Result<StateFile, StateError> {
         BoundedError::TooLarge => StateError::TooLarge,
         BoundedError::Io(e) => StateError::Unreadable(e.to_string()),
     })?;
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Err(StateError::Malformed(
-            "the file is empty; the protocol asks for one JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(&text).map_err(|e| StateError::Malformed(e.to_string()))
+    StateFile::parse(&text).map_err(StateError::Malformed)
 }
 
 /// The file names of the harness's own per-case files, outside the sandbox.
@@ -307,11 +302,6 @@ impl HarnessFiles {
 /// regular file of at most 64 MiB, has none; malformed lines are skipped).
 pub fn read_events(path: &Path) -> Vec<Event> {
     read_bounded(path, 64 << 20)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .filter_map(Event::parse)
-                .collect()
-        })
+        .map(|b| Event::parse_all(&String::from_utf8_lossy(&b)))
         .unwrap_or_default()
 }

@@ -330,6 +330,14 @@ pub fn reference(
             ),
         });
     }
+    // With no finding, the cases are all there is to judge: an empty op
+    // census would certify a campaign that never crashed anything.
+    if findings.is_empty() && target.mode == Mode::Op && ra.census.is_empty() {
+        return Err(ReferenceError::Unusable {
+            layout,
+            detail: "wrote an empty operation census: there is no op crash point to try".into(),
+        });
+    }
     Ok(Reference {
         layout,
         state: sa,
@@ -351,7 +359,7 @@ pub fn reference(
 }
 
 fn short(d: &str) -> &str {
-    &d[..d.len().min(12)]
+    crate::protocol::short_digest(d)
 }
 
 fn differing_fields(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> String {

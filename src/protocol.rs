@@ -48,6 +48,39 @@ pub struct StateFile {
     pub fields: BTreeMap<String, String>,
 }
 
+impl StateFile {
+    /// Parses the bytes of a state file. Any bytes give a value or an error
+    /// message, never a panic: the file is written by the subject.
+    ///
+    /// ```
+    /// use crashpoint::protocol::StateFile;
+    /// let s = StateFile::parse(br#"{"step": 4, "digest": "ab"}"#).unwrap();
+    /// assert_eq!((s.step, s.digest.as_str(), s.resumed_from_step), (4, "ab", None));
+    /// assert!(StateFile::parse(b"  ").unwrap_err().contains("empty"));
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<StateFile, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err("the file is empty; the protocol asks for one JSON object".into());
+        }
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The first 12 characters of a digest, for display. A digest is any text a
+/// subject wrote, so it is cut at a character boundary.
+///
+/// ```
+/// use crashpoint::protocol::short_digest;
+/// assert_eq!(short_digest("9f2c41d0aa77b3e1ff"), "9f2c41d0aa77");
+/// assert_eq!(short_digest("xéééééééééééééé"), "xééééééééééé");
+/// ```
+pub fn short_digest(d: &str) -> &str {
+    match d.char_indices().nth(12) {
+        Some((i, _)) => &d[..i],
+        None => d,
+    }
+}
+
 /// One line of the events file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -105,6 +138,11 @@ impl Event {
             }),
             _ => None,
         }
+    }
+
+    /// Every event of an events file's text; malformed lines are skipped.
+    pub fn parse_all(text: &str) -> Vec<Event> {
+        text.lines().filter_map(Event::parse).collect()
     }
 }
 

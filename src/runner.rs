@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::inject::{CensusEntry, CrashPoint};
+use crate::census::{Call, CensusEntry, Phase};
+use crate::inject::CrashPoint;
 use crate::layout::Place;
 use crate::protocol;
 
@@ -123,6 +124,9 @@ pub enum RunnerError {
     /// System-call tracing failed.
     #[error("system-call tracing failed: {0}")]
     Trace(String),
+    /// The simulated trainer's operation census is missing or malformed.
+    #[error("{0}")]
+    Census(String),
     /// The harness is stopping (SIGINT or SIGTERM): the run was not made, or
     /// was killed, and says nothing about the subject.
     #[error("interrupted")]
@@ -190,11 +194,15 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
         return Err(RunnerError::Interrupted);
     }
     let mut result = result?;
-    if let (true, Some(log)) = (subject.sim, req.op_log) {
+    if let (true, Some(log), Exit::Code(0)) = (subject.sim, req.op_log, result.exit) {
         if result.census.is_empty() {
-            result.census = std::fs::read_to_string(log)
-                .map(|s| s.lines().filter_map(CensusEntry::parse_op_line).collect())
-                .unwrap_or_default();
+            // A census that cannot be read is an error, never a shorter census
+            // (an empty one would certify a campaign that ran no crash).
+            let text = std::fs::read_to_string(log).map_err(|e| {
+                RunnerError::Census(format!("cannot read the op log {}: {e}", log.display()))
+            })?;
+            result.census =
+                CensusEntry::parse_log(&text).map_err(|e| RunnerError::Census(e.to_string()))?;
         }
     }
     Ok(result)
@@ -441,14 +449,13 @@ fn run_traced(
         .iter()
         .map(|c| CensusEntry {
             index: c.index,
-            kind: c.name.to_string(),
-            phase: String::new(),
-            path: c
-                .paths
-                .iter()
-                .map(|p| rel(p))
-                .collect::<Vec<_>>()
-                .join(" -> "),
+            call: Call::from_syscall(c.name),
+            name: c.name.to_string(),
+            paths: c.paths.iter().map(|p| rel(p)).collect(),
+            phase: Phase::default(),
+            fd: None,
+            offset: None,
+            len: None,
         })
         .collect();
     Ok(RunResult {

@@ -18,7 +18,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::campaign::LayoutResult;
-use crate::inject::{CensusEntry, CrashPlan, CrashPoint};
+use crate::census::{Call, CensusEntry, PhaseKind};
+use crate::inject::{CrashPlan, CrashPoint};
 use crate::layout::Layout;
 use crate::oracle::{self, Reference, ReferenceError, Target};
 use crate::protocol::{OpCrash, When};
@@ -361,13 +362,8 @@ impl Search<'_> {
 
 /// What an operation does, whatever the step: its kind and its phase with
 /// the step number taken out (`rename` in `relink last`).
-fn op_class(e: &CensusEntry) -> (String, String) {
-    let phase: Vec<&str> = e
-        .phase
-        .split_whitespace()
-        .filter(|w| !w.starts_with("step="))
-        .collect();
-    (e.kind.clone(), phase.join(" "))
+fn op_class(e: &CensusEntry) -> (Call, PhaseKind) {
+    (e.call, e.phase.kind)
 }
 
 /// Earlier candidates for a first crash point, in the order they are
@@ -392,7 +388,7 @@ fn first_op_candidates(c: OpCrash, census: &[CensusEntry]) -> Vec<CrashPoint> {
         .filter(|e| e.index < c.index)
         .flat_map(|e| {
             let mut whens = vec![When::After, When::Before];
-            if e.kind == "write" {
+            if e.call == Call::Write {
                 whens.insert(1, When::Mid);
             }
             whens.into_iter().map(move |when| OpCrash {
@@ -403,7 +399,7 @@ fn first_op_candidates(c: OpCrash, census: &[CensusEntry]) -> Vec<CrashPoint> {
         .take(SCAN);
     let earlier_when = [When::Before, When::Mid]
         .into_iter()
-        .filter(|w| *w < c.when && (here.kind == "write" || *w != When::Mid))
+        .filter(|w| *w < c.when && (here.call == Call::Write || *w != When::Mid))
         .map(|when| OpCrash {
             index: c.index,
             when,
@@ -566,12 +562,16 @@ mod tests {
     fn census(max_steps: u64, unit: u64) -> Vec<CensusEntry> {
         let mut out = Vec::new();
         for step in (unit..=max_steps).step_by(unit as usize) {
-            for kind in ["create", "write", "rename"] {
+            for call in [Call::Create, Call::Write, Call::Rename] {
                 out.push(CensusEntry {
                     index: out.len() as u64 + 1,
-                    kind: kind.into(),
-                    phase: format!("save step={step}"),
-                    path: String::new(),
+                    call,
+                    name: call.name().into(),
+                    paths: Vec::new(),
+                    phase: crate::census::Phase::at(PhaseKind::Save, step),
+                    fd: None,
+                    offset: None,
+                    len: None,
                 });
             }
         }

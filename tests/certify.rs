@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crashpoint::census::Call;
 use crashpoint::inject::{CrashPoint, Mode};
 use crashpoint::layout::{Layout, Sandbox};
 use crashpoint::observe::HarnessFiles;
@@ -85,7 +86,7 @@ fn the_kill_lands_at_the_exact_system_call() {
     let rename = reference
         .census
         .iter()
-        .find(|e| e.kind.starts_with("rename") && e.path.ends_with("/step=10.ckpt"))
+        .find(|e| e.call == Call::Rename && e.path().ends_with("/step=10.ckpt"))
         .unwrap_or_else(|| panic!("no rename to step=10.ckpt in {:#?}", reference.census));
     let case = work.path().join("case");
     std::fs::create_dir_all(case.join("sandbox")).unwrap();
@@ -400,6 +401,15 @@ fn subjects_that_cannot_be_certified_exit_2_with_their_own_message() {
     let o = sh_subject("mkdir -p \"$CRASHPOINT_CKPT_DIR\"; echo \"{\\\"step\\\": 20, \\\"digest\\\": \\\"$$\\\"}\" > \"$CRASHPOINT_STATE_OUT\"");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nondeterministic"), "{}", text(&o));
+    // A digest is text the subject chose: multi-byte characters where the
+    // report cuts it are shown, never a panic (exit 101).
+    let o = sh_subject("mkdir -p \"$CRASHPOINT_CKPT_DIR\"; echo \"{\\\"step\\\": 20, \\\"digest\\\": \\\"xéééééééééééééééé$$\\\"}\" > \"$CRASHPOINT_STATE_OUT\"");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("digest xééééééééééé vs xééééééééééé"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -436,4 +446,44 @@ fn a_subject_that_hangs_on_resume_is_a_hang_killed_by_the_watchdog() {
             .contains("exceeded its time limit of 1.0s"),
         "{detail}"
     );
+}
+
+#[test]
+fn an_unreadable_or_malformed_op_census_is_an_error_not_an_empty_campaign() {
+    // A subject run as the simulated trainer (op crash points) whose op log is
+    // garbage, empty or missing: the reference fails with its reason; it never
+    // yields an empty census that would certify a campaign of probes alone.
+    let state = "mkdir -p \"$CRASHPOINT_CKPT_DIR\"; echo x > \"$CRASHPOINT_CKPT_DIR/step=4.ckpt\"; echo '{\"step\": 4, \"digest\": \"d\"}' > \"$CRASHPOINT_STATE_OUT\"";
+    let cases = [
+        (
+            format!("{state}; if [ -n \"$CRASHPOINT_OP_LOG\" ]; then echo garbage > \"$CRASHPOINT_OP_LOG\"; fi"),
+            "malformed operation census: line 1",
+        ),
+        (
+            format!("{state}; if [ -n \"$CRASHPOINT_OP_LOG\" ]; then : > \"$CRASHPOINT_OP_LOG\"; fi"),
+            "wrote an empty operation census",
+        ),
+        (state.to_string(), "cannot read the op log"),
+    ];
+    for (script, want) in cases {
+        let target = Target {
+            subject: Subject {
+                program: "sh".into(),
+                args: vec!["-c".into(), script.clone().into()],
+                sim: true,
+            },
+            mode: Mode::Op,
+            max_steps: 4,
+            seed: 0,
+            resume: ResumeMode::Path,
+            timeout: None,
+        };
+        let work = tempfile::tempdir().unwrap();
+        let err = oracle::reference(&target, Layout::Relative, work.path())
+            .expect_err("a reference without a census must fail");
+        assert!(
+            err.to_string().contains(want),
+            "{script}: want {want}, got {err}"
+        );
+    }
 }

@@ -1,9 +1,9 @@
 //! JUnit XML for CI.
 
-use super::Report;
+use super::{Report, ReportError};
 
 /// JUnit XML: one test suite per report, one test case per layout × crash plan.
-pub fn junit(reports: &[&Report]) -> String {
+pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
     use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
     let mut j = JReport::new("crashpoint");
     for r in reports {
@@ -46,5 +46,5 @@ pub fn junit(reports: &[&Report]) -> String {
         }
         j.add_test_suite(suite);
     }
-    j.to_string().unwrap_or_default()
+    j.to_string().map_err(|e| ReportError::Junit(e.to_string()))
 }

@@ -180,3 +180,39 @@ impl Report {
         expect.matches(self.certified, &self.kinds())
     }
 }
+
+/// A report could not be serialised: nothing is written then, and the
+/// command fails, rather than leaving a `null` or empty file behind.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// JSON serialisation failed.
+    #[error("cannot serialise the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+    /// JUnit XML serialisation failed.
+    #[error("cannot serialise the JUnit report: {0}")]
+    Junit(String),
+}
+
+/// `value` as pretty JSON with a final newline.
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, ReportError> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+#[cfg(test)]
+mod serialise_tests {
+    use super::*;
+
+    struct Unserialisable;
+    impl serde::Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no JSON for this"))
+        }
+    }
+
+    #[test]
+    fn a_serialisation_error_is_an_error_not_null() {
+        let err = to_json(&Unserialisable).unwrap_err();
+        assert!(err.to_string().contains("no JSON for this"), "{err}");
+        assert_eq!(to_json(&[1, 2]).unwrap(), "[\n  1,\n  2\n]\n");
+    }
+}

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::census::{Phase, PhaseKind};
 use crate::protocol::{self, StateFile, SubjectEnv};
 use crate::sim::ckpt::io::{Io, OpCrash};
 use crate::sim::ckpt::policy::{Mode, ModelCheckpoint, PolicyConfig, SaveLast};
@@ -236,10 +237,10 @@ fn train(settings: &SimSettings, env: &SubjectEnv, io: &mut Io) -> Result<(), Tr
     let mut state = fresh.clone();
     let mut policy = ModelCheckpoint::new(settings.policy(), env.ckpt_dir.clone(), mutants.clone());
     let mut resumed_from = 0;
-    io.set_phase("start");
+    io.set_phase(Phase::of(PhaseKind::Start));
     policy.clean_stale(io)?;
     if let Some(arg) = &env.resume {
-        io.set_phase("resume");
+        io.set_phase(Phase::of(PhaseKind::Resume));
         match resume::resolve(io, &ResumeArg::parse(arg), &env.ckpt_dir) {
             Err(CkptError::IsDirectory(_)) if mutants.has(Mutant::DirAsResumePath) => {}
             Err(e) => return Err(e.into()),

@@ -9,85 +9,15 @@ use std::path::{Path, PathBuf};
 
 pub use crate::protocol::{OpCrash, When};
 
-/// The kind of a numbered file operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
-    /// Create a directory (and its parents).
-    Mkdir,
-    /// Open a file for writing, creating or truncating it.
-    Create,
-    /// Write bytes to an open file.
-    Write,
-    /// fsync a file.
-    Fsync,
-    /// fsync a directory.
-    FsyncDir,
-    /// Rename over a name.
-    Rename,
-    /// Create a symbolic link.
-    Symlink,
-    /// Remove a name.
-    Unlink,
-    /// Read a whole file.
-    Read,
-    /// Read a symbolic link.
-    ReadLink,
-    /// List a directory.
-    List,
-}
-
-impl OpKind {
-    /// The name used in censuses and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::Mkdir => "mkdir",
-            OpKind::Create => "create",
-            OpKind::Write => "write",
-            OpKind::Fsync => "fsync",
-            OpKind::FsyncDir => "fsync-dir",
-            OpKind::Rename => "rename",
-            OpKind::Symlink => "symlink",
-            OpKind::Unlink => "unlink",
-            OpKind::Read => "read",
-            OpKind::ReadLink => "readlink",
-            OpKind::List => "list",
-        }
-    }
-}
-
-/// One operation as the census records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpRecord {
-    /// 1-based number within the run.
-    pub index: u64,
-    /// What kind of operation.
-    pub kind: OpKind,
-    /// What the trainer was doing ("save step=5", "resume", ...).
-    pub phase: String,
-    /// The path operated on, as the trainer names it.
-    pub path: String,
-}
-
-impl OpRecord {
-    /// One census line: `index<TAB>kind<TAB>phase<TAB>path`.
-    pub fn to_line(&self) -> String {
-        format!(
-            "{}\t{}\t{}\t{}",
-            self.index,
-            self.kind.name(),
-            self.phase,
-            self.path
-        )
-    }
-}
+use crate::census::{Call, CensusEntry, Phase};
 
 /// The numbered I/O layer.
 #[derive(Debug, Default)]
 pub struct Io {
     count: u64,
     crash: Option<OpCrash>,
-    phase: String,
-    log: Option<Vec<OpRecord>>,
+    phase: Phase,
+    log: Option<Vec<CensusEntry>>,
 }
 
 impl Io {
@@ -96,14 +26,14 @@ impl Io {
         Io {
             count: 0,
             crash,
-            phase: String::new(),
+            phase: Phase::default(),
             log: log.then(Vec::new),
         }
     }
 
     /// Names what the following operations are for (shown in censuses).
-    pub fn set_phase(&mut self, phase: impl Into<String>) {
-        self.phase = phase.into();
+    pub fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
     }
 
     /// Operations performed so far.
@@ -112,24 +42,28 @@ impl Io {
     }
 
     /// The recorded census, if recording.
-    pub fn records(&self) -> &[OpRecord] {
+    pub fn records(&self) -> &[CensusEntry] {
         self.log.as_deref().unwrap_or(&[])
     }
 
     /// Numbers the next operation; dies if the crash point says "before".
-    fn begin(&mut self, kind: OpKind, path: &Path) -> Option<When> {
+    fn begin(&mut self, kind: Call, path: &Path) -> Option<When> {
         self.count += 1;
         if let Some(log) = &mut self.log {
-            log.push(OpRecord {
+            log.push(CensusEntry {
                 index: self.count,
-                kind,
-                phase: self.phase.clone(),
-                path: path.display().to_string(),
+                call: kind,
+                name: kind.name().to_string(),
+                paths: vec![path.display().to_string()],
+                phase: self.phase,
+                fd: None,
+                offset: None,
+                len: None,
             });
         }
         match self.crash {
             Some(c) if c.index == self.count => {
-                if c.when == When::Before || (c.when == When::Mid && kind != OpKind::Write) {
+                if c.when == When::Before || (c.when == When::Mid && kind != Call::Write) {
                     crate::sys::kill_self();
                 }
                 Some(c.when)
@@ -146,7 +80,7 @@ impl Io {
 
     fn run<T>(
         &mut self,
-        kind: OpKind,
+        kind: Call,
         path: &Path,
         f: impl FnOnce() -> std::io::Result<T>,
     ) -> std::io::Result<T> {
@@ -158,12 +92,12 @@ impl Io {
 
     /// Creates `dir` and its parents.
     pub fn mkdir_all(&mut self, dir: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Mkdir, dir, || std::fs::create_dir_all(dir))
+        self.run(Call::Mkdir, dir, || std::fs::create_dir_all(dir))
     }
 
     /// Opens `path` for writing, creating or truncating it.
     pub fn create(&mut self, path: &Path) -> std::io::Result<File> {
-        self.run(OpKind::Create, path, || {
+        self.run(Call::Create, path, || {
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -174,7 +108,10 @@ impl Io {
 
     /// Writes all of `bytes`; a `mid` crash point writes half and dies.
     pub fn write(&mut self, file: &mut File, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let armed = self.begin(OpKind::Write, path);
+        let armed = self.begin(Call::Write, path);
+        if let Some(last) = self.log.as_mut().and_then(|l| l.last_mut()) {
+            last.len = Some(bytes.len() as u64);
+        }
         if armed == Some(When::Mid) {
             let _ = file.write_all(&bytes[..bytes.len() / 2]);
             crate::sys::kill_self();
@@ -186,34 +123,34 @@ impl Io {
 
     /// fsyncs an open file.
     pub fn fsync(&mut self, file: &File, path: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Fsync, path, || file.sync_all())
+        self.run(Call::Fsync, path, || file.sync_all())
     }
 
     /// fsyncs a directory, making the names in it durable.
     pub fn fsync_dir(&mut self, dir: &Path) -> std::io::Result<()> {
-        self.run(OpKind::FsyncDir, dir, || File::open(dir)?.sync_all())
+        self.run(Call::FsyncDir, dir, || File::open(dir)?.sync_all())
     }
 
     /// Renames `from` over `to`.
     pub fn rename(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Rename, to, || std::fs::rename(from, to))
+        self.run(Call::Rename, to, || std::fs::rename(from, to))
     }
 
     /// Creates the symbolic link `link` pointing at `target`.
     pub fn symlink(&mut self, target: &Path, link: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Symlink, link, || {
+        self.run(Call::Symlink, link, || {
             std::os::unix::fs::symlink(target, link)
         })
     }
 
     /// Removes the name `path` (a file or a link, never a directory's content).
     pub fn unlink(&mut self, path: &Path) -> std::io::Result<()> {
-        self.run(OpKind::Unlink, path, || std::fs::remove_file(path))
+        self.run(Call::Unlink, path, || std::fs::remove_file(path))
     }
 
     /// Reads a whole file, following links.
     pub fn read(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.run(OpKind::Read, path, || {
+        self.run(Call::Read, path, || {
             let mut buf = Vec::new();
             File::open(path)?.read_to_end(&mut buf)?;
             Ok(buf)
@@ -222,12 +159,12 @@ impl Io {
 
     /// Reads the target of a symbolic link.
     pub fn read_link(&mut self, path: &Path) -> std::io::Result<PathBuf> {
-        self.run(OpKind::ReadLink, path, || std::fs::read_link(path))
+        self.run(Call::ReadLink, path, || std::fs::read_link(path))
     }
 
     /// Lists the names in a directory, sorted.
     pub fn list(&mut self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.run(OpKind::List, dir, || {
+        self.run(Call::List, dir, || {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(dir)? {
                 names.push(entry?.file_name().to_string_lossy().into_owned());

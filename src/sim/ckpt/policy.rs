@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::census::{Phase, PhaseKind};
 use crate::sim::SimState;
 use crate::sim::{Mutant, Mutants};
 
@@ -334,7 +335,7 @@ impl ModelCheckpoint {
         io: &mut Io,
         state: &SimState,
     ) -> Result<Option<PathBuf>, CkptError> {
-        io.set_phase(format!("save step={}", state.global_step));
+        io.set_phase(Phase::at(PhaseKind::Save, state.global_step));
         let dir = self.dir.clone();
         io.mkdir_all(&dir)
             .map_err(|e| CkptError::io("create checkpoint directory", &dir, e))?;
@@ -353,24 +354,24 @@ impl ModelCheckpoint {
             // Link only to a file this very save wrote: a link to an older
             // top-k file would make `last` lag behind the announced save.
             SaveLast::Link if file.is_some() => {
-                io.set_phase(format!("relink last step={}", state.global_step));
+                io.set_phase(Phase::at(PhaseKind::RelinkLast, state.global_step));
                 let target = next.last_saved.clone().unwrap_or_default();
                 self.relink(io, LAST, &target)?;
                 Some(dir.join(LAST))
             }
             SaveLast::Link | SaveLast::Copy => {
-                io.set_phase(format!("save last step={}", state.global_step));
+                io.set_phase(Phase::at(PhaseKind::SaveLast, state.global_step));
                 self.write_file(io, LAST, &bytes)?;
                 Some(dir.join(LAST))
             }
             SaveLast::Off => file.as_deref().map(|f| dir.join(f)),
         };
         if self.cfg.monitor.is_some() && next.best.is_some() && next.best != self.topk.best {
-            io.set_phase(format!("relink best step={}", state.global_step));
+            io.set_phase(Phase::at(PhaseKind::RelinkBest, state.global_step));
             let best = next.best.clone().unwrap_or_default();
             self.relink(io, BEST, &best)?;
         }
-        io.set_phase(format!("top-k step={}", state.global_step));
+        io.set_phase(Phase::at(PhaseKind::Rotate, state.global_step));
         if !self.mutants.has(Mutant::DeleteBeforeSave) {
             self.delete_evicted(io, &next.pending_delete)?;
         }
