@@ -13,7 +13,7 @@ use std::process::Command;
 
 use crashpoint::inject::{CrashPlan, Mode};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, ResumeMode, Target};
+use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 use crashpoint::runner::Subject;
 use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint};
 use crashpoint::sim::ckpt::policy::TopK;
@@ -43,6 +43,7 @@ fn cases(c: &mut Criterion) {
         seed: 0,
         resume: ResumeMode::Path,
         timeout: None,
+        tracing: Tracing::Needed,
     };
     let work = tempfile::tempdir().expect("tempdir");
     let reference = oracle::reference(&target, Layout::Relative, work.path()).expect("reference");

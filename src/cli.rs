@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::campaign::{Campaign, CampaignError, LayoutResult};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
-use crate::oracle::{ResumeMode, Target};
+use crate::oracle::{ResumeMode, Target, Tracing};
 use crate::report::{self, Report, ScenarioRow};
 use crate::runner::Subject;
 use crate::scenario::Scenario;
@@ -29,6 +29,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 /// Exit status: unusable input.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the harness was disturbed (a sandbox changed from outside):
+/// the report cannot be trusted, whatever it says.
+pub const EXIT_UNTRUSTED: i32 = 3;
 
 /// Certifies that a training program survives being killed at any moment
 /// while it saves, relinks or resumes a checkpoint.
@@ -134,6 +137,10 @@ pub struct CertifyArgs {
     /// A write outside the sandbox is a failure (`wrote-outside`), not a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Do not trace resume runs (faster; their writes outside the sandbox,
+    /// and removals in it, go unseen).
+    #[arg(long)]
+    pub no_trace_resume: bool,
     /// Workers and report files.
     #[command(flatten)]
     pub out: OutputArgs,
@@ -207,6 +214,9 @@ impl CliError {
             CliError::Campaign(CampaignError::Interrupted) => {
                 128 + crate::campaign::interrupted().unwrap_or(2)
             }
+            CliError::Campaign(CampaignError::Reference(
+                crate::oracle::ReferenceError::Disturbed { .. },
+            )) => EXIT_UNTRUSTED,
             _ => EXIT_USAGE,
         }
     }
@@ -563,25 +573,30 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             print!("{}", report::failure_list(row.report, 3));
         }
         all_ok &= row.as_expected;
+        print!("{}", report::harness_error_list(row.report));
         for w in row.report.warnings.iter().take(5) {
             println!("warning: {}: {w}", row.report.name);
         }
     }
     print!("{shrunk}");
     let total: usize = rows.iter().map(|r| r.report.cases).sum();
+    let trusted = rows.iter().all(|r| r.report.trustworthy());
     println!(
         "{} scenarios, {total} cases: {}",
         rows.len(),
-        if all_ok {
-            "every verdict as expected"
-        } else {
-            "UNEXPECTED verdicts"
+        match (trusted, all_ok) {
+            (false, _) => "NOT TRUSTWORTHY (a sandbox was disturbed from outside)",
+            (true, true) => "every verdict as expected",
+            (true, false) => "UNEXPECTED verdicts",
         }
     );
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
     write_reports(&a.out.json, &a.out.junit, &refs)?;
     if let Some(sig) = crate::campaign::interrupted() {
         return Ok(interrupted_exit(sig, total));
+    }
+    if !trusted {
+        return Ok(EXIT_UNTRUSTED);
     }
     Ok(if all_ok { EXIT_OK } else { EXIT_FAIL })
 }
@@ -655,6 +670,13 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
             seed: a.seed,
             resume: ResumeMode::parse(&a.resume_arg),
             timeout: a.timeout.map(Duration::from_secs),
+            // `time` mode is the mode without the tracer (for machines
+            // that refuse it): its runs are not traced.
+            tracing: match (mode, a.no_trace_resume) {
+                (Mode::Syscall, false) => Tracing::Every,
+                (Mode::Syscall, true) => Tracing::NotResumes,
+                _ => Tracing::Needed,
+            },
         },
         layouts,
         selection,
@@ -666,10 +688,11 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let mut results = campaign.run_partial(ws.path(), &progress)?;
     let stopped_by = crate::campaign::interrupted();
+    let ws_path = ws.path().display().to_string();
     for r in &mut results {
         // Reports must not depend on where the workspace happened to be.
         for p in &mut r.reference.outside {
-            *p = p.replace(&ws.path().display().to_string(), "<workspace>");
+            *p = p.replace(&ws_path, "<workspace>");
         }
         if a.strict {
             for p in std::mem::take(&mut r.reference.outside) {
@@ -709,6 +732,9 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         if a.strict {
             w.push("--strict".into());
         }
+        if a.no_trace_resume {
+            w.push("--no-trace-resume".into());
+        }
         w.extend([
             "--crash".into(),
             match p {
@@ -721,12 +747,16 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         report::shell_join(w)
     };
     let mut r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
+    for w in &mut r.warnings {
+        *w = w.replace(&ws_path, "<workspace>");
+    }
     if stopped_by.is_some() {
         r.certified = false;
         r.interrupted = true;
     }
     print!("{}", report::certify_table(&r));
     print!("{}", report::failure_list(&r, 3));
+    print!("{}", report::harness_error_list(&r));
     for w in r.warnings.iter().take(10) {
         println!("warning: {w}");
     }
@@ -736,17 +766,23 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     println!(
         "{} cases, fault model: kill: {}",
         r.cases,
-        match (stopped_by, r.certified) {
-            (Some(_), _) => "INTERRUPTED, NOT certified",
-            (None, true) => "CERTIFIED",
-            (None, false) => "NOT certified",
+        match (stopped_by, r.trustworthy(), r.certified) {
+            (Some(_), _, _) => "INTERRUPTED, NOT certified",
+            (None, false, _) =>
+                "NOT TRUSTWORTHY (a sandbox was disturbed from outside), NOT certified",
+            (None, true, true) => "CERTIFIED",
+            (None, true, false) => "NOT certified",
         }
     );
     write_reports(&a.out.json, &a.out.junit, &[&r])?;
     if let Some(sig) = stopped_by {
         return Ok(interrupted_exit(sig, r.cases));
     }
-    Ok(if r.certified { EXIT_OK } else { EXIT_FAIL })
+    Ok(match (r.trustworthy(), r.certified) {
+        (false, _) => EXIT_UNTRUSTED,
+        (true, true) => EXIT_OK,
+        (true, false) => EXIT_FAIL,
+    })
 }
 
 /// `w` made absolute when it names an existing file relative to the current

@@ -51,7 +51,7 @@
 //! ```no_run
 //! use crashpoint::inject::{CrashPlan, Mode};
 //! use crashpoint::layout::Layout;
-//! use crashpoint::oracle::{self, ResumeMode, Target};
+//! use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 //! use crashpoint::runner::Subject;
 //!
 //! let target = Target {
@@ -61,6 +61,7 @@
 //!     seed: 0,
 //!     resume: ResumeMode::Path,
 //!     timeout: None,
+//!     tracing: Tracing::Needed,
 //! };
 //! let work = tempfile::tempdir()?;
 //! let reference = oracle::reference(&target, Layout::Relative, work.path())?;

@@ -16,7 +16,9 @@ use crate::protocol::{Event, StateFile};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 
 mod probe;
+mod watch;
 pub use probe::run_probe;
+use watch::Watch;
 
 use crate::verdict::{FailureKind, Finding};
 
@@ -109,6 +111,33 @@ pub struct Target {
     pub resume: ResumeMode,
     /// Per-run time limit; `None`: 10 times the slowest reference run, at least 10 s.
     pub timeout: Option<Duration>,
+    /// Which runs go through the system-call tracer.
+    pub tracing: Tracing,
+}
+
+/// Which runs go through the system-call tracer, which sees every write
+/// outside the sandbox and every removal inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracing {
+    /// Only the runs whose census or crash points need it (`syscall` mode's
+    /// first reference run and killed runs).
+    Needed,
+    /// Every run: both references, killed runs, resume runs, probes.
+    Every,
+    /// Every run but the resume runs (the runs of a case after its first,
+    /// and the probes' runs given a bad resume path): `--no-trace-resume`.
+    NotResumes,
+}
+
+impl Tracing {
+    /// Is a run traced? `resume`: a run after a crash or given a resume path.
+    fn traced(self, resume: bool) -> bool {
+        match self {
+            Tracing::Needed => false,
+            Tracing::Every => true,
+            Tracing::NotResumes => !resume,
+        }
+    }
 }
 
 /// The time limit for reference runs when none is given.
@@ -164,6 +193,15 @@ pub enum ReferenceError {
     /// The sandbox could not be built.
     #[error("cannot build the sandbox: {0}")]
     Io(#[from] std::io::Error),
+    /// Someone outside disturbed the reference's sandbox: a harness error,
+    /// which says nothing about the subject.
+    #[error("harness error in the reference run of layout {layout}: {detail}; this says nothing about the subject")]
+    Disturbed {
+        /// The layout.
+        layout: Layout,
+        /// What went missing.
+        detail: String,
+    },
 }
 
 impl ReferenceError {
@@ -190,12 +228,15 @@ pub struct CaseOutcome {
     pub crashes_hit: usize,
     /// Wall time of the case.
     pub duration: Duration,
+    /// Set when the case's sandbox was disturbed from outside: the case says
+    /// nothing about the subject (and has no findings).
+    pub harness_error: Option<String>,
 }
 
 impl CaseOutcome {
-    /// Did the case pass?
+    /// Did the case pass (no finding, and no harness error)?
     pub fn passed(&self) -> bool {
-        self.findings.is_empty()
+        self.findings.is_empty() && self.harness_error.is_none()
     }
 }
 
@@ -271,11 +312,21 @@ pub fn reference(
         let (sandbox, files) = prepare(layout, &case_dir)?;
         let place = sandbox.place();
         let mut req = request(target, &sandbox, &place, &files, None, limit);
+        req.traced = target.tracing.traced(false);
         if i == 0 {
             req.op_log = target.subject.sim.then_some(files.op_log.as_path());
-            req.traced = target.mode == Mode::Syscall;
+            req.traced |= target.mode == Mode::Syscall;
         }
-        let res = runner::run(&target.subject, &req)?;
+        let watch = Watch::before(&case_dir, &sandbox, req.traced);
+        let res = runner::run(&target.subject, &req);
+        let disturbed = |detail: String| ReferenceError::Disturbed {
+            layout,
+            detail: plain_paths(&detail, &sandbox, &case_dir),
+        };
+        if let Some(why) = watch.disturbed(res.as_ref().ok()) {
+            return Err(disturbed(why));
+        }
+        let res = res?;
         let unusable = |detail: String| ReferenceError::Unusable { layout, detail };
         if res.exit != Exit::Code(0) {
             return Err(unusable(describe_exit(&res)));
@@ -299,7 +350,7 @@ pub fn reference(
         let _ = std::fs::remove_dir_all(&case_dir);
     }
     let (b, a) = (results.pop(), results.pop());
-    let (Some((ra, sa, da, ea)), Some((rb, sb, _, _))) = (a, b) else {
+    let (Some((mut ra, sa, da, ea)), Some((rb, sb, _, _))) = (a, b) else {
         unreachable!("two reference runs were pushed")
     };
     if sa.digest != sb.digest {
@@ -315,6 +366,17 @@ pub fn reference(
         });
     }
     let duration = ra.duration.max(rb.duration);
+    // Both runs' writes outside, once each; a time-mode census is not one.
+    let mut outside: Vec<String> = Vec::new();
+    for p in ra.outside.iter().chain(&rb.outside) {
+        let p = p.display().to_string();
+        if !outside.contains(&p) {
+            outside.push(p);
+        }
+    }
+    if target.mode == Mode::Time {
+        ra.census.clear();
+    }
     let timeout = target
         .timeout
         .unwrap_or_else(|| (duration * 10).max(Duration::from_secs(10)));
@@ -347,7 +409,7 @@ pub fn reference(
         timeout,
         events: saved,
         findings,
-        outside: ra.outside.iter().map(|p| p.display().to_string()).collect(),
+        outside,
         trajectory: ea
             .into_iter()
             .filter_map(|e| match e {
@@ -451,6 +513,7 @@ pub fn run_case(
     let mut next_crash = 0;
     let mut crashes_hit = 0;
     let mut run = 0;
+    let mut harness_error = None;
     loop {
         run += 1;
         let before = crate::observe::read_events(&files.events);
@@ -463,7 +526,14 @@ pub fn run_case(
         let place = sandbox.place();
         let mut req = request(target, &sandbox, &place, &files, crash, reference.timeout);
         req.resume = resume.clone();
-        let res = runner::run(&target.subject, &req)?;
+        req.traced = target.tracing.traced(run > 1);
+        let watch = Watch::before(case_dir, &sandbox, req.traced);
+        let res = runner::run(&target.subject, &req);
+        if let Some(why) = watch.disturbed(res.as_ref().ok()) {
+            harness_error = Some(format!("run {run}: {why}"));
+            break;
+        }
+        let res = res?;
         for p in &res.outside {
             let w = format!("wrote-outside: run {run} wrote {}", p.display());
             if !warnings.contains(&w) {
@@ -558,8 +628,14 @@ pub fn run_case(
                     }
                 }
             },
+            // A fresh start after a crash resumed nothing: its failure
+            // is the restart's.
             _ => findings.push(Finding {
-                kind: FailureKind::ResumeFailed,
+                kind: if resume.is_none() && run > 1 {
+                    FailureKind::RestartFailed
+                } else {
+                    FailureKind::ResumeFailed
+                },
                 run,
                 detail: format!(
                     "run {run} ({}) {}",
@@ -570,21 +646,23 @@ pub fn run_case(
         }
         break;
     }
-    let snap = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
-    check_dir(&snap, run, "at the end", &mut findings);
-    compare_dirs(&reference.dir, &snap, run, &mut findings, &mut warnings);
+    if harness_error.is_some() {
+        // Nothing the subject did is judged in a disturbed sandbox.
+        findings.clear();
+    } else {
+        let snap = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
+        check_dir(&snap, run, "at the end", &mut findings);
+        compare_dirs(&reference.dir, &snap, run, &mut findings, &mut warnings);
+        warnings.extend(watch::leftovers(&sandbox));
+    }
     // Reports must not depend on where the workspace happened to be.
-    let root = sandbox.root().display().to_string();
-    let harness = case_dir.display().to_string();
     for f in &mut findings {
-        f.detail = f
-            .detail
-            .replace(&root, "<sandbox>")
-            .replace(&harness, "<case>");
+        f.detail = plain_paths(&f.detail, &sandbox, case_dir);
     }
     for w in &mut warnings {
-        *w = w.replace(&root, "<sandbox>").replace(&harness, "<case>");
+        *w = plain_paths(w, &sandbox, case_dir);
     }
+    let harness_error = harness_error.map(|e| plain_paths(&e, &sandbox, case_dir));
     // One finding per kind: the first is the one that explains the rest.
     let mut seen = std::collections::HashSet::new();
     findings.retain(|f| seen.insert(f.kind));
@@ -596,7 +674,17 @@ pub fn run_case(
         runs: run,
         crashes_hit,
         duration: start.elapsed(),
+        harness_error,
     })
+}
+
+/// `text` with the sandbox's and the case directory's paths as
+/// `<sandbox>` and `<case>`: reports must not depend on where the
+/// workspace happened to be.
+fn plain_paths(text: &str, sandbox: &Sandbox, case_dir: &Path) -> String {
+    let root = sandbox.root().display().to_string();
+    let harness = case_dir.display().to_string();
+    text.replace(&root, "<sandbox>").replace(&harness, "<case>")
 }
 
 fn compare_dirs(

@@ -86,6 +86,12 @@ pub struct RunResult {
     pub census: Vec<CensusEntry>,
     /// Files written outside the sandbox (traced runs only).
     pub outside: Vec<PathBuf>,
+    /// Was the run traced (so that `outside` and `removed` are known)?
+    pub traced: bool,
+    /// Paths in the sandbox the subject unlinked, removed or renamed away
+    /// (canonical; traced runs only): whatever vanished under them was the
+    /// subject's doing.
+    pub removed: Vec<PathBuf>,
 }
 
 /// Why a run could not be carried out at all (not: why the subject failed).
@@ -185,6 +191,8 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     }
     check_program(subject, &req.place.cwd)?;
     let cmd = subject.command(req);
+    // A time crash point in a traced run is the tracer's watchdog firing
+    // early (see `run_traced`).
     let result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
         run_traced(cmd, subject, req)
     } else {
@@ -404,6 +412,8 @@ fn run_plain(
         duration,
         census: Vec::new(),
         outside: Vec::new(),
+        traced: false,
+        removed: Vec::new(),
     })
 }
 
@@ -415,6 +425,12 @@ fn run_traced(
     use crate::trace::{self, TraceConfig, TraceExit};
     let mut exempt = vec![req.state_out.to_path_buf(), req.events.to_path_buf()];
     exempt.extend(req.op_log.map(Path::to_path_buf));
+    // A time crash point: the tracer's watchdog kills the subject then,
+    // exactly as the plain runner's does (SIGKILL to every task).
+    let crash_at = match req.crash {
+        Some(CrashPoint::Time(ms)) => Some(Duration::from_millis(ms)).filter(|t| *t < req.timeout),
+        _ => None,
+    };
     let cfg = TraceConfig {
         sandbox: req.sandbox.to_path_buf(),
         exempt,
@@ -422,7 +438,7 @@ fn run_traced(
             Some(CrashPoint::Syscall(n)) => Some(n),
             _ => None,
         },
-        timeout: Some(req.timeout),
+        timeout: Some(crash_at.unwrap_or(req.timeout)),
     };
     let mut stderr = None;
     let out = trace::run_traced_with(cmd, &cfg, |child| {
@@ -437,8 +453,20 @@ fn run_traced(
         TraceExit::Exited(c) => Exit::Code(c),
         TraceExit::Signaled(s) => Exit::Signal(s),
         TraceExit::KilledAtCall(_) => Exit::Crashed,
+        TraceExit::TimedOut if crash_at.is_some() => Exit::Crashed,
         TraceExit::TimedOut => Exit::TimedOut,
     };
+    let removed = out
+        .calls
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.name,
+                "unlink" | "unlinkat" | "rmdir" | "rename" | "renameat" | "renameat2"
+            )
+        })
+        .filter_map(|c| c.paths.first().cloned())
+        .collect();
     let rel = |p: &Path| {
         p.strip_prefix(req.sandbox)
             .map(|r| r.display().to_string())
@@ -464,5 +492,7 @@ fn run_traced(
         duration: out.wall,
         census,
         outside: out.outside,
+        traced: true,
+        removed,
     })
 }

@@ -31,7 +31,7 @@ use crate::campaign::Campaign;
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::ResumeMode;
-use crate::oracle::Target;
+use crate::oracle::{Target, Tracing};
 use crate::runner::Subject;
 use crate::sim::Mutant;
 use crate::sim::SimSettings;
@@ -378,6 +378,9 @@ impl Scenario {
                 seed: s.seed,
                 resume: s.resume.clone(),
                 timeout: s.timeout_secs.map(Duration::from_secs),
+                // The simulated trainer is the harness's own program: traced
+                // only where its crash points need it.
+                tracing: Tracing::Needed,
             },
             layouts: s.layouts.clone(),
             selection: s.selection,

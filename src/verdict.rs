@@ -21,6 +21,9 @@ pub enum FailureKind {
     DigestMismatch,
     /// A resume run exited non-zero.
     ResumeFailed,
+    /// A run that started fresh after a crash (nothing to resume from yet,
+    /// no `CRASHPOINT_RESUME` given) exited non-zero.
+    RestartFailed,
     /// After a crash, `last.ckpt` is a link that does not resolve.
     DanglingLast,
     /// A link in the checkpoint directory resolves outside it.
@@ -43,9 +46,10 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in report order.
-    pub const ALL: [FailureKind; 11] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::DigestMismatch,
         FailureKind::ResumeFailed,
+        FailureKind::RestartFailed,
         FailureKind::DanglingLast,
         FailureKind::EscapedDir,
         FailureKind::ProgressLost,
@@ -62,6 +66,7 @@ impl FailureKind {
         match self {
             FailureKind::DigestMismatch => "digest-mismatch",
             FailureKind::ResumeFailed => "resume-failed",
+            FailureKind::RestartFailed => "restart-failed",
             FailureKind::DanglingLast => "dangling-last",
             FailureKind::EscapedDir => "escaped-dir",
             FailureKind::ProgressLost => "progress-lost",

@@ -9,7 +9,7 @@ use crashpoint::census::Call;
 use crashpoint::inject::{CrashPoint, Mode};
 use crashpoint::layout::{Layout, Sandbox};
 use crashpoint::observe::HarnessFiles;
-use crashpoint::oracle::{self, ResumeMode, Target};
+use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 use crashpoint::runner::{self, Exit, RunRequest, Subject};
 
 fn root() -> &'static Path {
@@ -79,6 +79,7 @@ fn the_kill_lands_at_the_exact_system_call() {
         seed: 0,
         resume: ResumeMode::Path,
         timeout: None,
+        tracing: Tracing::Needed,
     };
     let work = tempfile::tempdir().unwrap();
     let reference = oracle::reference(&target, Layout::Relative, work.path()).unwrap();

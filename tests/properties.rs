@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use crashpoint::census::PhaseKind;
 use crashpoint::inject::{CrashPlan, CrashPoint, Mode, Selection};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::oracle::{self, Reference, ResumeMode, Target, Tracing};
 use crashpoint::runner::Subject;
 use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint, FormatError};
 use crashpoint::sim::ckpt::io::{Io, OpCrash, When};
@@ -173,6 +173,7 @@ fn target() -> Target {
         seed: 7,
         resume: ResumeMode::Path,
         timeout: None,
+        tracing: Tracing::Needed,
     }
 }
 

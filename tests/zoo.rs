@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crashpoint::inject::{CrashPlan, CrashPoint, Mode, Probe};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::oracle::{self, Reference, ResumeMode, Target, Tracing};
 use crashpoint::protocol::{OpCrash, When};
 use crashpoint::runner::Subject;
 use crashpoint::sim::ckpt::policy::{Mode as Monitor, SaveLast};
@@ -192,6 +192,7 @@ fn sim_target(settings: &SimSettings, max_steps: u64, resume: ResumeMode) -> Tar
         seed: 5,
         resume,
         timeout: None,
+        tracing: Tracing::Needed,
     }
 }
 

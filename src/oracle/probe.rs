@@ -15,8 +15,8 @@ use crate::protocol::Event;
 use crate::runner::{self, Exit, RunnerError};
 
 use super::{
-    describe_exit, prepare, request, CaseOutcome, FailureKind, Finding, Reference, ResumeMode,
-    Target,
+    describe_exit, plain_paths, prepare, request, CaseOutcome, FailureKind, Finding, Reference,
+    ResumeMode, Target, Watch,
 };
 
 /// Runs `probe` in a fresh sandbox of the reference's layout under
@@ -42,6 +42,7 @@ pub fn run_probe(
         runs: 0,
         crashes_hit: 0,
         duration: Default::default(),
+        harness_error: None,
     };
     let place = sandbox.place();
     for run in 1..=2 {
@@ -62,7 +63,25 @@ pub fn run_probe(
         let events_before = crate::observe::read_events(&files.events).len();
         let mut req = request(target, &sandbox, &place, &files, None, reference.timeout);
         req.resume = arg.clone();
-        let res = runner::run(&target.subject, &req)?;
+        req.traced = target.tracing.traced(run > 1);
+        let watch = Watch::before(case_dir, &sandbox, req.traced);
+        let res = runner::run(&target.subject, &req);
+        if let Some(why) = watch.disturbed(res.as_ref().ok()) {
+            outcome.harness_error = Some(format!("probe {}: run {run}: {why}", probe.name()));
+            outcome.findings.clear();
+            break;
+        }
+        let res = res?;
+        for p in &res.outside {
+            let w = format!(
+                "wrote-outside: probe {} run {run} wrote {}",
+                probe.name(),
+                p.display()
+            );
+            if !outcome.warnings.contains(&w) {
+                outcome.warnings.push(w);
+            }
+        }
         outcome.runs = run;
         match (res.exit, &arg) {
             (Exit::TimedOut, _) => {
@@ -117,16 +136,18 @@ pub fn run_probe(
             (_, Some(_)) => {}
         }
     }
+    if outcome.harness_error.is_none() {
+        outcome.warnings.extend(super::watch::leftovers(&sandbox));
+    }
     // Reports must not depend on where the workspace happened to be.
-    let root = sandbox.root().display().to_string();
-    let harness = case_dir.display().to_string();
-    let plain = |s: &str| s.replace(&root, "<sandbox>").replace(&harness, "<case>");
+    let plain = |s: &str| plain_paths(s, &sandbox, case_dir);
     for f in &mut outcome.findings {
         f.detail = plain(&f.detail);
     }
     for w in &mut outcome.warnings {
         *w = plain(w);
     }
+    outcome.harness_error = outcome.harness_error.as_deref().map(plain);
     outcome.duration = start.elapsed();
     Ok(outcome)
 }

@@ -17,6 +17,13 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
         }
         for c in &r.case_lines {
             let status = match c.failures.first() {
+                None if c.harness_error.is_some() => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                    s.set_message("harness error");
+                    s.set_type("harness-error");
+                    s.set_description(c.harness_error.clone().unwrap_or_default());
+                    s
+                }
                 None => TestCaseStatus::success(),
                 Some(&i) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);

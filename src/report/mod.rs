@@ -17,7 +17,23 @@ mod table;
 
 pub use junit::junit;
 pub use shell::shell_join;
-pub use table::{certify_table, failure_list, kinds_cell, render, run_table, ScenarioRow};
+pub use table::{
+    certify_table, failure_list, harness_error_list, kinds_cell, render, run_table, ScenarioRow,
+};
+
+/// A case whose sandbox was disturbed from outside: a harness error, which
+/// says nothing about the subject and makes the report untrustworthy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HarnessError {
+    /// The layout.
+    pub layout: String,
+    /// The case's crash plan.
+    pub crash: String,
+    /// What went missing.
+    pub detail: String,
+    /// The command that runs exactly this case again.
+    pub replay: String,
+}
 
 /// One failure, with what reproduces it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -63,6 +79,8 @@ pub struct CaseLine {
     pub crash: String,
     /// Indexes into [`Report::failures`].
     pub failures: Vec<usize>,
+    /// The case's harness error, if its sandbox was disturbed.
+    pub harness_error: Option<String>,
 }
 
 /// The report of one campaign (one scenario, or one `certify`).
@@ -85,6 +103,9 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Things worth a look that are not failures.
     pub warnings: Vec<String>,
+    /// Cases disturbed from outside (not in JSON when there is none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub harness_errors: Vec<HarnessError>,
     /// Every case (for JUnit).
     #[serde(skip)]
     pub case_lines: Vec<CaseLine>,
@@ -100,6 +121,7 @@ impl Report {
         let mut layouts = Vec::new();
         let mut case_lines = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
+        let mut harness_errors = Vec::new();
         for r in results {
             let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
             let mut passed = 0;
@@ -121,7 +143,16 @@ impl Report {
                     layout: r.layout.name().into(),
                     crash: o.plan.to_string(),
                     failures: Vec::new(),
+                    harness_error: o.harness_error.clone(),
                 };
+                if let Some(detail) = &o.harness_error {
+                    harness_errors.push(HarnessError {
+                        layout: r.layout.name().into(),
+                        crash: o.plan.to_string(),
+                        detail: detail.clone(),
+                        replay: replay(r.layout, Some(&o.plan)),
+                    });
+                }
                 if o.passed() {
                     passed += 1;
                 }
@@ -157,14 +188,20 @@ impl Report {
         Report {
             name: name.to_string(),
             fault: fault.to_string(),
-            certified: failures.is_empty(),
+            certified: failures.is_empty() && harness_errors.is_empty(),
             interrupted: false,
             cases: layouts.iter().map(|l| l.cases).sum(),
             layouts,
             failures,
             warnings,
+            harness_errors,
             case_lines,
         }
+    }
+
+    /// Can the report be trusted: was no case disturbed from outside?
+    pub fn trustworthy(&self) -> bool {
+        self.harness_errors.is_empty()
     }
 
     /// The kinds of failure seen anywhere.

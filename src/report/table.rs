@@ -132,3 +132,24 @@ pub fn failure_list(report: &Report, per_kind: usize) -> String {
     }
     out
 }
+
+/// The harness errors of a report, each with its replay command, and what
+/// they mean.
+pub fn harness_error_list(report: &Report) -> String {
+    let mut out = String::new();
+    for e in &report.harness_errors {
+        let _ = writeln!(
+            out,
+            "HARNESS ERROR {} [{}] at {}\n     {}\n     replay: {}",
+            report.name, e.layout, e.crash, e.detail, e.replay
+        );
+    }
+    if !report.harness_errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "     {} case(s) disturbed from outside (another process removed files in a sandbox): they say nothing about the subject, and this report cannot be trusted",
+            report.harness_errors.len()
+        );
+    }
+    out
+}
