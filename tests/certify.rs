@@ -478,6 +478,7 @@ fn an_unreadable_or_malformed_op_census_is_an_error_not_an_empty_campaign() {
             seed: 0,
             resume: ResumeMode::Path,
             timeout: None,
+            tracing: Tracing::Needed,
         };
         let work = tempfile::tempdir().unwrap();
         let err = oracle::reference(&target, Layout::Relative, work.path())
