@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Make a virtual environment, outside the repository, with one framework version
+# for the framework examples (examples/lightning, examples/hf-trainer).
+#
+#   examples/make-venv.sh lightning 2.1.3      # pytorch-lightning 2.1.3 + a torch it works with
+#   examples/make-venv.sh lightning 2.6.6
+#   examples/make-venv.sh hf 5.24.0            # transformers 5.24.0 + accelerate + torch
+#
+# Where: ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/<framework>-<version>
+# (override the whole path with --dir DIR). Prints the venv's python at the end.
+#
+# Options:
+#   --torch VER     torch version (default: chosen per framework version, see below)
+#   --extra SPEC    one more pip requirement (repeatable), e.g. --extra 'numpy<2'
+#   --dir DIR       the venv directory
+#   --force         remove an existing venv of that name first
+# Environment: PYTHON (the interpreter to make the venv with, default python3).
+#
+# torch comes from the package index (its default wheels are CUDA builds; they run
+# on CPU). About 2.5 GB and a few minutes per venv.
+set -euo pipefail
+
+usage() {
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+[[ $# -ge 2 ]] || usage
+framework=$1
+version=$2
+shift 2
+
+torch_ver=""
+extras=()
+dir=""
+force=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --torch) torch_ver=$2; shift 2 ;;
+        --extra) extras+=("$2"); shift 2 ;;
+        --dir) dir=$2; shift 2 ;;
+        --force) force=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "make-venv.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+# Framework packages and the torch (and numpy) each version works with. Old
+# framework releases break on new torch/numpy (PL 2.1 predates numpy 2 and
+# torch >= 2.2 API changes), so they get the torch of their time.
+case $framework in
+    lightning|pl|pytorch-lightning)
+        framework=lightning
+        pkgs=("pytorch-lightning==$version")
+        case $version in
+            2.0.*|2.1.*)
+                : "${torch_ver:=2.1.2}"
+                extras+=("numpy<2")
+                ;;
+            2.2.*|2.3.*)
+                : "${torch_ver:=2.3.1}"
+                extras+=("numpy<2")
+                ;;
+        esac
+        ;;
+    hf|transformers)
+        framework=hf
+        pkgs=("transformers==$version" "accelerate")
+        ;;
+    *)
+        echo "make-venv.sh: unknown framework '$framework' (lightning or hf)" >&2
+        exit 2
+        ;;
+esac
+
+if [[ -n $torch_ver ]]; then
+    pkgs+=("torch==$torch_ver")
+else
+    pkgs+=("torch")
+fi
+pkgs+=("${extras[@]+"${extras[@]}"}")
+
+root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
+: "${dir:=$root/$framework-$version}"
+python=${PYTHON:-python3}
+
+if [[ -e $dir ]]; then
+    if [[ $force -eq 1 ]]; then
+        rm -rf -- "$dir"
+    elif [[ -x $dir/bin/python && -f $dir/.crashpoint-venv-ok ]]; then
+        echo "make-venv.sh: $dir exists (use --force to remake it)" >&2
+        echo "$dir/bin/python"
+        exit 0
+    else
+        echo "make-venv.sh: $dir exists but is incomplete; remaking it" >&2
+        rm -rf -- "$dir"
+    fi
+fi
+
+mkdir -p -- "$(dirname -- "$dir")"
+echo "make-venv.sh: creating $dir with: ${pkgs[*]}" >&2
+"$python" -m venv -- "$dir"
+"$dir/bin/python" -m pip install --quiet --upgrade pip
+"$dir/bin/python" -m pip install "${pkgs[@]}"
+
+# Smoke check: the imports the examples need, on CPU.
+"$dir/bin/python" - "$framework" <<'PY'
+import sys
+import torch, numpy
+fw = sys.argv[1]
+if fw == "lightning":
+    import pytorch_lightning as pl
+    print("pytorch_lightning", pl.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
+else:
+    import transformers, accelerate
+    print("transformers", transformers.__version__, "accelerate", accelerate.__version__,
+          "torch", torch.__version__, "numpy", numpy.__version__)
+PY
+"$dir/bin/python" -m pip freeze > "$dir/requirements.freeze.txt"
+touch "$dir/.crashpoint-venv-ok"
+echo "$dir/bin/python"
