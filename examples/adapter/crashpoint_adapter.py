@@ -397,13 +397,17 @@ def torch_canonical(obj):
 def rng_states(cuda=False):
     """The global RNG states a training run draws from: python `random`,
     numpy's legacy global generator and torch's CPU generator (and CUDA's when
-    asked and available). Restored by set_rng_states."""
+    asked and available), as python ints, floats, str, tuples, lists and torch
+    tensors only. Restored by set_rng_states."""
     import random
     import numpy as np
     import torch
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     st = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # plain ints, so that torch.load(weights_only=True) (the default from
+        # torch 2.6) accepts a checkpoint holding it; no numpy array inside
+        "numpy": (str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if cuda and torch.cuda.is_available():
