@@ -169,6 +169,30 @@ def append_saved_event(events_path, step, ckpt_path):
         append_line(events_path, format_saved_event(step, ckpt_path))
 
 
+# For manual smoke tests without the harness: the examples SIGKILL themselves
+# right after the save at this step is complete (and announced), as a crash there
+# would. Unset (the default), nothing happens.
+ENV_KILL_AFTER_SAVE = "CRASHPOINT_EXAMPLE_KILL_AFTER_SAVE"
+
+
+def kill_after_save_step(environ=None):
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_KILL_AFTER_SAVE, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ProtocolError(f"{ENV_KILL_AFTER_SAVE}={raw!r} is not an integer") from None
+
+
+def maybe_kill_after_save(step, environ=None):
+    if kill_after_save_step(environ) == step:
+        import signal
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------
 # Canonical, bit-exact encoding and hashing.
 #

@@ -238,6 +238,29 @@ class ReportTest(unittest.TestCase):
                 self.assertEqual(json.load(f), r)
 
 
+class KillSwitchTest(unittest.TestCase):
+    def test_parse(self):
+        self.assertIsNone(ca.kill_after_save_step({}))
+        self.assertIsNone(ca.kill_after_save_step({ca.ENV_KILL_AFTER_SAVE: ""}))
+        self.assertEqual(ca.kill_after_save_step({ca.ENV_KILL_AFTER_SAVE: "10"}), 10)
+        with self.assertRaises(ca.ProtocolError):
+            ca.kill_after_save_step({ca.ENV_KILL_AFTER_SAVE: "ten"})
+
+    def test_other_steps_do_nothing(self):
+        ca.maybe_kill_after_save(5, {ca.ENV_KILL_AFTER_SAVE: "10"})
+        ca.maybe_kill_after_save(5, {})
+
+    def test_kills_at_its_step(self):
+        import subprocess
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = ("import sys; sys.path.insert(0, %r); import crashpoint_adapter as ca; "
+                "ca.maybe_kill_after_save(10); print('survived')" % here)
+        env = dict(os.environ, **{ca.ENV_KILL_AFTER_SAVE: "10"})
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, -9)
+        self.assertEqual(p.stdout, "")
+
+
 class MiscTest(unittest.TestCase):
     def test_derive_seed(self):
         a = ca.derive_seed(0, "data")

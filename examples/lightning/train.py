@@ -104,6 +104,7 @@ def main(argv):
     args = parse_args(argv)
     try:
         proto = ca.Protocol.from_env()
+        ca.kill_after_save_step()
     except ca.ProtocolError as e:
         ca.log(PROG, f"error: {e}")
         return 2
@@ -260,6 +261,7 @@ def main(argv):
             last_names = (self.CHECKPOINT_NAME_LAST,)
             topk = [p for p in saved if not os.path.basename(p).startswith(last_names)]
             ca.append_saved_event(proto.events, trainer.global_step, (topk or saved)[0])
+            ca.maybe_kill_after_save(trainer.global_step)
 
         def on_train_batch_end(self, trainer, *a, **k):
             super().on_train_batch_end(trainer, *a, **k)
