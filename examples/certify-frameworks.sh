@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Run `crashpoint certify` on the framework examples, one bounded run per
+# (venv, configuration), and write a JSON report and a text log for each.
+#
+#   examples/certify-frameworks.sh OUT_DIR [options]
+#
+# The venvs come from examples/make-venv.sh: every directory
+# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-* and hf-* that
+# make-venv.sh finished is used (or name them with --venv, repeatable).
+#
+# Options:
+#   --cases N        crash points per layout (default 8)
+#   --max-steps N    CRASHPOINT_MAX_STEPS (default 8; the examples save every 4 steps)
+#   --layouts LIST   comma-separated layouts (default relative)
+#   --only REGEX     run only the configurations whose name matches (e.g. 'lightning-2.1.3')
+#   --venv DIR       a venv to use instead of the discovered ones (repeatable)
+#   --dry-run        print the commands, run nothing
+# Environment: CRASHPOINT (the crashpoint binary, default ./target/release/crashpoint),
+# CRASHPOINT_VENVS, CRASHPOINT_EXTRA_ARGS (more flags for every certify, e.g. '--crashes 2').
+#
+# Every certify runs with --jobs 1: torch subjects are heavy, and the run is
+# traced. Budget: about 20-30 s per case on two cores (each case is several
+# runs of a torch program under ptrace).
+#
+# Exit status: 0 when every certify ran (whatever its verdict: a framework
+# failing is a result, not an error; see OUT_DIR/summary.txt), 2 on bad usage
+# or when a certify could not run at all (its exit status 2).
+set -euo pipefail
+
+usage() {
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+[[ $# -ge 1 ]] || usage
+case $1 in -h|--help) usage ;; esac
+out=$1
+shift
+cases=8
+max_steps=8
+layouts=relative
+only=""
+dry=0
+venvs=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --cases) cases=$2; shift 2 ;;
+        --max-steps) max_steps=$2; shift 2 ;;
+        --layouts) layouts=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        --venv) venvs+=("$2"); shift 2 ;;
+        --dry-run) dry=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "certify-frameworks.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+crashpoint=${CRASHPOINT:-./target/release/crashpoint}
+if [[ $dry -eq 0 && ! -x $crashpoint ]]; then
+    echo "certify-frameworks.sh: no crashpoint binary at $crashpoint (cargo build --release, or set CRASHPOINT)" >&2
+    exit 2
+fi
+root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
+if [[ ${#venvs[@]} -eq 0 ]]; then
+    shopt -s nullglob
+    for d in "$root"/lightning-* "$root"/hf-*; do
+        [[ -f $d/.crashpoint-venv-ok ]] && venvs+=("$d")
+    done
+    shopt -u nullglob
+fi
+if [[ ${#venvs[@]} -eq 0 ]]; then
+    echo "certify-frameworks.sh: no venvs under $root; make them with examples/make-venv.sh" >&2
+    exit 2
+fi
+
+mkdir -p -- "$out"
+summary=$out/summary.txt
+: > "$summary"
+read -r -a extra_args <<< "${CRASHPOINT_EXTRA_ARGS:-}"
+status=0
+
+# name | --resume-arg | example | example options
+configs_for() {
+    local venv=$1 base
+    base=$(basename -- "$venv")
+    case $base in
+        lightning-*)
+            echo "$base-dirpath-link|path|lightning/train.py|--every-n-train-steps 4"
+            echo "$base-dirpath-link-last|last|lightning/train.py|--every-n-train-steps 4"
+            echo "$base-default_root_dir|path|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
+            echo "$base-dirpath-copy|path|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
+            ;;
+        hf-*)
+            echo "$base-path|path|hf-trainer/train.py|--save-steps 4"
+            echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
+            ;;
+    esac
+}
+
+for venv in "${venvs[@]}"; do
+    py=$venv/bin/python
+    while IFS='|' read -r name resume script opts; do
+        [[ -z $name ]] && continue
+        if [[ -n $only && ! $name =~ $only ]]; then
+            continue
+        fi
+        read -r -a opt_arr <<< "$opts"
+        cmd=("$crashpoint" certify --jobs 1 --layouts "$layouts" --cases "$cases"
+             --max-steps "$max_steps" --resume-arg "$resume" --json "$out/$name.json"
+             "${extra_args[@]+"${extra_args[@]}"}"
+             -- "$py" "$here/$script" "${opt_arr[@]}")
+        if [[ $dry -eq 1 ]]; then
+            printf '%q ' "${cmd[@]}"; echo
+            continue
+        fi
+        echo "== $name" >&2
+        start=$(date +%s)
+        rc=0
+        "${cmd[@]}" > "$out/$name.txt" 2>&1 || rc=$?
+        secs=$(( $(date +%s) - start ))
+        verdict=$(tail -n 1 "$out/$name.txt")
+        printf '%-40s exit %d  %4ds  %s\n' "$name" "$rc" "$secs" "$verdict" | tee -a "$summary" >&2
+        if [[ $rc -eq 2 ]]; then
+            status=2
+        fi
+    done < <(configs_for "$venv")
+done
+exit $status
