@@ -249,8 +249,10 @@ impl Search<'_> {
         }
     }
 
-    /// Drops later crashes: the shortest prefix of the plan that still
-    /// fails, down to no crash at all (a failure an uninterrupted run shows).
+    /// Drops crashes: the shortest prefix of the plan that still fails,
+    /// down to no crash at all (a failure an uninterrupted run shows); else
+    /// the plan without one of its earlier crashes (a first crash that only
+    /// restarted the run from scratch).
     fn fewer_crashes(&mut self) -> Result<(), ShrinkError> {
         let points = self.best.case.plan.points.clone();
         if self.best.case.plan.probe().is_some() {
@@ -264,7 +266,18 @@ impl Search<'_> {
                 ..self.best.case.clone()
             };
             if self.attempt(case)? {
-                break;
+                return Ok(());
+            }
+        }
+        for i in 0..points.len().saturating_sub(1) {
+            let mut fewer = points.clone();
+            fewer.remove(i);
+            let case = Case {
+                plan: CrashPlan { points: fewer },
+                ..self.best.case.clone()
+            };
+            if self.attempt(case)? {
+                return Ok(());
             }
         }
         Ok(())

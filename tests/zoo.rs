@@ -92,6 +92,10 @@ caught! {
     stale_top_k_is_caught: StaleTopK => [DirMismatch];
     manual_step_no_count_is_caught: ManualStepNoCount => [NoCheckpoint];
     dir_as_resume_path_is_caught: DirAsResumePath => [BadResumeAccepted];
+    partial_dir_picked_is_caught: PartialDirPicked => [ResumeFailed];
+    latest_in_place_is_caught: LatestInPlace => [ResumeFailed];
+    overshoot_at_end_is_caught: OvershootAtEnd => [ResumeFailed];
+    last_lost_on_early_resume_is_caught: LastLostOnEarlyResume => [DirMismatch, ProgressLost];
 }
 
 #[test]
@@ -278,6 +282,7 @@ fn any_policy() -> impl Strategy<Value = Policy> {
                     filename: filename.into(),
                     no_auto_insert_metric_name: plain,
                     mutants: Vec::new(),
+                    ..SimSettings::default()
                 };
                 if s.every_n_steps == 0 && s.every_n_epochs == 0 {
                     s.every_n_steps = 2;

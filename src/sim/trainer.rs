@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::census::{Phase, PhaseKind};
 use crate::protocol::{self, StateFile, SubjectEnv};
 use crate::sim::ckpt::io::{Io, OpCrash};
-use crate::sim::ckpt::policy::{Mode, ModelCheckpoint, PolicyConfig, SaveLast};
+use crate::sim::ckpt::policy::{Mode, ModelCheckpoint, Pointer, PolicyConfig, SaveLast, Shape};
 use crate::sim::ckpt::resume::{self, ResumeArg};
 use crate::sim::ckpt::CkptError;
 use crate::sim::{Mutant, Mutants};
@@ -49,9 +49,19 @@ pub struct SimSettings {
     /// Rank checkpoints by the training loss (min or max); absent: by recency.
     #[arg(long)]
     pub monitor: Option<Mode>,
-    /// How last.ckpt is kept: link, copy or off.
+    /// How last.ckpt is kept: link, copy or off (`pointer` says the same and more).
     #[arg(long, value_enum, default_value_t = SaveLast::Link)]
     pub save_last: SaveLast,
+    /// One file per checkpoint, or a directory checkpoint-<step>/ of part files.
+    #[arg(long, value_enum, default_value_t = Shape::File)]
+    pub layout: Shape,
+    /// What points at the newest checkpoint: link or copy (last.ckpt), latest
+    /// (a file naming it) or none (resume scans); default: from save_last.
+    #[arg(long, value_enum)]
+    pub pointer: Option<Pointer>,
+    /// Keep only the newest N checkpoint directories by step (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub save_total_limit: u64,
     /// File name template: {epoch}, {step}, {loss}, {loss:.4f}.
     #[arg(long, default_value = "{step}")]
     pub filename: String,
@@ -75,7 +85,10 @@ impl Default for SimSettings {
             every_n_epochs: pol.every_n_epochs,
             save_top_k: pol.save_top_k,
             monitor: pol.monitor,
-            save_last: pol.save_last,
+            save_last: SaveLast::Link,
+            layout: pol.shape,
+            pointer: None,
+            save_total_limit: pol.save_total_limit,
             filename: pol.filename,
             no_auto_insert_metric_name: !pol.auto_insert_metric_name,
             mutants: Vec::new(),
@@ -101,14 +114,54 @@ impl SimSettings {
             every_n_epochs: self.every_n_epochs,
             save_top_k: self.save_top_k,
             monitor: self.monitor,
-            save_last: self.save_last,
+            pointer: self.pointer(),
+            shape: self.layout,
+            save_total_limit: self.save_total_limit,
             filename: self.filename.clone(),
             auto_insert_metric_name: !self.no_auto_insert_metric_name,
         }
     }
 
+    /// What points at the newest checkpoint: `pointer`, else what `save_last` says.
+    pub fn pointer(&self) -> Pointer {
+        self.pointer.unwrap_or(self.save_last.into())
+    }
+
     /// What is wrong with these settings, if anything: (field, problem).
     pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.pointer.is_some() && self.save_last != SaveLast::Link {
+            return Some((
+                "pointer",
+                "give either pointer or save_last, not both".into(),
+            ));
+        }
+        if self.save_top_k == 0 && !matches!(self.pointer(), Pointer::Link | Pointer::Copy) {
+            return Some((
+                "save_top_k",
+                "0 keeps nothing but last.ckpt; it needs pointer link or copy".into(),
+            ));
+        }
+        if self.save_total_limit > 0 {
+            if self.layout != Shape::Dir {
+                return Some((
+                    "save_total_limit",
+                    "rotates checkpoint directories: it needs layout = \"dir\"".into(),
+                ));
+            }
+            if self.save_top_k != -1 || self.monitor.is_some() {
+                return Some((
+                    "save_total_limit",
+                    "give either save_total_limit or save_top_k/monitor, not both".into(),
+                ));
+            }
+        }
+        if self.layout == Shape::Dir && self.filename != SimSettings::default().filename {
+            return Some((
+                "filename",
+                "directory checkpoints are named checkpoint-<step>; the template is for files"
+                    .into(),
+            ));
+        }
         if self.params == 0 {
             return Some(("params", "must be at least 1".into()));
         }
@@ -161,6 +214,15 @@ impl SimSettings {
         }
         if self.save_last != d.save_last {
             push("save-last", value_name(self.save_last));
+        }
+        if self.layout != d.layout {
+            push("layout", value_name(self.layout));
+        }
+        if let Some(p) = self.pointer {
+            push("pointer", value_name(p));
+        }
+        if self.save_total_limit != d.save_total_limit {
+            push("save-total-limit", self.save_total_limit.to_string());
         }
         if self.filename != d.filename {
             push("filename", self.filename.clone());
@@ -241,14 +303,14 @@ fn train(settings: &SimSettings, env: &SubjectEnv, io: &mut Io) -> Result<(), Tr
     policy.clean_stale(io)?;
     if let Some(arg) = &env.resume {
         io.set_phase(Phase::of(PhaseKind::Resume));
-        match resume::resolve(io, &ResumeArg::parse(arg), &env.ckpt_dir) {
+        match resume::resolve(io, &ResumeArg::parse(arg), &env.ckpt_dir, &mutants) {
             Err(CkptError::IsDirectory(_)) if mutants.has(Mutant::DirAsResumePath) => {}
             Err(e) => return Err(e.into()),
-            Ok(path) => {
-                let ck = resume::load(io, &path)?;
+            Ok(found) => {
+                let ck = resume::load(io, &found.checkpoint)?;
                 resumed_from = ck.state.global_step;
                 state = restore(ck.state, &fresh, &mutants);
-                policy.resume(io, ck.topk, &path)?;
+                policy.resume(io, ck.topk, found.named.as_deref(), &found.checkpoint)?;
                 append_event(env, &format!("resumed {resumed_from}"))?;
                 append_event(env, &state_event(&state))?;
             }
@@ -257,7 +319,11 @@ fn train(settings: &SimSettings, env: &SubjectEnv, io: &mut Io) -> Result<(), Tr
     // The trainer's own loop counter; it equals the global step unless the
     // optimizer is stepped behind the framework's back.
     let mut steps = state.global_step;
-    while steps < env.max_steps {
+    // `overshoot-at-end`: a run resumed at the limit takes one step before
+    // it looks at the limit.
+    let mut overshoot =
+        mutants.has(Mutant::OvershootAtEnd) && resumed_from > 0 && steps >= env.max_steps;
+    while steps < env.max_steps || std::mem::take(&mut overshoot) {
         let epoch_ended = state.train_step(&cfg, &data);
         steps += 1;
         if mutants.has(Mutant::ManualStepNoCount) {

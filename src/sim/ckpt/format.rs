@@ -67,25 +67,30 @@ pub fn encode(ck: &Checkpoint) -> Vec<u8> {
     let mut payload = Encoder::default();
     ck.state.encode(&mut payload);
     ck.topk.encode(&mut payload);
-    let payload = payload.into_bytes();
+    seal(&MAGIC, &payload.into_bytes())
+}
+
+/// Wraps `payload` in the container every checkpoint file uses: `magic`,
+/// version, length, blake3 checksum, payload.
+pub(crate) fn seal(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
     let mut out = Encoder::default();
-    out.raw(&MAGIC);
+    out.raw(magic);
     out.u32(VERSION);
     out.u64(payload.len() as u64);
-    out.raw(blake3::hash(&payload).as_bytes());
-    out.raw(&payload);
+    out.raw(blake3::hash(payload).as_bytes());
+    out.raw(payload);
     out.into_bytes()
 }
 
-/// Decodes a checkpoint file, checking magic, version, length and checksum
-/// before looking at the payload.
-pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
+/// Checks magic, version, length and checksum of what [`seal`] wrote and
+/// returns the payload.
+pub(crate) fn unseal<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], FormatError> {
     if bytes.len() < HEADER {
         return Err(FormatError::TooShort(bytes.len()));
     }
     let mut dec = Decoder::new(bytes);
-    let magic: [u8; 8] = dec.array("magic")?;
-    if magic != MAGIC {
+    let found: [u8; 8] = dec.array("magic")?;
+    if &found != magic {
         return Err(FormatError::BadMagic);
     }
     let version = dec.u32("version")?;
@@ -104,6 +109,13 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
     if blake3::hash(payload).as_bytes() != &sum {
         return Err(FormatError::Checksum);
     }
+    Ok(payload)
+}
+
+/// Decodes a checkpoint file, checking magic, version, length and checksum
+/// before looking at the payload.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
+    let payload = unseal(&MAGIC, bytes)?;
     let mut dec = Decoder::new(payload);
     let state = SimState::decode(&mut dec)?;
     let topk = TopK::decode(&mut dec)?;

@@ -95,6 +95,35 @@ impl Io {
         self.run(Call::Mkdir, dir, || std::fs::create_dir_all(dir))
     }
 
+    /// Creates the one directory `dir` (its parent must exist).
+    pub fn mkdir(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.run(Call::Mkdir, dir, || std::fs::create_dir(dir))
+    }
+
+    /// Removes the empty directory `dir`.
+    pub fn rmdir(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.run(Call::Rmdir, dir, || std::fs::remove_dir(dir))
+    }
+
+    /// Sets the modification time of the directory `dir` (counted as `other`).
+    pub fn set_mtime(&mut self, dir: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
+        self.run(Call::Other, dir, || File::open(dir)?.set_modified(time))
+    }
+
+    /// Removes the directory `dir` and what is in it, one numbered
+    /// operation per name.
+    pub fn remove_tree(&mut self, dir: &Path) -> std::io::Result<()> {
+        for name in self.list(dir)? {
+            let path = dir.join(&name);
+            if path.symlink_metadata()?.is_dir() {
+                self.remove_tree(&path)?;
+            } else {
+                self.unlink(&path)?;
+            }
+        }
+        self.rmdir(dir)
+    }
+
     /// Opens `path` for writing, creating or truncating it.
     pub fn create(&mut self, path: &Path) -> std::io::Result<File> {
         self.run(Call::Create, path, || {

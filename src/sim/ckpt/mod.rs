@@ -1,9 +1,11 @@
-//! Checkpoints: the file [`format`], the numbered I/O layer [`io`] every file
-//! operation goes through, the `ModelCheckpoint`-like [`policy`] and its
-//! bookkeeping [`topk`], and [`resume`]-path resolution.
+//! Checkpoints: the file [`format`] and the directory format [`parts`], the
+//! numbered I/O layer [`io`] every file operation goes through, the
+//! `ModelCheckpoint`-like [`policy`] and its bookkeeping [`topk`], and
+//! [`resume`]-path resolution.
 
 pub mod format;
 pub mod io;
+pub mod parts;
 pub mod policy;
 pub mod resume;
 pub mod topk;
@@ -39,6 +41,25 @@ pub enum CkptError {
         /// What is wrong with it.
         source: format::FormatError,
     },
+    /// A checkpoint directory is incomplete or one of its files is corrupt.
+    #[error("cannot resume from checkpoint directory {path}: {source}")]
+    Incomplete {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing or wrong.
+        source: parts::PartsError,
+    },
+    /// A `latest` pointer file does not name a checkpoint.
+    #[error("pointer file {path} {problem}")]
+    BadPointer {
+        /// The pointer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Scanning for the newest checkpoint found no complete one.
+    #[error("no complete checkpoint to resume from in {0}")]
+    NoComplete(PathBuf),
     /// A file operation failed.
     #[error("cannot {what} {path}: {source}")]
     Io {

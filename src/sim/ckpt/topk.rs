@@ -18,6 +18,9 @@ pub struct TopK {
     /// Files this save evicts: deleted after the save is durable, and again
     /// on resume if a crash came first.
     pub pending_delete: Vec<String>,
+    /// The name of the `last` pointer as this checkpoint records it (what
+    /// Lightning calls `last_model_path`); `None` when nothing is recorded.
+    pub last_link: Option<String>,
 }
 
 impl TopK {
@@ -36,6 +39,7 @@ impl TopK {
         for name in &self.pending_delete {
             enc.str(name);
         }
+        enc.str(self.last_link.as_deref().unwrap_or(""));
     }
 
     /// Decodes what [`TopK::encode`] wrote.
@@ -55,7 +59,12 @@ impl TopK {
         for _ in 0..n {
             pending_delete.push(dec.str("topk.pending_delete")?);
         }
-        let names = kept.iter().map(|(n, _)| n).chain(&pending_delete);
+        let last_link = opt(dec.str("topk.last_link")?);
+        let names = kept
+            .iter()
+            .map(|(n, _)| n)
+            .chain(&pending_delete)
+            .chain(&last_link);
         if names.into_iter().any(|n| !is_plain_name(n)) {
             return Err(DecodeError::Malformed(
                 "top-k names a file outside its directory",
@@ -67,6 +76,7 @@ impl TopK {
             last_saved,
             last_step_saved,
             pending_delete,
+            last_link,
         })
     }
 }

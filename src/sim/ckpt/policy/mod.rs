@@ -1,15 +1,22 @@
 //! The checkpoint policy of the simulated trainer, modelled on PyTorch
-//! Lightning's `ModelCheckpoint` (see `docs/lightning.md`): when to save, how
-//! files are named (with `-v1`, `-v2` when a name is taken), which files the
-//! top-k keeps, and how `last.ckpt` / `best.ckpt` are kept up to date.
+//! Lightning's `ModelCheckpoint` (see `docs/lightning.md`) and, for
+//! directory checkpoints, on Hugging Face `Trainer`: when to save, how
+//! checkpoints are named (with `-v1`, `-v2` when a name is taken), which the
+//! top-k keeps, how the pointer to the newest one (`last.ckpt` link or copy,
+//! or a `latest` file) is kept up to date, and `save_total_limit` rotation.
 //!
-//! The correct policy follows the durability protocol: temporary file, fsync,
-//! rename, fsync of the directory; links relinked atomically with targets
-//! relative to the link's own directory; top-k deletions only after the new
-//! checkpoint and `last.ckpt` are durable. Its bookkeeping travels inside each
-//! checkpoint, including the deletions it still owes, so a resumed run ends
-//! with the same directory as an uninterrupted one. Mutants switch single
-//! steps of this into the bugs real frameworks shipped.
+//! The correct policy follows the durability protocol: temporary file (or
+//! staging directory), fsync, rename, fsync of the directory; links relinked
+//! atomically with targets relative to the link's own directory; deletions
+//! only after the new checkpoint and its pointer are durable, a directory
+//! renamed away before its files are removed. Its bookkeeping travels inside
+//! each checkpoint, including the deletions it still owes, so a resumed run
+//! ends with the same directory as an uninterrupted one. Mutants switch
+//! single steps of this into the bugs real frameworks shipped.
+
+mod names;
+mod rotate;
+mod write;
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +29,7 @@ use super::io::Io;
 pub use super::topk::TopK;
 use super::CkptError;
 
-/// How `last.ckpt` is maintained.
+/// How `last.ckpt` is maintained (the `save_last` setting; [`Pointer`] says the same and more).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
 )]
@@ -34,6 +41,45 @@ pub enum SaveLast {
     Copy,
     /// No `last.ckpt`.
     Off,
+}
+
+/// What one checkpoint is on disk.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// One file per checkpoint, named by the file name template.
+    File,
+    /// A directory `checkpoint-<step>/` of part files and a metadata file
+    /// (Hugging Face `Trainer`, torch.distributed.checkpoint).
+    Dir,
+}
+
+/// What points at the newest checkpoint.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pointer {
+    /// `last.ckpt`, a symbolic link to the newest checkpoint (file or directory).
+    Link,
+    /// `last.ckpt`, a full single-file copy of the newest checkpoint.
+    Copy,
+    /// `latest`, a text file naming the newest checkpoint (DeepSpeed).
+    Latest,
+    /// Nothing: resume finds the newest complete checkpoint by scanning.
+    None,
+}
+
+impl From<SaveLast> for Pointer {
+    fn from(s: SaveLast) -> Pointer {
+        match s {
+            SaveLast::Link => Pointer::Link,
+            SaveLast::Copy => Pointer::Copy,
+            SaveLast::Off => Pointer::None,
+        }
+    }
 }
 
 /// Whether a smaller or a larger monitored value is better.
@@ -65,8 +111,13 @@ pub struct PolicyConfig {
     pub save_top_k: i64,
     /// Rank by the training loss in this mode; `None` ranks by recency.
     pub monitor: Option<Mode>,
-    /// How `last.ckpt` is kept.
-    pub save_last: SaveLast,
+    /// What points at the newest checkpoint.
+    pub pointer: Pointer,
+    /// One file or one directory per checkpoint.
+    pub shape: Shape,
+    /// Keep only the newest this many checkpoint directories by step number,
+    /// deleting older ones once a save is durable (0: keep all).
+    pub save_total_limit: u64,
     /// File name template: `{epoch}`, `{step}`, `{loss}` or `{loss:.4f}`.
     pub filename: String,
     /// Insert `name=` before each placeholder's value, as Lightning does by default.
@@ -80,7 +131,9 @@ impl Default for PolicyConfig {
             every_n_epochs: 0,
             save_top_k: -1,
             monitor: None,
-            save_last: SaveLast::Link,
+            pointer: Pointer::Link,
+            shape: Shape::File,
+            save_total_limit: 0,
             filename: "{step}".to_string(),
             auto_insert_metric_name: true,
         }
@@ -91,6 +144,8 @@ impl Default for PolicyConfig {
 pub const LAST: &str = "last.ckpt";
 /// The name of the `best` link.
 pub const BEST: &str = "best.ckpt";
+/// The name of the pointer file of [`Pointer::Latest`].
+pub const LATEST: &str = "latest";
 
 /// A `ModelCheckpoint` bound to one checkpoint directory and one run.
 #[derive(Debug)]
@@ -101,7 +156,8 @@ pub struct ModelCheckpoint {
     mutants: Mutants,
     /// The bookkeeping.
     pub topk: TopK,
-    /// The checkpoint this run resumed from, as the user named it: never deleted.
+    /// The checkpoint file this run resumed from, as the user named it:
+    /// never deleted (Lightning's rule; directory checkpoints have no such rule).
     resumed_from: Option<PathBuf>,
 }
 
@@ -117,11 +173,20 @@ impl ModelCheckpoint {
         }
     }
 
-    /// Takes over the bookkeeping of the checkpoint resumed from, and finishes
-    /// the deletions that checkpoint still owed. Stale temporary files of a
-    /// killed run are removed.
-    pub fn resume(&mut self, io: &mut Io, topk: TopK, from: &Path) -> Result<(), CkptError> {
-        self.resumed_from = Some(from.to_path_buf());
+    /// Takes over the bookkeeping of the checkpoint resumed from, and
+    /// finishes the deletions that checkpoint still owed (top-k evictions,
+    /// and a rotation a crash cut short, never touching `loaded`). `named`
+    /// is the checkpoint as the user named it, if they named one.
+    pub fn resume(
+        &mut self,
+        io: &mut Io,
+        topk: TopK,
+        named: Option<&Path>,
+        loaded: &Path,
+    ) -> Result<(), CkptError> {
+        self.resumed_from = named
+            .filter(|_| self.cfg.shape == Shape::File)
+            .map(Path::to_path_buf);
         if self.mutants.has(Mutant::StaleTopK) {
             return Ok(());
         }
@@ -131,8 +196,7 @@ impl ModelCheckpoint {
             }
             let path = self.dir.join(name);
             if path.symlink_metadata().is_ok() && !self.is_resumed_from(&path) {
-                io.unlink(&path)
-                    .map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
+                self.remove_checkpoint(io, name)?;
             }
         }
         self.topk = TopK {
@@ -151,10 +215,16 @@ impl ModelCheckpoint {
                 self.relink(io, BEST, &best)?;
             }
         }
+        let keep = loaded
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        self.rotate(io, keep.as_deref())?;
         Ok(())
     }
 
-    /// Removes temporary files a killed run left in the directory.
+    /// Removes temporary files and staging or trash directories a killed
+    /// run left in the directory.
     pub fn clean_stale(&self, io: &mut Io) -> Result<(), CkptError> {
         if !self.dir.is_dir() {
             return Ok(());
@@ -164,11 +234,16 @@ impl ModelCheckpoint {
             .map_err(|e| CkptError::io("list", &self.dir, e))?;
         for name in names
             .iter()
-            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+            .filter(|n| n.starts_with('.') && (n.ends_with(".tmp") || n.ends_with(".trash")))
         {
             let path = self.dir.join(name);
-            io.unlink(&path)
-                .map_err(|e| CkptError::io("remove stale temporary file", &path, e))?;
+            let is_dir = path.symlink_metadata().is_ok_and(|m| m.is_dir());
+            let done = if is_dir {
+                io.remove_tree(&path)
+            } else {
+                io.unlink(&path)
+            };
+            done.map_err(|e| CkptError::io("remove stale temporary file", &path, e))?;
         }
         Ok(())
     }
@@ -181,7 +256,7 @@ impl ModelCheckpoint {
 
     /// Called after every optimizer step; saves when a trigger fires.
     /// `epoch_ended` says whether that step finished an epoch. Returns the
-    /// path a user would resume from when a save completed.
+    /// path of the checkpoint to announce when a save completed.
     pub fn on_step_end(
         &mut self,
         io: &mut Io,
@@ -202,66 +277,6 @@ impl ModelCheckpoint {
         self.save_written(io, state)
     }
 
-    /// Formats the file name of a checkpoint of `state` (without version suffix).
-    pub fn format_name(&self, state: &SimState, version: u32) -> String {
-        let mut out = String::new();
-        let mut rest = self.cfg.filename.as_str();
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let Some(close) = rest[open..].find('}') else {
-                out.push_str(&rest[open..]);
-                rest = "";
-                break;
-            };
-            let inner = &rest[open + 1..open + close];
-            let (key, spec) = inner.split_once(':').unwrap_or((inner, ""));
-            let value = match key {
-                "epoch" => state.epoch.to_string(),
-                "step" => state.global_step.to_string(),
-                "loss" => match spec.strip_prefix('.').and_then(|s| s.strip_suffix('f')) {
-                    Some(p) => format!("{:.*}", p.parse().unwrap_or(4), state.loss),
-                    None => state.loss.to_string(),
-                },
-                other => format!("{{{other}}}"),
-            };
-            if self.cfg.auto_insert_metric_name && matches!(key, "epoch" | "step" | "loss") {
-                out.push_str(key);
-                out.push('=');
-            }
-            out.push_str(&value);
-            rest = &rest[open + close + 1..];
-        }
-        out.push_str(rest);
-        if version > 0 {
-            out.push_str(&format!("-v{version}"));
-        }
-        out.push_str(".ckpt");
-        out
-    }
-
-    /// A free name for a new checkpoint: the formatted name, or with `-v1`,
-    /// `-v2`... when a checkpoint we keep already has it. A file by that name
-    /// that our bookkeeping does not know (left by a run whose progress a
-    /// crash undid) is overwritten instead, as the uninterrupted run would
-    /// have written exactly that file.
-    fn free_name(&self, state: &SimState, evicting: Option<&str>) -> String {
-        let known = |n: &str| {
-            if self.mutants.has(Mutant::StaleTopK) {
-                self.dir.join(n).symlink_metadata().is_ok()
-            } else {
-                self.topk.kept.iter().any(|(k, _)| k == n)
-            }
-        };
-        let mut version = 0;
-        loop {
-            let name = self.format_name(state, version);
-            if !known(&name) || evicting == Some(name.as_str()) {
-                return name;
-            }
-            version += 1;
-        }
-    }
-
     fn better(&self, a: f32, b: f32) -> bool {
         match self.cfg.monitor {
             Some(Mode::Max) => a > b,
@@ -275,6 +290,14 @@ impl ModelCheckpoint {
         let mut next = TopK {
             last_step_saved: state.global_step,
             pending_delete: Vec::new(),
+            // What the checkpoint records as the `last` pointer: the name
+            // this save gives it; `last-lost-on-early-resume` records the
+            // name from before the save, nothing at the first one.
+            last_link: if self.mutants.has(Mutant::LastLostOnEarlyResume) {
+                self.topk.last_link.clone()
+            } else {
+                matches!(self.cfg.pointer, Pointer::Link | Pointer::Copy).then(|| LAST.to_string())
+            },
             ..self.topk.clone()
         };
         let k = self.cfg.save_top_k;
@@ -320,14 +343,15 @@ impl ModelCheckpoint {
     }
 
     /// Saves a checkpoint of `state` now, whatever the triggers say.
-    /// Returns the path a user would resume from.
+    /// Returns the path of the checkpoint announced.
     pub fn save(&mut self, io: &mut Io, state: &SimState) -> Result<PathBuf, CkptError> {
         let last = self.dir.join(LAST);
         self.save_written(io, state).map(|p| p.unwrap_or(last))
     }
 
-    /// Saves a checkpoint of `state` now. Returns the path a user would
-    /// resume from, or `None` when nothing was written (top-k declined the
+    /// Saves a checkpoint of `state` now. Returns the path to announce (the
+    /// checkpoint directory, or for files `last.ckpt` when there is one, else
+    /// the file), or `None` when nothing was written (top-k declined the
     /// checkpoint and there is no `last.ckpt`): then no save happened, and
     /// none may be announced.
     fn save_written(
@@ -335,43 +359,58 @@ impl ModelCheckpoint {
         io: &mut Io,
         state: &SimState,
     ) -> Result<Option<PathBuf>, CkptError> {
-        io.set_phase(Phase::at(PhaseKind::Save, state.global_step));
+        let step = state.global_step;
+        io.set_phase(Phase::at(PhaseKind::Save, step));
         let dir = self.dir.clone();
         io.mkdir_all(&dir)
             .map_err(|e| CkptError::io("create checkpoint directory", &dir, e))?;
-        let (file, next) = self.plan(state);
-        let bytes = encode(&Checkpoint {
+        let (name, next) = self.plan(state);
+        let ck = Checkpoint {
             state: state.clone(),
             topk: next.clone(),
-        });
+        };
         if self.mutants.has(Mutant::DeleteBeforeSave) {
             self.delete_evicted(io, &next.pending_delete)?;
         }
-        if let Some(name) = &file {
-            self.write_file(io, name, &bytes)?;
+        if let Some(name) = &name {
+            self.write_checkpoint(io, name, &ck)?;
         }
-        let resume_path = match self.cfg.save_last {
-            // Link only to a file this very save wrote: a link to an older
-            // top-k file would make `last` lag behind the announced save.
-            SaveLast::Link if file.is_some() => {
-                io.set_phase(Phase::at(PhaseKind::RelinkLast, state.global_step));
+        let written = name.as_deref().map(|n| dir.join(n));
+        let mut last_link = next.last_link.clone();
+        let pointer = match self.cfg.pointer {
+            // Link only to a checkpoint this very save wrote: a link to an
+            // older one would make `last` lag behind the announced save.
+            Pointer::Link if name.is_some() => {
+                io.set_phase(Phase::at(PhaseKind::RelinkLast, step));
+                let link = self.last_name();
                 let target = next.last_saved.clone().unwrap_or_default();
-                self.relink(io, LAST, &target)?;
-                Some(dir.join(LAST))
+                self.relink(io, &link, &target)?;
+                last_link = Some(link.clone());
+                Some(dir.join(link))
             }
-            SaveLast::Link | SaveLast::Copy => {
-                io.set_phase(Phase::at(PhaseKind::SaveLast, state.global_step));
-                self.write_file(io, LAST, &bytes)?;
-                Some(dir.join(LAST))
+            Pointer::Link | Pointer::Copy => {
+                io.set_phase(Phase::at(PhaseKind::SaveLast, step));
+                let copy = self.last_name();
+                self.write_file(io, &copy, &encode(&ck))?;
+                last_link = Some(copy.clone());
+                Some(dir.join(copy))
             }
-            SaveLast::Off => file.as_deref().map(|f| dir.join(f)),
+            Pointer::Latest => match &name {
+                Some(n) => {
+                    io.set_phase(Phase::at(PhaseKind::Pointer, step));
+                    self.write_latest(io, n)?;
+                    None
+                }
+                None => None,
+            },
+            Pointer::None => None,
         };
         if self.cfg.monitor.is_some() && next.best.is_some() && next.best != self.topk.best {
-            io.set_phase(Phase::at(PhaseKind::RelinkBest, state.global_step));
+            io.set_phase(Phase::at(PhaseKind::RelinkBest, step));
             let best = next.best.clone().unwrap_or_default();
             self.relink(io, BEST, &best)?;
         }
-        io.set_phase(Phase::at(PhaseKind::Rotate, state.global_step));
+        io.set_phase(Phase::at(PhaseKind::Rotate, step));
         if !self.mutants.has(Mutant::DeleteBeforeSave) {
             self.delete_evicted(io, &next.pending_delete)?;
         }
@@ -379,89 +418,14 @@ impl ModelCheckpoint {
             pending_delete: Vec::new(),
             ..next
         };
-        Ok(resume_path)
-    }
-
-    fn delete_evicted(&self, io: &mut Io, names: &[String]) -> Result<(), CkptError> {
-        let mut any = false;
-        for name in names {
-            let path = self.dir.join(name);
-            if self.is_resumed_from(&path) || path.symlink_metadata().is_err() {
-                continue;
-            }
-            io.unlink(&path)
-                .map_err(|e| CkptError::io("delete evicted checkpoint", &path, e))?;
-            any = true;
+        if self.mutants.has(Mutant::LastLostOnEarlyResume) {
+            self.topk.last_link = last_link;
         }
-        if any && !self.mutants.has(Mutant::NoFsyncRename) {
-            io.fsync_dir(&self.dir)
-                .map_err(|e| CkptError::io("fsync", &self.dir, e))?;
-        }
-        Ok(())
-    }
-
-    /// Writes a checkpoint file: atomically, or in place for `torn-write`.
-    fn write_file(&self, io: &mut Io, name: &str, bytes: &[u8]) -> Result<(), CkptError> {
-        let dir = &self.dir;
-        let fin = dir.join(name);
-        let err = |what, p: &Path| {
-            let p = p.to_path_buf();
-            move |e| CkptError::io(what, &p, e)
-        };
-        if self.mutants.has(Mutant::TornWrite) {
-            let mut f = io.create(&fin).map_err(err("create", &fin))?;
-            io.write(&mut f, &fin, bytes).map_err(err("write", &fin))?;
-            return io.fsync(&f, &fin).map_err(err("fsync", &fin));
-        }
-        let sync = !self.mutants.has(Mutant::NoFsyncRename);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = io.create(&tmp).map_err(err("create", &tmp))?;
-        io.write(&mut f, &tmp, bytes).map_err(err("write", &tmp))?;
-        if sync {
-            io.fsync(&f, &tmp).map_err(err("fsync", &tmp))?;
-        }
-        drop(f);
-        io.rename(&tmp, &fin).map_err(err("rename", &fin))?;
-        if sync {
-            io.fsync_dir(dir).map_err(err("fsync", dir))?;
-        }
-        Ok(())
-    }
-
-    /// Points the link `link_name` at `target_name`, both in the directory.
-    fn relink(&self, io: &mut Io, link_name: &str, target_name: &str) -> Result<(), CkptError> {
-        let dir = &self.dir;
-        let link = dir.join(link_name);
-        let target: PathBuf = if self.mutants.has(Mutant::CwdRelativeLink) {
-            dir.join(target_name)
-        } else if self.mutants.has(Mutant::AbsoluteLink) {
-            std::path::absolute(dir.join(target_name))
-                .map_err(|e| CkptError::io("absolute path", dir, e))?
-        } else {
-            PathBuf::from(target_name)
-        };
-        let err = |what, p: &Path| {
-            let p = p.to_path_buf();
-            move |e| CkptError::io(what, &p, e)
-        };
-        if self.mutants.has(Mutant::UnlinkThenLink) {
-            if link.symlink_metadata().is_ok() {
-                io.unlink(&link).map_err(err("unlink", &link))?;
-            }
-            io.symlink(&target, &link).map_err(err("symlink", &link))?;
-        } else {
-            let tmp = dir.join(format!(".{link_name}.tmp"));
-            if tmp.symlink_metadata().is_ok() {
-                io.unlink(&tmp)
-                    .map_err(err("remove stale temporary link", &tmp))?;
-            }
-            io.symlink(&target, &tmp).map_err(err("symlink", &tmp))?;
-            io.rename(&tmp, &link).map_err(err("rename", &link))?;
-        }
-        if !self.mutants.has(Mutant::NoFsyncRename) {
-            io.fsync_dir(dir).map_err(err("fsync", dir))?;
-        }
-        Ok(())
+        self.rotate(io, None)?;
+        Ok(match self.cfg.shape {
+            Shape::Dir => written.or(pointer),
+            Shape::File => pointer.or(written),
+        })
     }
 }
 
