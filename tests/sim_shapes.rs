@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crashpoint::inject::{CrashPlan, CrashPoint, Mode};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::oracle::{self, Reference, ResumeMode, Target, Tracing};
 use crashpoint::protocol::{OpCrash, When};
 use crashpoint::runner::Subject;
 use crashpoint::sim::ckpt::io::Io;
@@ -151,6 +151,7 @@ fn target(shape: Shape, pointer: Pointer, limit: u64) -> Target {
             _ => ResumeMode::Path,
         },
         timeout: None,
+        tracing: Tracing::Needed,
     }
 }
 
