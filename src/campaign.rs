@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::inject::{self, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
-use crate::oracle::{self, CaseOutcome, Reference, ReferenceError, Target};
+use crate::inject::CrashPoint;
+use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
+use crate::record::{self, Engine, Recording, Replayer};
+use crate::store::Store;
 use crate::workspace::remove_tree;
 
 /// What to run.
@@ -27,6 +30,8 @@ pub struct Campaign {
     pub crashes: u32,
     /// The seed that draws crash points.
     pub crash_seed: u64,
+    /// How the runs of a case are carried out.
+    pub engine: Engine,
     /// Run only this plan (a replay), instead of the census's.
     pub only: Option<CrashPlan>,
     /// Parallel workers.
@@ -42,9 +47,29 @@ pub struct LayoutResult {
     pub reference: Reference,
     /// Every case, in plan order.
     pub outcomes: Vec<CaseOutcome>,
+    /// What the record-once engine recorded (`None`: each case was killed).
+    pub recorded: Option<RecordSummary>,
     /// Wall time, reference included.
     pub duration: Duration,
 }
+
+/// What the record-once engine did for one layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Crash points recorded.
+    pub points: usize,
+    /// Distinct crash states among them.
+    pub distinct_states: usize,
+    /// Each point whose state equals an earlier point's, with that point.
+    pub same_as: Vec<(CrashPoint, CrashPoint)>,
+    /// Subject runs the cases made (the rest were put in place).
+    pub runs_made: usize,
+}
+
+/// The case directory the recording runs in: as long as a case's
+/// (`case-000000`), so absolute paths are rewritten without changing a
+/// file's length.
+const RECORD_DIR: &str = "case-r00000";
 
 /// Why a campaign could not run.
 #[derive(Debug, thiserror::Error)]
@@ -179,16 +204,71 @@ impl Campaign {
             } else {
                 Vec::new()
             };
-            let outcomes = self.run_cases(&reference, &plans, &scratch, progress)?;
+            let (outcomes, recorded) = self.run_layout(&reference, &plans, &scratch, progress)?;
             let _ = remove_tree(&scratch);
             out.push(LayoutResult {
                 layout,
                 reference,
                 outcomes,
+                recorded,
                 duration: start.elapsed(),
             });
         }
         Ok(out)
+    }
+
+    /// The cases of one layout, by the campaign's engine.
+    fn run_layout(
+        &self,
+        reference: &Reference,
+        plans: &[CrashPlan],
+        scratch: &Path,
+        progress: Progress<'_>,
+    ) -> Result<(Vec<CaseOutcome>, Option<RecordSummary>), CampaignError> {
+        if self.engine == Engine::Record {
+            if let Some((store, rec)) = self.record(reference, plans, scratch) {
+                let replayer = Replayer::new(&store, &rec);
+                let outcomes = self.run_cases(reference, plans, scratch, progress, &replayer)?;
+                let summary = RecordSummary {
+                    points: rec.points.len(),
+                    distinct_states: rec.distinct_states(),
+                    same_as: rec.same_as().into_iter().collect(),
+                    runs_made: replayer.runs_made(),
+                };
+                return Ok((outcomes, Some(summary)));
+            }
+        }
+        let outcomes = self.run_cases(reference, plans, scratch, progress, &KillEach)?;
+        Ok((outcomes, None))
+    }
+
+    /// Records the crash states of the plans' first points, when they are
+    /// points the engine can record; `None` otherwise (the cases are then
+    /// killed one by one).
+    fn record(
+        &self,
+        reference: &Reference,
+        plans: &[CrashPlan],
+        scratch: &Path,
+    ) -> Option<(Store, Recording)> {
+        let mut points: Vec<u64> = plans
+            .iter()
+            .filter_map(|p| match p.points.first() {
+                Some(CrashPoint::Syscall(n)) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        if points.is_empty() {
+            return None;
+        }
+        let store = Store::create(scratch.join("store")).ok()?;
+        let dir = scratch.join(RECORD_DIR);
+        let rec = record::syscall::record(&self.target, reference, &points, &dir, &store);
+        let _ = remove_tree(&dir);
+        if let Err(e) = &rec { eprintln!("DEBUG record failed: {e}"); }
+        Some((store, rec.ok()?))
     }
 
     fn run_cases(
@@ -197,6 +277,7 @@ impl Campaign {
         plans: &[CrashPlan],
         scratch: &Path,
         progress: Progress<'_>,
+        runs: &dyn Runs,
     ) -> Result<Vec<CaseOutcome>, CampaignError> {
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
@@ -211,10 +292,12 @@ impl Campaign {
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(plan) = plans.get(i) else { return };
-                    let case_dir: PathBuf = scratch.join(format!("case-{i}"));
+                    let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
                     let r = match plan.probe() {
                         Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
-                        None => oracle::run_case(&self.target, reference, plan, &case_dir),
+                        None => {
+                            oracle::run_case_with(&self.target, reference, plan, &case_dir, runs)
+                        }
                     };
                     let _ = remove_tree(&case_dir);
                     if let Ok(mut slots) = slots.lock() {

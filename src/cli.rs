@@ -84,6 +84,13 @@ pub struct RunArgs {
 /// Flags `run` and `certify` share: parallel workers and report files.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
+    /// How the runs of a case are carried out: `kill-each` kills one run per
+    /// case at its crash point; `record` records the crash states once, in
+    /// one run paused at each point, then materialises each and resumes
+    /// (system-call points; other points are killed one by one). For `run`,
+    /// overrides the scenarios' `engine`.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::record::Engine>,
     /// Parallel workers (default: the number of cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
@@ -541,7 +548,10 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
-        let campaign = s.campaign(&exe, jobs(a.out.jobs), only.clone());
+        let mut campaign = s.campaign(&exe, jobs(a.out.jobs), only.clone());
+        if let Some(e) = a.out.engine {
+            campaign.engine = e;
+        }
         let work = ws.path().join(&s.name);
         let results: Vec<LayoutResult> = campaign.run_partial(&work, &progress)?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
@@ -682,6 +692,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         selection,
         crashes: a.crashes,
         crash_seed: a.seed,
+        engine: a.out.engine.unwrap_or_default(),
         only,
         jobs: jobs(a.out.jobs),
     };

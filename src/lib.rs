@@ -107,10 +107,12 @@ pub mod observe;
 pub mod oracle;
 pub mod power;
 pub mod protocol;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;
+pub mod store;
 pub mod sim;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -241,7 +241,7 @@ impl CaseOutcome {
 }
 
 /// Creates `sandbox/` and `harness/` in `case_dir` and builds the layout.
-fn prepare(layout: Layout, case_dir: &Path) -> std::io::Result<(Sandbox, HarnessFiles)> {
+pub(crate) fn prepare(layout: Layout, case_dir: &Path) -> std::io::Result<(Sandbox, HarnessFiles)> {
     let sb = case_dir.join("sandbox");
     let h = case_dir.join("harness");
     std::fs::create_dir_all(&sb)?;
@@ -249,7 +249,7 @@ fn prepare(layout: Layout, case_dir: &Path) -> std::io::Result<(Sandbox, Harness
     Ok((Sandbox::create(layout, &sb)?, HarnessFiles::in_dir(&h)))
 }
 
-fn request<'a>(
+pub(crate) fn request<'a>(
     target: &Target,
     sandbox: &'a Sandbox,
     place: &'a crate::layout::Place,
@@ -495,6 +495,53 @@ fn max_saved(events: &[Event]) -> Option<u64> {
         .max()
 }
 
+/// How the runs of a case are carried out: by starting the subject each time
+/// ([`KillEach`]), or, where a run's effect is already known, by putting
+/// that effect in place (the record-once engine, [`crate::record`]).
+pub trait Runs: Sync {
+    /// The runs of one case of `plan`.
+    fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a>;
+}
+
+/// The runs of one case, in order.
+pub trait CaseRuns {
+    /// Carries out run `run` (1-based) of `req` in `sandbox`, whose harness
+    /// files are `files`: afterwards the sandbox, the events file and the
+    /// state file are as the run left them.
+    fn run(
+        &mut self,
+        target: &Target,
+        run: usize,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError>;
+}
+
+/// The engine that starts the subject for every run and kills it at each
+/// crash point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KillEach;
+
+impl Runs for KillEach {
+    fn case<'a>(&'a self, _: &'a CrashPlan, _: &'a Path) -> Box<dyn CaseRuns + 'a> {
+        Box::new(KillEach)
+    }
+}
+
+impl CaseRuns for KillEach {
+    fn run(
+        &mut self,
+        target: &Target,
+        _: usize,
+        _: &Sandbox,
+        _: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError> {
+        runner::run(&target.subject, req)
+    }
+}
+
 /// Runs one case in a fresh sandbox under `case_dir` and judges it.
 pub fn run_case(
     target: &Target,
@@ -502,6 +549,18 @@ pub fn run_case(
     plan: &CrashPlan,
     case_dir: &Path,
 ) -> Result<CaseOutcome, RunnerError> {
+    run_case_with(target, reference, plan, case_dir, &KillEach)
+}
+
+/// [`run_case`], with the runs carried out by `runs`.
+pub fn run_case_with(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    case_dir: &Path,
+    runs: &dyn Runs,
+) -> Result<CaseOutcome, RunnerError> {
+    let mut runs = runs.case(plan, case_dir);
     let start = Instant::now();
     let layout = reference.layout;
     let (mut sandbox, files) = prepare(layout, case_dir).map_err(|e| RunnerError::Spawn {
@@ -528,7 +587,7 @@ pub fn run_case(
         req.resume = resume.clone();
         req.traced = target.tracing.traced(run > 1);
         let watch = Watch::before(case_dir, &sandbox, req.traced);
-        let res = runner::run(&target.subject, &req);
+        let res = runs.run(target, run, &sandbox, &files, &req);
         if let Some(why) = watch.disturbed(res.as_ref().ok()) {
             harness_error = Some(format!("run {run}: {why}"));
             break;

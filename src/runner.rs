@@ -194,7 +194,7 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     // A time crash point in a traced run is the tracer's watchdog firing
     // early (see `run_traced`).
     let result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
-        run_traced(cmd, subject, req)
+        run_traced(cmd, subject, req, None)
     } else {
         run_plain(cmd, subject, req)
     };
@@ -417,10 +417,38 @@ fn run_plain(
     })
 }
 
+/// Runs the subject traced, to its end, pausing at the entry of each counted
+/// call numbered in `at` while `sink` captures what it needs (see
+/// [`crate::trace::run_traced_paused`]). `req.crash` is ignored.
+pub fn run_paused(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    at: Vec<u64>,
+    sink: &mut crate::trace::PauseSink<'_>,
+) -> Result<RunResult, RunnerError> {
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    check_program(subject, &req.place.cwd)?;
+    let req = RunRequest {
+        crash: None,
+        ..req.clone()
+    };
+    let cmd = subject.command(&req);
+    let result = run_traced(cmd, subject, &req, Some((at, sink)));
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    result
+}
+
+type Paused<'s, 'a> = Option<(Vec<u64>, &'s mut crate::trace::PauseSink<'a>)>;
+
 fn run_traced(
     cmd: Command,
     subject: &Subject,
     req: &RunRequest<'_>,
+    paused: Paused<'_, '_>,
 ) -> Result<RunResult, RunnerError> {
     use crate::trace::{self, TraceConfig, TraceExit};
     let mut exempt = vec![req.state_out.to_path_buf(), req.events.to_path_buf()];
@@ -441,9 +469,13 @@ fn run_traced(
         timeout: Some(crash_at.unwrap_or(req.timeout)),
     };
     let mut stderr = None;
-    let out = trace::run_traced_with(cmd, &cfg, |child| {
+    let on_spawn = |child: &mut std::process::Child| {
         stderr = child.stderr.take().map(Tail::start);
-    })
+    };
+    let out = match paused {
+        None => trace::run_traced_with(cmd, &cfg, on_spawn),
+        Some((at, sink)) => trace::run_traced_paused(cmd, &cfg, on_spawn, at, sink),
+    }
     .map_err(|e| match e {
         trace::TraceError::Spawn { source, .. } => spawn_error(subject, source),
         e => RunnerError::Trace(e.to_string()),

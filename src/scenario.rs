@@ -28,6 +28,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::campaign::Campaign;
+use crate::record::Engine;
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::ResumeMode;
@@ -77,6 +78,8 @@ pub struct Scenario {
     pub crashes: u32,
     /// The seed that draws crash points.
     pub crash_seed: u64,
+    /// How the runs of a case are carried out (`engine = "kill-each"`).
+    pub engine: Engine,
     /// Per-run time limit in seconds, if set.
     pub timeout_secs: Option<u64>,
     /// The verdict expected.
@@ -129,6 +132,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawCrash {
     mode: Option<Mode>,
+    engine: Option<Engine>,
     points: Option<Spanned<toml::Value>>,
     crashes: Option<Spanned<u32>>,
     seed: Option<u64>,
@@ -274,6 +278,7 @@ impl Scenario {
         }
         let crash = raw.crash.unwrap_or(RawCrash {
             mode: None,
+            engine: None,
             points: None,
             crashes: None,
             seed: None,
@@ -353,6 +358,7 @@ impl Scenario {
             selection,
             crashes,
             crash_seed: crash.seed.unwrap_or(0),
+            engine: crash.engine.unwrap_or_default(),
             timeout_secs,
             expect,
         })
@@ -386,6 +392,7 @@ impl Scenario {
             selection: s.selection,
             crashes: s.crashes,
             crash_seed: s.crash_seed,
+            engine: s.engine,
             only,
             jobs,
         }

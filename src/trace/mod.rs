@@ -11,7 +11,9 @@
 //! * `account`: the census (numbering the calls inside the sandbox) and the
 //!   writes outside it;
 //! * `supervisor`: the tracer thread's wait loop, following every task and
-//!   killing at the crash point.
+//!   killing at the crash point;
+//! * `capture`: pauses at chosen calls, where a sink captures the crash
+//!   state while the calling task is held (see [`run_traced_paused`]).
 //!
 //! # How a run goes
 //!
@@ -86,12 +88,15 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 mod account;
+mod capture;
 mod filter;
 mod resolve;
 mod supervisor;
 #[cfg(test)]
 mod tests;
 
+pub use capture::{Pause, PauseSink};
+use capture::Pauses;
 use filter::{arch, build_filter};
 use resolve::Policy;
 use supervisor::{kill_tasks, lock, trace_subject, Shared};
@@ -273,9 +278,40 @@ pub fn run_traced(cmd: Command, cfg: &TraceConfig) -> Result<TraceOutcome, Trace
 /// subject has been exec'd (for instance to take `child.stderr` and hand it to
 /// a reader thread). `on_spawn` must not block: the watchdog runs after it.
 pub fn run_traced_with<F>(
+    cmd: Command,
+    cfg: &TraceConfig,
+    on_spawn: F,
+) -> Result<TraceOutcome, TraceError>
+where
+    F: FnOnce(&mut Child),
+{
+    run_with_pauses(cmd, cfg, on_spawn, Pauses::none())
+}
+
+/// [`run_traced_with`], pausing at the entry of each counted call numbered
+/// in `at`: while the calling task is held there (every earlier call done,
+/// this one not), `sink` is called on the tracer thread with the call's
+/// number and the census so far; the run goes on when it returns. The
+/// watchdog keeps running meanwhile, so a slow sink counts against the
+/// timeout.
+pub fn run_traced_paused<F>(
+    cmd: Command,
+    cfg: &TraceConfig,
+    on_spawn: F,
+    at: Vec<u64>,
+    sink: &mut PauseSink<'_>,
+) -> Result<TraceOutcome, TraceError>
+where
+    F: FnOnce(&mut Child),
+{
+    run_with_pauses(cmd, cfg, on_spawn, Pauses::new(at, Some(sink)))
+}
+
+fn run_with_pauses<F>(
     mut cmd: Command,
     cfg: &TraceConfig,
     on_spawn: F,
+    pauses: Pauses<'_>,
 ) -> Result<TraceOutcome, TraceError>
 where
     F: FnOnce(&mut Child),
@@ -310,7 +346,7 @@ where
                 let policy = &policy;
                 let program = program.clone();
                 move || {
-                    let r = trace_subject(&program, report_r, go_w, spawn_rx, policy, shared);
+                    let r = trace_subject(&program, report_r, go_w, spawn_rx, policy, shared, pauses);
                     drop(done_tx);
                     r
                 }

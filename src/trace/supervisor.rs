@@ -17,6 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::account::Accounting;
+use super::capture::Pauses;
 use super::filter::{arch, lookup};
 use super::resolve::Policy;
 use super::{io_err, CallRecord, TraceError, TraceExit, FILTER_MARK};
@@ -123,6 +124,7 @@ pub(super) fn trace_subject(
     spawn_rx: Receiver<io::Result<u32>>,
     policy: &Policy,
     shared: &Mutex<Shared>,
+    pauses: Pauses<'_>,
 ) -> Result<Traced, TraceError> {
     let mut report = File::from(report);
     let mut pid = [0u8; 4];
@@ -162,6 +164,7 @@ pub(super) fn trace_subject(
         shared,
         main,
         account: Accounting::default(),
+        pauses,
         zombies: Vec::new(),
         killed_at: None,
         main_exit: None,
@@ -234,8 +237,9 @@ pub(super) fn trace_subject(
     Ok(t.finish(timed_out))
 }
 
-struct Tracer<'a> {
+struct Tracer<'a, 'p> {
     policy: &'a Policy,
+    pauses: Pauses<'p>,
     shared: &'a Mutex<Shared>,
     /// The first process: its pid is the process group id.
     main: i32,
@@ -249,7 +253,7 @@ struct Tracer<'a> {
     ending: bool,
 }
 
-impl Tracer<'_> {
+impl Tracer<'_, '_> {
     fn finish(self, timed_out: bool) -> Traced {
         let exit = match (self.killed_at, timed_out, self.main_exit) {
             (Some(k), _, _) => TraceExit::KilledAtCall(k),
@@ -383,6 +387,10 @@ impl Tracer<'_> {
             return;
         };
         let counted = self.account.count(self.policy, tid, desc, &args);
+        if let Some(index) = counted {
+            self.pauses
+                .at_call(index, &self.account.calls, &self.account.outside);
+        }
         if let Some(index) = counted.filter(|i| self.policy.stop_at == Some(*i)) {
             // Leave the task stopped at the entry: SIGKILL ends the stop
             // and the kernel skips the call.

@@ -1,0 +1,133 @@
+//! The record-once engine. A process kill at a crash point leaves the
+//! sandbox exactly as it was there, so the killed runs need not be run one
+//! per point: one run, traced to its end, pauses at each point the plans use
+//! and captures the crash state there (incrementally, into the
+//! content-addressed [`crate::store`]); each case then materialises its
+//! state in a fresh sandbox of the layout and resumes from it through the
+//! oracle's run loop ([`crate::oracle::run_case_with`]), which judges it
+//! exactly as if the run had been killed.
+//!
+//! A run that starts from a known state (a materialised crash state, or
+//! the state a remembered run left) gives the same result for a
+//! deterministic subject, so it is run once: later cases starting from the
+//! same state get its effect put in place ([`replay`]). Two crash points
+//! whose states are equal thus cost one resume.
+//!
+//! * [`syscall`]: recording `syscall` points through the tracer's pauses;
+//! * [`replay`]: the engine's runs: materialise, remember, replay.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::inject::CrashPoint;
+use crate::runner::RunnerError;
+use crate::store::{Hash, StateId, StoreError};
+
+pub mod replay;
+pub mod syscall;
+
+pub use replay::Replayer;
+
+/// How the runs of a case are carried out.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// Kill one run per case at its crash point, then resume.
+    #[default]
+    KillEach,
+    /// Record the crash states once, then materialise each and resume.
+    Record,
+}
+
+impl Engine {
+    /// The name used in flags and scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::KillEach => "kill-each",
+            Engine::Record => "record",
+        }
+    }
+}
+
+/// What one captured point holds, and how it came to be: the calls since
+/// the previous captured point and what they left (the record a power-loss
+/// model replays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointRecord {
+    /// The crash point.
+    pub point: CrashPoint,
+    /// Its crash state.
+    pub state: StateId,
+    /// The census numbers of the calls made since the previous captured
+    /// point (empty for the first: its state is a full scan).
+    pub calls: std::ops::Range<u64>,
+    /// Each path those calls touched (relative to the sandbox), with its
+    /// content hash at this point (`None`: not a regular file, or gone).
+    pub changed: Vec<(PathBuf, Option<Hash>)>,
+    /// Paths outside the sandbox mutated up to this point.
+    pub outside: Vec<PathBuf>,
+}
+
+/// The crash states of one layout's first crash points.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The case directory the recording ran in (the root that absolute
+    /// paths in the states name).
+    pub case_dir: PathBuf,
+    /// Every captured point.
+    pub points: BTreeMap<CrashPoint, PointRecord>,
+}
+
+impl Recording {
+    /// How many distinct states the points have.
+    pub fn distinct_states(&self) -> usize {
+        let mut ids: Vec<StateId> = self.points.values().map(|p| p.state).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// For each point whose state equals an earlier point's, that point.
+    pub fn same_as(&self) -> BTreeMap<CrashPoint, CrashPoint> {
+        let mut first: BTreeMap<StateId, CrashPoint> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for (p, r) in &self.points {
+            match first.get(&r.state) {
+                Some(f) => {
+                    out.insert(*p, *f);
+                }
+                None => {
+                    first.insert(r.state, *p);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a layout could not be recorded (the campaign then kills each case).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The recording run could not be made.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sandbox could not be built.
+    #[error("cannot build the sandbox: {0}")]
+    Io(#[from] std::io::Error),
+    /// The recording run did not do what the reference did.
+    #[error("the recording run differs from the reference: {0}")]
+    Diverged(String),
+}

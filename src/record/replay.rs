@@ -1,0 +1,248 @@
+//! The record-once engine's runs ([`crate::oracle::Runs`]): a run whose crash
+//! point was recorded is replaced by its crash state, materialised; a run
+//! that starts from a known state is made once and remembered (the state
+//! it left, its state file, how it ended), and every later case that
+//! starts a run from the same state gets that effect put in place.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::Recording;
+use crate::inject::{CrashPlan, CrashPoint};
+use crate::layout::Sandbox;
+use crate::observe::HarnessFiles;
+use crate::oracle::{CaseRuns, Runs, Target};
+use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError};
+use crate::store::{materialise, Capturer, Manifest, Relocation, StateId, Store, StoreError};
+
+/// What a remembered run did.
+#[derive(Debug, Clone)]
+struct Memo {
+    result: RunResult,
+    /// The state it left.
+    after: StateId,
+    /// Its state file, if it wrote one.
+    state_file: Option<Vec<u8>>,
+    /// The case directory it ran in.
+    case_dir: PathBuf,
+}
+
+/// A run is the same as another when it starts from the same state, is
+/// the same run of its case (so the layout has moved the same way) and has
+/// the same crash point and resume request.
+type MemoKey = (StateId, usize, Option<CrashPoint>, bool);
+
+type Slot = Arc<OnceLock<Result<Memo, String>>>;
+
+/// The engine for one layout: its recording and the runs remembered so far.
+#[derive(Debug)]
+pub struct Replayer<'r> {
+    store: &'r Store,
+    recording: &'r Recording,
+    memo: Mutex<HashMap<MemoKey, Slot>>,
+    resumes: std::sync::atomic::AtomicUsize,
+}
+
+impl<'r> Replayer<'r> {
+    /// Replays `recording`, whose states are in `store`.
+    pub fn new(store: &'r Store, recording: &'r Recording) -> Replayer<'r> {
+        Replayer {
+            store,
+            recording,
+            memo: Mutex::new(HashMap::new()),
+            resumes: Default::default(),
+        }
+    }
+
+    /// Runs actually started so far (distinct resumes).
+    pub fn runs_made(&self) -> usize {
+        self.resumes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn slot(&self, key: MemoKey) -> Slot {
+        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(m.entry(key).or_default())
+    }
+}
+
+impl Runs for Replayer<'_> {
+    fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
+        Box::new(ReplayCase {
+            r: self,
+            plan,
+            case_dir,
+            known: None,
+        })
+    }
+}
+
+struct ReplayCase<'a> {
+    r: &'a Replayer<'a>,
+    plan: &'a CrashPlan,
+    case_dir: &'a Path,
+    /// The state the sandbox is in now, when known.
+    known: Option<StateId>,
+}
+
+fn store_err(e: StoreError) -> RunnerError {
+    RunnerError::Spawn {
+        program: "the state store".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Removes everything inside `root` (not `root` itself).
+fn clear(root: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(root)? {
+        let p = e?.path();
+        if p.symlink_metadata()?.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn relocate_str(reloc: Option<&Relocation>, s: &str) -> String {
+    match reloc.and_then(|r| r.apply(s.as_bytes())) {
+        Some(b) => String::from_utf8_lossy(&b).into_owned(),
+        None => s.to_string(),
+    }
+}
+
+impl ReplayCase<'_> {
+    fn load(&self, id: &StateId) -> Result<Manifest, RunnerError> {
+        let text = self.r.store.get(id).map_err(store_err)?;
+        Manifest::from_text(&String::from_utf8_lossy(&text)).map_err(store_err)
+    }
+
+    /// Puts state `id`, recorded under `from`, in place of the sandbox.
+    fn put_in_place(
+        &self,
+        id: &StateId,
+        from: &Path,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+    ) -> Result<Option<Relocation>, RunnerError> {
+        let m = self.load(id)?;
+        let io = |e: std::io::Error| RunnerError::Spawn {
+            program: "sandbox".into(),
+            source: e,
+        };
+        clear(sandbox.root()).map_err(io)?;
+        let _ = std::fs::remove_file(&files.events);
+        let reloc = Relocation::between(from, self.case_dir);
+        materialise(
+            self.r.store,
+            &m,
+            sandbox.root(),
+            Some(&files.events),
+            reloc.as_ref(),
+        )
+        .map_err(store_err)?;
+        Ok(reloc)
+    }
+
+    /// Makes the run for real and remembers what it left.
+    fn make(
+        &self,
+        target: &Target,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<Memo, RunnerError> {
+        self.r
+            .resumes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = runner::run(&target.subject, req)?;
+        let mut cap = Capturer::new(self.r.store, sandbox.root(), Some(&files.events));
+        cap.scan_all().map_err(store_err)?;
+        let after = cap.capture().map_err(store_err)?;
+        Ok(Memo {
+            result,
+            after,
+            state_file: std::fs::read(&files.state).ok(),
+            case_dir: self.case_dir.to_path_buf(),
+        })
+    }
+}
+
+impl CaseRuns for ReplayCase<'_> {
+    fn run(
+        &mut self,
+        target: &Target,
+        run: usize,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError> {
+        let rec = self.r.recording;
+        // A recorded crash point: its state stands for the killed run.
+        let recorded = (run == 1)
+            .then(|| req.crash.and_then(|c| rec.points.get(&c)))
+            .flatten();
+        if let Some(point) = recorded.filter(|_| self.plan.points.len() > 0) {
+            let reloc = self.put_in_place(&point.state, &rec.case_dir, sandbox, files)?;
+            self.known = Some(point.state);
+            return Ok(RunResult {
+                exit: Exit::Crashed,
+                stderr_tail: String::new(),
+                duration: Duration::ZERO,
+                census: Vec::new(),
+                outside: point
+                    .outside
+                    .iter()
+                    .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
+                    .collect(),
+            });
+        }
+        let Some(start) = self.known else {
+            return runner::run(&target.subject, req);
+        };
+        let slot = self.r.slot((start, run, req.crash, req.resume.is_some()));
+        let mut made_here = false;
+        let memo = slot.get_or_init(|| {
+            made_here = true;
+            self.make(target, sandbox, files, req)
+                .map_err(|e| e.to_string())
+        });
+        let memo = match memo {
+            Ok(m) => m.clone(),
+            Err(e) if made_here => {
+                return Err(RunnerError::Trace(e.clone()));
+            }
+            // The run failed to start in another case: make it here.
+            Err(_) => {
+                self.known = None;
+                return runner::run(&target.subject, req);
+            }
+        };
+        self.known = Some(memo.after);
+        if made_here {
+            return Ok(memo.result);
+        }
+        let reloc = self.put_in_place(&memo.after, &memo.case_dir, sandbox, files)?;
+        let _ = std::fs::remove_file(&files.state);
+        if let Some(bytes) = &memo.state_file {
+            let bytes = reloc
+                .as_ref()
+                .and_then(|r| r.apply(bytes))
+                .unwrap_or_else(|| bytes.clone());
+            std::fs::write(&files.state, bytes).map_err(|e| RunnerError::Spawn {
+                program: "state file".into(),
+                source: e,
+            })?;
+        }
+        let mut result = memo.result;
+        result.stderr_tail = relocate_str(reloc.as_ref(), &result.stderr_tail);
+        result.outside = result
+            .outside
+            .iter()
+            .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
+            .collect();
+        Ok(result)
+    }
+}

@@ -1,0 +1,123 @@
+//! Recording `syscall` points: one traced run of the subject, as the first
+//! reference run is made, paused at the entry of every call a plan crashes
+//! at; at each pause the capturer looks again at the paths the calls since
+//! the previous pause touched, and stores the state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{PointRecord, RecordError, Recording};
+use crate::inject::CrashPoint;
+use crate::oracle::{self, Reference, Target};
+use crate::runner::{self, Exit};
+use crate::store::{Capturer, Node, Store, StoreError};
+use crate::trace::Pause;
+
+/// Records the states at the entry of calls `points` of the reference's
+/// census, in a fresh sandbox under `case_dir`.
+pub fn record(
+    target: &Target,
+    reference: &Reference,
+    points: &[u64],
+    case_dir: &Path,
+    store: &Store,
+) -> Result<Recording, RecordError> {
+    let (sandbox, files) = oracle::prepare(reference.layout, case_dir)?;
+    let place = sandbox.place();
+    let mut req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
+    req.traced = true;
+    let root = sandbox.root().to_path_buf();
+    let mut cap = Capturer::new(store, &root, Some(&files.events));
+    let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
+    let mut failed: Option<StoreError> = None;
+    let mut prev: Option<u64> = None;
+    let mut sink = |p: &Pause<'_>| {
+        if failed.is_some() {
+            return;
+        }
+        match capture(&mut cap, &root, prev, p) {
+            Ok(rec) => {
+                recorded.insert(rec.point, rec);
+            }
+            Err(e) => failed = Some(e),
+        }
+        prev = Some(p.index);
+    };
+    let res = runner::run_paused(&target.subject, &req, points.to_vec(), &mut sink)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if res.exit != Exit::Code(0) {
+        return Err(RecordError::Diverged(format!("it ended with {:?}", res.exit)));
+    }
+    // Names of temporary files may differ (a pid in them): the calls must not.
+    let same = |a: &crate::inject::CensusEntry, b: &crate::inject::CensusEntry| a.kind == b.kind;
+    let upto = points.iter().copied().max().unwrap_or(0) as usize;
+    for (i, want) in reference.census.iter().take(upto).enumerate() {
+        if !res.census.get(i).is_some_and(|got| same(got, want)) {
+            return Err(RecordError::Diverged(format!(
+                "call {} is not {} as in the reference",
+                i + 1,
+                want.kind
+            )));
+        }
+    }
+    if let Some(missing) = points
+        .iter()
+        .find(|n| !recorded.contains_key(&CrashPoint::Syscall(**n)))
+    {
+        return Err(RecordError::Diverged(format!(
+            "call {missing} was never reached"
+        )));
+    }
+    Ok(Recording {
+        case_dir: case_dir.to_path_buf(),
+        points: recorded,
+    })
+}
+
+fn capture(
+    cap: &mut Capturer<'_>,
+    root: &Path,
+    prev: Option<u64>,
+    p: &Pause<'_>,
+) -> Result<PointRecord, StoreError> {
+    let (calls, touched): (std::ops::Range<u64>, Vec<PathBuf>) = match prev {
+        None => {
+            cap.scan_all()?;
+            (p.index..p.index, Vec::new())
+        }
+        Some(prev) => {
+            let since = &p.calls[(prev - 1) as usize..(p.index - 1) as usize];
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for c in since {
+                for path in &c.paths {
+                    if path.starts_with(root) && !paths.contains(path) {
+                        paths.push(path.clone());
+                    }
+                }
+            }
+            cap.update(&paths)?;
+            (prev..p.index, paths)
+        }
+    };
+    let state = cap.capture()?;
+    let changed = touched
+        .into_iter()
+        .filter_map(|abs| abs.strip_prefix(root).ok().map(Path::to_path_buf))
+        .map(|rel| {
+            let hash = match cap.manifest().entries.get(&rel).map(|e| &e.node) {
+                Some(Node::File(c)) => Some(c.hash),
+                _ => None,
+            };
+            (rel, hash)
+        })
+        .collect();
+    Ok(PointRecord {
+        point: CrashPoint::Syscall(p.index),
+        state,
+        calls,
+        changed,
+        outside: p.outside.to_vec(),
+    })
+}

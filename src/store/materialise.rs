@@ -1,0 +1,147 @@
+//! Rebuilds a crash state in a fresh directory: directories, files (from
+//! their chunks), symbolic links and hard links, then permission bits and
+//! modification times (directories last, deepest first, since filling a
+//! directory changes its mtime).
+//!
+//! A state recorded in one sandbox is rebuilt in another, whose root has
+//! another path: absolute paths the subject wrote (an absolute link target,
+//! a path inside a file, the `saved` events) still name the recording
+//! sandbox. A [`Relocation`] rewrites them. Campaigns give both sandboxes
+//! roots of the same length, so a file's length and offsets never change.
+
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::manifest::{Manifest, Node};
+use super::{io_err, Content, Store, StoreError};
+
+/// Rewrite `from` (the recording sandbox's root) into `to` (this one's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// The root the state was recorded under.
+    pub from: Vec<u8>,
+    /// The root it is rebuilt under.
+    pub to: Vec<u8>,
+}
+
+impl Relocation {
+    /// From `from` to `to`; `None` when they are the same.
+    pub fn between(from: &Path, to: &Path) -> Option<Relocation> {
+        (from != to).then(|| Relocation {
+            from: from.as_os_str().as_bytes().to_vec(),
+            to: to.as_os_str().as_bytes().to_vec(),
+        })
+    }
+
+    /// `bytes` with every occurrence of `from` replaced; `None` if none.
+    pub fn apply(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let n = self.from.len();
+        if n == 0 || bytes.len() < n {
+            return None;
+        }
+        let first = self.from[0];
+        let mut out: Option<Vec<u8>> = None;
+        let mut last = 0;
+        let mut i = 0;
+        while i + n <= bytes.len() {
+            if bytes[i] == first && bytes[i..i + n] == self.from[..] {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+                o.extend_from_slice(&bytes[last..i]);
+                o.extend_from_slice(&self.to);
+                i += n;
+                last = i;
+            } else {
+                i += 1;
+            }
+        }
+        out.map(|mut o| {
+            o.extend_from_slice(&bytes[last..]);
+            o
+        })
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        match self.apply(p.as_os_str().as_bytes()) {
+            Some(b) => PathBuf::from(std::ffi::OsString::from_vec(b)),
+            None => p.to_path_buf(),
+        }
+    }
+}
+
+/// Writes `content` to `dest` (a new file), relocated.
+pub fn write_content(
+    store: &Store,
+    content: &Content,
+    dest: &Path,
+    reloc: Option<&Relocation>,
+) -> Result<(), StoreError> {
+    if let ([one], None) = (content.chunks.as_slice(), reloc) {
+        std::fs::copy(store.path_of(one), dest).map_err(io_err("cannot write", dest))?;
+        return Ok(());
+    }
+    let bytes = store.read_content(content)?;
+    let bytes = reloc.and_then(|r| r.apply(&bytes)).unwrap_or(bytes);
+    std::fs::write(dest, bytes).map_err(io_err("cannot write", dest))
+}
+
+fn set_mtime(path: &Path, (s, ns): (i64, i64)) -> Result<(), StoreError> {
+    let t = TimeSpec::new(s, ns);
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| io_err("cannot set the time of", path)(e.into()))
+}
+
+/// Rebuilds `manifest` under `root`, an existing empty directory, and
+/// writes its events file to `events` (when both exist).
+pub fn materialise(
+    store: &Store,
+    manifest: &Manifest,
+    root: &Path,
+    events: Option<&Path>,
+    reloc: Option<&Relocation>,
+) -> Result<(), StoreError> {
+    for (rel, e) in &manifest.entries {
+        let full = root.join(rel);
+        match &e.node {
+            Node::Dir => {
+                std::fs::create_dir(&full).map_err(io_err("cannot create", &full))?;
+            }
+            Node::File(c) => {
+                write_content(store, c, &full, reloc)?;
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(e.mode))
+                    .map_err(io_err("cannot set the mode of", &full))?;
+            }
+            Node::Symlink(t) => {
+                let t = reloc.map_or_else(|| t.clone(), |r| r.path(t));
+                std::os::unix::fs::symlink(&t, &full).map_err(io_err("cannot create", &full))?;
+            }
+            Node::HardLink(_) => {}
+        }
+    }
+    for (rel, e) in &manifest.entries {
+        if let Node::HardLink(to) = &e.node {
+            let full = root.join(rel);
+            std::fs::hard_link(root.join(to), &full).map_err(io_err("cannot link", &full))?;
+        }
+    }
+    for (rel, e) in &manifest.entries {
+        if e.node != Node::Dir {
+            set_mtime(&root.join(rel), e.mtime)?;
+        }
+    }
+    for (rel, e) in manifest.entries.iter().rev() {
+        if e.node == Node::Dir {
+            let full = root.join(rel);
+            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(e.mode))
+                .map_err(io_err("cannot set the mode of", &full))?;
+            set_mtime(&full, e.mtime)?;
+        }
+    }
+    if let (Some(path), Some(c)) = (events, &manifest.events) {
+        write_content(store, c, path, reloc)?;
+    }
+    Ok(())
+}
