@@ -251,23 +251,34 @@ impl Campaign {
         plans: &[CrashPlan],
         scratch: &Path,
     ) -> Option<(Store, Recording)> {
-        let mut points: Vec<u64> = plans
-            .iter()
-            .filter_map(|p| match p.points.first() {
-                Some(CrashPoint::Syscall(n)) => Some(*n),
+        let firsts = || plans.iter().filter_map(|p| p.points.first());
+        let mut calls: Vec<u64> = firsts()
+            .filter_map(|p| match p {
+                CrashPoint::Syscall(n) => Some(*n),
                 _ => None,
             })
             .collect();
-        points.sort_unstable();
-        points.dedup();
-        if points.is_empty() {
+        let mut ops: Vec<crate::protocol::OpCrash> = firsts()
+            .filter_map(|p| match p {
+                CrashPoint::Op(c) if self.target.subject.sim => Some(*c),
+                _ => None,
+            })
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
+        ops.sort_unstable();
+        ops.dedup();
+        if calls.is_empty() && ops.is_empty() {
             return None;
         }
         let store = Store::create(scratch.join("store")).ok()?;
         let dir = scratch.join(RECORD_DIR);
-        let rec = record::syscall::record(&self.target, reference, &points, &dir, &store);
+        let rec = if ops.is_empty() {
+            record::syscall::record(&self.target, reference, &calls, &dir, &store)
+        } else {
+            record::op::record(&self.target, reference, &ops, &dir, &store)
+        };
         let _ = remove_tree(&dir);
-        if let Err(e) = &rec { eprintln!("DEBUG record failed: {e}"); }
         Some((store, rec.ok()?))
     }
 

@@ -766,6 +766,11 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         r.interrupted = true;
     }
     print!("{}", report::certify_table(&r));
+    for l in &r.layouts {
+        if let Some(s) = &l.states {
+            println!("{}", s.line(&l.layout));
+        }
+    }
     print!("{}", report::failure_list(&r, 3));
     print!("{}", report::harness_error_list(&r));
     for w in r.warnings.iter().take(10) {

@@ -26,11 +26,17 @@ pub const EVENTS: &str = "CRASHPOINT_EVENTS";
 pub const OP_CRASH: &str = "CRASHPOINT_OP_CRASH";
 /// Extension for the simulated trainer: where to write the operation census.
 pub const OP_LOG: &str = "CRASHPOINT_OP_LOG";
+/// Simulated trainer only: `1` makes its I/O layer pause at every crash
+/// point (before and after each operation, half-way through each write):
+/// it prints `INDEX WHEN PATHS` on stdout (PATHS: the tab-separated paths
+/// the operation changed, on `mid` and `after` lines) and waits for one
+/// byte on stdin, while the harness captures the crash state.
+pub const OP_PAUSE: &str = "CRASHPOINT_OP_PAUSE";
 
 /// Every variable of the protocol and its extensions: removed from the
 /// harness's own environment before a subject gets its own values.
-pub const ALL_VARS: [&str; 9] = [
-    PROTOCOL, CKPT_DIR, MAX_STEPS, SEED, RESUME, STATE_OUT, EVENTS, OP_CRASH, OP_LOG,
+pub const ALL_VARS: [&str; 10] = [
+    PROTOCOL, CKPT_DIR, MAX_STEPS, SEED, RESUME, STATE_OUT, EVENTS, OP_CRASH, OP_LOG, OP_PAUSE,
 ];
 
 /// The state file a subject writes when it reaches `MAX_STEPS`.

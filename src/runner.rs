@@ -196,7 +196,7 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     let result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
         run_traced(cmd, subject, req, None)
     } else {
-        run_plain(cmd, subject, req)
+        run_plain(cmd, subject, req, None)
     };
     if crate::sys::stopping() {
         return Err(RunnerError::Interrupted);
@@ -354,10 +354,55 @@ fn wait_exited(pid: u32) {
     }
 }
 
+/// Runs the simulated trainer to its end with its I/O layer pausing at every
+/// crash point ([`protocol::OP_PAUSE`]): `on_pause` gets each line it
+/// prints (`INDEX WHEN PATHS`) while it waits, and the run goes on when
+/// `on_pause` returns. `req.crash` is ignored.
+pub fn run_op_paused(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    on_pause: &mut dyn FnMut(&str),
+) -> Result<RunResult, RunnerError> {
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    check_program(subject, &req.place.cwd)?;
+    let req = RunRequest {
+        crash: None,
+        ..req.clone()
+    };
+    let mut cmd = subject.command(&req);
+    cmd.env(protocol::OP_PAUSE, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let result = run_plain(cmd, subject, &req, Some(on_pause));
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    result
+}
+
+/// Answers the pauses of a run: each line read is handed over, then one
+/// byte lets the subject go on; ends when the subject closes its stdout.
+fn converse(child: &mut std::process::Child, on_pause: &mut dyn FnMut(&str)) {
+    use std::io::{BufRead, Write};
+    let (Some(out), Some(mut input)) = (child.stdout.take(), child.stdin.take()) else {
+        return;
+    };
+    for line in std::io::BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        on_pause(&line);
+        if input.write_all(b"g").and_then(|_| input.flush()).is_err() {
+            break;
+        }
+    }
+}
+
 fn run_plain(
     mut cmd: Command,
     subject: &Subject,
     req: &RunRequest<'_>,
+    on_pause: Option<&mut dyn FnMut(&str)>,
 ) -> Result<RunResult, RunnerError> {
     crate::sys::isolate(&mut cmd);
     let start = Instant::now();
@@ -385,6 +430,9 @@ fn run_plain(
         crate::sys::kill_group(pgid);
         Some(Exit::TimedOut)
     });
+    if let Some(on_pause) = on_pause {
+        converse(&mut child, on_pause);
+    }
     wait_exited(pgid);
     let duration = start.elapsed();
     let _ = stop_tx.send(());

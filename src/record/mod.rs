@@ -14,6 +14,8 @@
 //! whose states are equal thus cost one resume.
 //!
 //! * [`syscall`]: recording `syscall` points through the tracer's pauses;
+//! * [`op`]: recording the simulated trainer's `op` points through its I/O
+//!   layer's pauses;
 //! * [`replay`]: the engine's runs: materialise, remember, replay.
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ use crate::inject::CrashPoint;
 use crate::runner::RunnerError;
 use crate::store::{Hash, StateId, StoreError};
 
+pub mod op;
 pub mod replay;
 pub mod syscall;
 
@@ -43,9 +46,10 @@ pub use replay::Replayer;
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
     /// Kill one run per case at its crash point, then resume.
-    #[default]
     KillEach,
-    /// Record the crash states once, then materialise each and resume.
+    /// Record the crash states once, then materialise each and resume (the
+    /// default; `time` points, which cannot be recorded, are killed).
+    #[default]
     Record,
 }
 

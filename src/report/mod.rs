@@ -68,6 +68,34 @@ pub struct LayoutRow {
     /// Wall time (not in JSON, so reports stay deterministic).
     #[serde(skip)]
     pub duration: Duration,
+    /// The crash states the record-once engine recorded, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub states: Option<StatesRow>,
+}
+
+/// What the record-once engine recorded for a layout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatesRow {
+    /// Crash points recorded.
+    pub points: usize,
+    /// Distinct crash states among them (one resume each).
+    pub distinct: usize,
+    /// `syscall:12 same state as syscall:11`, for each point that shares
+    /// an earlier point's state.
+    pub same_as: Vec<String>,
+    /// Subject runs the cases made (not in JSON).
+    #[serde(skip)]
+    pub runs_made: usize,
+}
+
+impl StatesRow {
+    /// One line for the text report.
+    pub fn line(&self, layout: &str) -> String {
+        format!(
+            "{layout}: {} crash points recorded once, {} distinct states; {} subject runs for the cases",
+            self.points, self.distinct, self.runs_made
+        )
+    }
 }
 
 /// One case, for JUnit.
@@ -183,6 +211,16 @@ impl Report {
                 census: r.reference.census.len(),
                 reference_digest: r.reference.state.digest.clone(),
                 duration: r.duration,
+                states: r.recorded.as_ref().map(|s| StatesRow {
+                    points: s.points,
+                    distinct: s.distinct_states,
+                    same_as: s
+                        .same_as
+                        .iter()
+                        .map(|(p, f)| format!("{p} same state as {f}"))
+                        .collect(),
+                    runs_made: s.runs_made,
+                }),
             });
         }
         Report {

@@ -283,6 +283,9 @@ pub fn run(
     };
     let op_log = get(protocol::OP_LOG);
     let mut io = Io::new(crash, op_log.is_some());
+    if get(protocol::OP_PAUSE).as_deref() == Some("1") {
+        io = io.pausing();
+    }
     let result = train(settings, &env, &mut io);
     if let Some(log) = op_log {
         let lines: String = io.records().iter().map(|r| r.to_line() + "\n").collect();

@@ -18,6 +18,10 @@ pub struct Io {
     crash: Option<OpCrash>,
     phase: Phase,
     log: Option<Vec<CensusEntry>>,
+    /// Pause at every point for the harness (`CRASHPOINT_OP_PAUSE`).
+    pause: bool,
+    /// A second path the current operation changes (a rename's source).
+    also: Option<PathBuf>,
 }
 
 impl Io {
@@ -28,6 +32,36 @@ impl Io {
             crash,
             phase: Phase::default(),
             log: log.then(Vec::new),
+            pause: false,
+            also: None,
+        }
+    }
+
+    /// Makes every crash point a pause (see [`crate::protocol::OP_PAUSE`]).
+    pub fn pausing(mut self) -> Io {
+        self.pause = true;
+        self
+    }
+
+    /// Tells the harness this point is reached, with the paths changed, and
+    /// waits until it has captured the state. A harness that is gone ends
+    /// the pauses.
+    fn pause_at(&mut self, when: When, changed: &[&Path]) {
+        if !self.pause {
+            return;
+        }
+        let mut line = format!("{} {}", self.count, when);
+        for p in changed {
+            line.push('\t');
+            line.push_str(&p.to_string_lossy());
+        }
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        let mut byte = [0u8; 1];
+        let ok = out.write_all(line.as_bytes()).and_then(|_| out.flush()).is_ok()
+            && matches!(std::io::stdin().lock().read(&mut byte), Ok(1));
+        if !ok {
+            self.pause = false;
         }
     }
 
@@ -49,6 +83,7 @@ impl Io {
     /// Numbers the next operation; dies if the crash point says "before".
     fn begin(&mut self, kind: Call, path: &Path) -> Option<When> {
         self.count += 1;
+        self.pause_at(When::Before, &[]);
         if let Some(log) = &mut self.log {
             log.push(CensusEntry {
                 index: self.count,
@@ -72,9 +107,13 @@ impl Io {
         }
     }
 
-    fn end(&self, armed: Option<When>) {
+    fn end(&mut self, armed: Option<When>, path: &Path) {
         if armed == Some(When::After) {
             crate::sys::kill_self();
+        }
+        match self.also.take() {
+            Some(from) => self.pause_at(When::After, &[&from, path]),
+            None => self.pause_at(When::After, &[path]),
         }
     }
 
@@ -86,7 +125,7 @@ impl Io {
     ) -> std::io::Result<T> {
         let armed = self.begin(kind, path);
         let out = f();
-        self.end(armed);
+        self.end(armed, path);
         out
     }
 
@@ -145,8 +184,15 @@ impl Io {
             let _ = file.write_all(&bytes[..bytes.len() / 2]);
             crate::sys::kill_self();
         }
-        let out = file.write_all(bytes);
-        self.end(armed);
+        let out = if self.pause {
+            let half = bytes.len() / 2;
+            let first = file.write_all(&bytes[..half]);
+            self.pause_at(When::Mid, &[path]);
+            first.and_then(|_| file.write_all(&bytes[half..]))
+        } else {
+            file.write_all(bytes)
+        };
+        self.end(armed, path);
         out
     }
 
@@ -162,6 +208,7 @@ impl Io {
 
     /// Renames `from` over `to`.
     pub fn rename(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.also = Some(from.to_path_buf());
         self.run(Call::Rename, to, || std::fs::rename(from, to))
     }
 

@@ -1,0 +1,129 @@
+//! Recording `op` points of the simulated trainer: one run with its I/O
+//! layer pausing at every crash point ([`crate::protocol::OP_PAUSE`]); it
+//! names the paths each operation changed, and at the points the plans use
+//! the capturer looks at those again and stores the state. A `mid` point is
+//! half of the write's bytes written, as a kill there leaves it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::{PointRecord, RecordError, Recording};
+use crate::inject::CrashPoint;
+use crate::oracle::{self, Reference, Target};
+use crate::protocol::{OpCrash, When};
+use crate::runner::{self, Exit};
+use crate::store::{Capturer, Node, Store, StoreError};
+
+/// A path the trainer names (relative to its working directory `cwd`), as
+/// the capturer knows it: canonical up to its last component.
+fn resolve(cwd: &Path, p: &str) -> PathBuf {
+    let full = cwd.join(p);
+    match (full.parent().and_then(|d| d.canonicalize().ok()), full.file_name()) {
+        (Some(d), Some(n)) => d.join(n),
+        _ => full,
+    }
+}
+
+/// One pause line: `INDEX WHEN[\tPATH]...`.
+fn parse(line: &str) -> Option<(OpCrash, Vec<&str>)> {
+    let mut fields = line.split('\t');
+    let head = fields.next()?;
+    let (index, when) = head.split_once(' ')?;
+    let crash = OpCrash {
+        index: index.parse().ok()?,
+        when: when.parse().ok()?,
+    };
+    Some((crash, fields.collect()))
+}
+
+/// Records the states at `points` in a fresh sandbox under `case_dir`.
+pub fn record(
+    target: &Target,
+    reference: &Reference,
+    points: &[OpCrash],
+    case_dir: &Path,
+    store: &Store,
+) -> Result<Recording, RecordError> {
+    let (sandbox, files) = oracle::prepare(reference.layout, case_dir)?;
+    let place = sandbox.place();
+    let req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
+    let root = sandbox.root().to_path_buf();
+    let wanted: BTreeSet<OpCrash> = points.iter().copied().collect();
+    let mut cap = Capturer::new(store, &root, Some(&files.events));
+    let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
+    let mut failed: Option<StoreError> = None;
+    let mut dirty: Vec<PathBuf> = Vec::new();
+    let mut prev: Option<u64> = None;
+    let mut on_pause = |line: &str| {
+        let Some((at, paths)) = parse(line) else {
+            return;
+        };
+        if at.when != When::Before {
+            for p in paths {
+                let r = resolve(&place.cwd, p);
+                if !dirty.contains(&r) {
+                    dirty.push(r);
+                }
+            }
+        }
+        if !wanted.contains(&at) || failed.is_some() {
+            return;
+        }
+        let first = prev.is_none();
+        let r = (|| {
+            if first {
+                cap.scan_all()?;
+            } else {
+                cap.update(&dirty)?;
+            }
+            cap.capture()
+        })();
+        let state = match r {
+            Ok(s) => s,
+            Err(e) => {
+                failed = Some(e);
+                return;
+            }
+        };
+        let changed = dirty
+            .drain(..)
+            .filter_map(|abs| abs.strip_prefix(&root).ok().map(Path::to_path_buf))
+            .map(|rel| {
+                let hash = match cap.manifest().entries.get(&rel).map(|e| &e.node) {
+                    Some(Node::File(c)) => Some(c.hash),
+                    _ => None,
+                };
+                (rel, hash)
+            })
+            .collect();
+        let from = prev.unwrap_or(at.index);
+        prev = Some(at.index);
+        recorded.insert(
+            CrashPoint::Op(at),
+            PointRecord {
+                point: CrashPoint::Op(at),
+                state,
+                calls: from..at.index,
+                changed: if first { Vec::new() } else { changed },
+                outside: Vec::new(),
+            },
+        );
+    };
+    let res = runner::run_op_paused(&target.subject, &req, &mut on_pause)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if res.exit != Exit::Code(0) {
+        return Err(RecordError::Diverged(format!("it ended with {:?}", res.exit)));
+    }
+    if let Some(missing) = points
+        .iter()
+        .find(|p| !recorded.contains_key(&CrashPoint::Op(**p)))
+    {
+        return Err(RecordError::Diverged(format!("op:{missing} was never reached")));
+    }
+    Ok(Recording {
+        case_dir: case_dir.to_path_buf(),
+        points: recorded,
+    })
+}

@@ -1,0 +1,119 @@
+//! The record-once engine and the kill-each engine give identical reports:
+//! on every scenario (the zoo's included), and on the Python example with
+//! each of its bugs. Cases per layout are capped so that the suite stays
+//! quick; the caps are the same for both engines.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crashpoint::inject::Selection;
+use crashpoint::record::Engine;
+use crashpoint::report::Report;
+use crashpoint::scenario::Scenario;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The report as JSON, without what only one engine says (its states).
+fn json(report: &Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).expect("serialises");
+    strip_states(&mut v);
+    v
+}
+
+fn strip_states(v: &mut serde_json::Value) {
+    if let Some(layouts) = v.get_mut("layouts").and_then(|l| l.as_array_mut()) {
+        for l in layouts {
+            if let Some(o) = l.as_object_mut() {
+                o.remove("states");
+            }
+        }
+    }
+}
+
+#[test]
+fn both_engines_give_identical_reports_on_every_scenario() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
+    let dir = root().join("scenarios");
+    let files = crashpoint::scenario::files_in(&dir).expect("scenarios/ exists");
+    assert!(files.len() >= 20, "found only {} scenarios", files.len());
+    let mut recorded = 0;
+    for f in &files {
+        let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
+        let mut reports = Vec::new();
+        for engine in [Engine::KillEach, Engine::Record] {
+            let mut c = s.campaign(exe, 2, None);
+            c.engine = engine;
+            c.selection = match c.selection {
+                Selection::All => Selection::Sample(10),
+                Selection::Sample(n) => Selection::Sample(n.min(10)),
+            };
+            let work = tempfile::tempdir().expect("tempdir");
+            let results = c
+                .run(work.path(), &|_, _, _| {})
+                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            if engine == Engine::Record {
+                recorded += results.iter().filter(|r| r.recorded.is_some()).count();
+            }
+            let report = Report::build(&s.name, "kill", &results, &|_, _| String::new());
+            reports.push(json(&report));
+        }
+        assert_eq!(
+            reports[0], reports[1],
+            "{}: the engines disagree",
+            s.name
+        );
+    }
+    assert!(recorded > 20, "the record engine recorded only {recorded} layouts");
+}
+
+fn certify(engine: &str, bug: Option<&str>) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("report.json");
+    let script: PathBuf = root().join("examples/python/trainer.py");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crashpoint"));
+    cmd.current_dir(root())
+        .args(["certify", "--engine", engine, "--jobs", "2", "--cases", "8"])
+        .args(["--layouts", "relative,absolute,relocated"])
+        .arg("--json")
+        .arg(&out)
+        .arg("--")
+        .arg("python3")
+        .arg(&script);
+    if let Some(b) = bug {
+        cmd.args(["--bug", b]);
+    }
+    let o = cmd.output().expect("runs");
+    assert!(
+        o.status.code().is_some_and(|c| c < 2),
+        "{engine} {bug:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("report")).expect("json");
+    strip_states(&mut v);
+    v
+}
+
+#[test]
+fn both_engines_give_identical_reports_on_the_python_example_and_its_bugs() {
+    for bug in [
+        None,
+        Some("cwd-relative-link"),
+        Some("absolute-link"),
+        Some("torn-write"),
+        Some("no-rng-state"),
+    ] {
+        let a = certify("kill-each", bug);
+        let b = certify("record", bug);
+        assert_eq!(a, b, "{bug:?}: the engines disagree");
+        if bug.is_none() || bug == Some("cwd-relative-link") {
+            assert_eq!(
+                a["certified"],
+                serde_json::Value::Bool(bug.is_none()),
+                "{bug:?}: the verdict"
+            );
+        }
+    }
+}
