@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::inject::CrashPoint;
 use crate::inject::{self, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
-use crate::inject::CrashPoint;
 use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
 use crate::record::{self, Engine, Recording, Replayer};
 use crate::store::Store;

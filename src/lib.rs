@@ -112,8 +112,8 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;
-pub mod store;
 pub mod sim;
+pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
 #[allow(unsafe_code)]

@@ -16,8 +16,10 @@ use crate::protocol::{Event, StateFile};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 
 mod probe;
+mod runs;
 mod watch;
 pub use probe::run_probe;
+pub use runs::{CaseRuns, KillEach, Runs};
 use watch::Watch;
 
 use crate::verdict::{FailureKind, Finding};
@@ -493,53 +495,6 @@ fn max_saved(events: &[Event]) -> Option<u64> {
             _ => None,
         })
         .max()
-}
-
-/// How the runs of a case are carried out: by starting the subject each time
-/// ([`KillEach`]), or, where a run's effect is already known, by putting
-/// that effect in place (the record-once engine, [`crate::record`]).
-pub trait Runs: Sync {
-    /// The runs of one case of `plan`.
-    fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a>;
-}
-
-/// The runs of one case, in order.
-pub trait CaseRuns {
-    /// Carries out run `run` (1-based) of `req` in `sandbox`, whose harness
-    /// files are `files`: afterwards the sandbox, the events file and the
-    /// state file are as the run left them.
-    fn run(
-        &mut self,
-        target: &Target,
-        run: usize,
-        sandbox: &Sandbox,
-        files: &HarnessFiles,
-        req: &RunRequest<'_>,
-    ) -> Result<RunResult, RunnerError>;
-}
-
-/// The engine that starts the subject for every run and kills it at each
-/// crash point.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KillEach;
-
-impl Runs for KillEach {
-    fn case<'a>(&'a self, _: &'a CrashPlan, _: &'a Path) -> Box<dyn CaseRuns + 'a> {
-        Box::new(KillEach)
-    }
-}
-
-impl CaseRuns for KillEach {
-    fn run(
-        &mut self,
-        target: &Target,
-        _: usize,
-        _: &Sandbox,
-        _: &HarnessFiles,
-        req: &RunRequest<'_>,
-    ) -> Result<RunResult, RunnerError> {
-        runner::run(&target.subject, req)
-    }
 }
 
 /// Runs one case in a fresh sandbox under `case_dir` and judges it.

@@ -28,11 +28,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::campaign::Campaign;
-use crate::record::Engine;
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::ResumeMode;
 use crate::oracle::{Target, Tracing};
+use crate::record::Engine;
 use crate::runner::Subject;
 use crate::sim::Mutant;
 use crate::sim::SimSettings;

@@ -59,13 +59,12 @@ fn both_engines_give_identical_reports_on_every_scenario() {
             let report = Report::build(&s.name, "kill", &results, &|_, _| String::new());
             reports.push(json(&report));
         }
-        assert_eq!(
-            reports[0], reports[1],
-            "{}: the engines disagree",
-            s.name
-        );
+        assert_eq!(reports[0], reports[1], "{}: the engines disagree", s.name);
     }
-    assert!(recorded > 20, "the record engine recorded only {recorded} layouts");
+    assert!(
+        recorded > 20,
+        "the record engine recorded only {recorded} layouts"
+    );
 }
 
 fn certify(engine: &str, bug: Option<&str>) -> serde_json::Value {

@@ -18,7 +18,10 @@ use crate::store::{Capturer, Node, Store, StoreError};
 /// the capturer knows it: canonical up to its last component.
 fn resolve(cwd: &Path, p: &str) -> PathBuf {
     let full = cwd.join(p);
-    match (full.parent().and_then(|d| d.canonicalize().ok()), full.file_name()) {
+    match (
+        full.parent().and_then(|d| d.canonicalize().ok()),
+        full.file_name(),
+    ) {
         (Some(d), Some(n)) => d.join(n),
         _ => full,
     }
@@ -114,13 +117,18 @@ pub fn record(
         return Err(e.into());
     }
     if res.exit != Exit::Code(0) {
-        return Err(RecordError::Diverged(format!("it ended with {:?}", res.exit)));
+        return Err(RecordError::Diverged(format!(
+            "it ended with {:?}",
+            res.exit
+        )));
     }
     if let Some(missing) = points
         .iter()
         .find(|p| !recorded.contains_key(&CrashPoint::Op(**p)))
     {
-        return Err(RecordError::Diverged(format!("op:{missing} was never reached")));
+        return Err(RecordError::Diverged(format!(
+            "op:{missing} was never reached"
+        )));
     }
     Ok(Recording {
         case_dir: case_dir.to_path_buf(),

@@ -184,7 +184,7 @@ impl CaseRuns for ReplayCase<'_> {
         let recorded = (run == 1)
             .then(|| req.crash.and_then(|c| rec.points.get(&c)))
             .flatten();
-        if let Some(point) = recorded.filter(|_| self.plan.points.len() > 0) {
+        if let Some(point) = recorded.filter(|_| !self.plan.points.is_empty()) {
             let reloc = self.put_in_place(&point.state, &rec.case_dir, sandbox, files)?;
             self.known = Some(point.state);
             return Ok(RunResult {

@@ -48,7 +48,10 @@ pub fn record(
         return Err(e.into());
     }
     if res.exit != Exit::Code(0) {
-        return Err(RecordError::Diverged(format!("it ended with {:?}", res.exit)));
+        return Err(RecordError::Diverged(format!(
+            "it ended with {:?}",
+            res.exit
+        )));
     }
     // Names of temporary files may differ (a pid in them): the calls must not.
     let same = |a: &crate::inject::CensusEntry, b: &crate::inject::CensusEntry| a.kind == b.kind;

@@ -153,7 +153,11 @@ impl Store {
     /// Stores `bytes` (once) and returns their hash.
     pub fn put(&self, bytes: &[u8]) -> Result<Hash, StoreError> {
         let h = Hash::of(bytes);
-        let fresh = self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(h);
+        let fresh = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h);
         if fresh {
             let path = self.path_of(&h);
             // Written under a temporary name, so a reader never sees half a blob.

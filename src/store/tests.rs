@@ -54,9 +54,16 @@ fn a_state_round_trips_through_the_store() {
     );
     // A hard link stays one file: writing one name changes the other.
     std::fs::write(b.join("work/big.bin"), b"changed").unwrap();
-    assert_eq!(std::fs::read(b.join("work/big-again.bin")).unwrap(), b"changed");
     assert_eq!(
-        std::fs::metadata(b.join("work/empty")).unwrap().permissions().mode() & 0o777,
+        std::fs::read(b.join("work/big-again.bin")).unwrap(),
+        b"changed"
+    );
+    assert_eq!(
+        std::fs::metadata(b.join("work/empty"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
 }

@@ -95,8 +95,8 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub use capture::{Pause, PauseSink};
 use capture::Pauses;
+pub use capture::{Pause, PauseSink};
 use filter::{arch, build_filter};
 use resolve::Policy;
 use supervisor::{kill_tasks, lock, trace_subject, Shared};
@@ -346,7 +346,8 @@ where
                 let policy = &policy;
                 let program = program.clone();
                 move || {
-                    let r = trace_subject(&program, report_r, go_w, spawn_rx, policy, shared, pauses);
+                    let r =
+                        trace_subject(&program, report_r, go_w, spawn_rx, policy, shared, pauses);
                     drop(done_tx);
                     r
                 }

@@ -58,7 +58,10 @@ impl Io {
         line.push('\n');
         let mut out = std::io::stdout().lock();
         let mut byte = [0u8; 1];
-        let ok = out.write_all(line.as_bytes()).and_then(|_| out.flush()).is_ok()
+        let ok = out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .is_ok()
             && matches!(std::io::stdin().lock().read(&mut byte), Ok(1));
         if !ok {
             self.pause = false;

@@ -1,0 +1,164 @@
+//! The record-once engine against kill-each and against the floor, side by
+//! side in one run, on the simulated trainer, one layout, every `op` point:
+//! - `floor/one-life-per-case`: one full uninterrupted `crashpoint sim` life
+//!   per case, back to back (two workers);
+//! - `campaign/kill-each` and `campaign/record`: the same campaign by each
+//!   engine (two workers).
+//!
+//! Throughput is in cases, so criterion prints cases/s for each. Before the
+//! timings it prints the subject-seconds (CPU time of every subject
+//! process, from `getrusage(RUSAGE_CHILDREN)`) of one campaign by each
+//! engine, and their ratio. Workspaces live on /dev/shm when it exists.
+//!
+//! Run with `cargo bench --bench record`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crashpoint::campaign::Campaign;
+use crashpoint::inject::{Mode, Selection};
+use crashpoint::layout::{Layout, Sandbox};
+use crashpoint::observe::HarnessFiles;
+use crashpoint::oracle::{ResumeMode, Target};
+use crashpoint::record::Engine;
+use crashpoint::runner::{self, Exit, RunRequest, Subject};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn exe() -> PathBuf {
+    let mut p = std::env::current_exe().expect("bench executable");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("crashpoint")
+}
+
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).expect("tempdir")
+    } else {
+        tempfile::tempdir().expect("tempdir")
+    }
+}
+
+fn campaign(engine: Engine) -> Campaign {
+    Campaign {
+        target: Target {
+            subject: Subject {
+                program: exe().into(),
+                args: vec!["sim".into()],
+                sim: true,
+            },
+            mode: Mode::Op,
+            max_steps: 20,
+            seed: 0,
+            resume: ResumeMode::Path,
+            timeout: None,
+        },
+        layouts: vec![Layout::Relative],
+        selection: Selection::All,
+        crashes: 1,
+        crash_seed: 0,
+        engine,
+        only: None,
+        jobs: 2,
+    }
+}
+
+fn children_cpu() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let t =
+        |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// Runs the campaign once; returns its cases (probes included) and the
+/// subject-seconds it took.
+fn once(engine: Engine) -> (u64, Duration) {
+    let work = scratch();
+    let before = children_cpu();
+    let results = campaign(engine)
+        .run(work.path(), &|_, _, _| {})
+        .expect("campaign");
+    let cases = results.iter().map(|r| r.outcomes.len() as u64).sum();
+    (cases, children_cpu() - before)
+}
+
+/// One uninterrupted sim life in a fresh sandbox under `dir`.
+fn one_life(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sandbox")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("harness")).expect("mkdir");
+    let sb = Sandbox::create(Layout::Relative, &dir.join("sandbox")).expect("sandbox");
+    let files = HarnessFiles::in_dir(&dir.join("harness"));
+    let place = sb.place();
+    let req = RunRequest {
+        place: &place,
+        sandbox: sb.root(),
+        max_steps: 20,
+        seed: 0,
+        resume: None,
+        state_out: &files.state,
+        events: &files.events,
+        crash: None,
+        op_log: None,
+        traced: false,
+        timeout: Duration::from_secs(60),
+    };
+    let subject = Subject {
+        program: exe().into(),
+        args: vec!["sim".into()],
+        sim: true,
+    };
+    let r = runner::run(&subject, &req).expect("runs");
+    assert_eq!(r.exit, Exit::Code(0));
+    std::fs::remove_dir_all(dir).expect("rm");
+}
+
+fn engines(c: &mut Criterion) {
+    let (cases, kill_cpu) = once(Engine::KillEach);
+    let (cases_r, rec_cpu) = once(Engine::Record);
+    assert_eq!(cases, cases_r);
+    eprintln!(
+        "subject-seconds, one layout, every op point ({cases} cases): kill-each {:.2}s, record {:.2}s: {:.2}x fewer",
+        kill_cpu.as_secs_f64(),
+        rec_cpu.as_secs_f64(),
+        kill_cpu.as_secs_f64() / rec_cpu.as_secs_f64().max(1e-9)
+    );
+    let mut g = c.benchmark_group("sim-every-op");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(cases));
+    g.bench_function("floor/one-life-per-case", |b| {
+        b.iter(|| {
+            let work = scratch();
+            let next = std::sync::atomic::AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= cases {
+                            return;
+                        }
+                        one_life(&work.path().join(format!("life-{i}")));
+                    });
+                }
+            });
+        })
+    });
+    for engine in [Engine::KillEach, Engine::Record] {
+        g.bench_function(format!("campaign/{}", engine.name()), |b| {
+            b.iter(|| {
+                let work = scratch();
+                campaign(engine)
+                    .run(work.path(), &|_, _, _| {})
+                    .expect("campaign")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engines);
+criterion_main!(benches);

@@ -1,0 +1,58 @@
+//! How the runs of a case are carried out: the oracle's run loop asks a
+//! [`Runs`] for each run, so that an engine can put a run's known effect in
+//! place instead of starting the subject.
+
+use std::path::Path;
+
+use super::Target;
+use crate::inject::CrashPlan;
+use crate::layout::Sandbox;
+use crate::observe::HarnessFiles;
+use crate::runner::{self, RunRequest, RunResult, RunnerError};
+
+/// How the runs of a case are carried out: by starting the subject each time
+/// ([`KillEach`]), or, where a run's effect is already known, by putting
+/// that effect in place (the record-once engine).
+pub trait Runs: Sync {
+    /// The runs of one case of `plan`.
+    fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a>;
+}
+
+/// The runs of one case, in order.
+pub trait CaseRuns {
+    /// Carries out run `run` (1-based) of `req` in `sandbox`, whose harness
+    /// files are `files`: afterwards the sandbox, the events file and the
+    /// state file are as the run left them.
+    fn run(
+        &mut self,
+        target: &Target,
+        run: usize,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError>;
+}
+
+/// The engine that starts the subject for every run and kills it at each
+/// crash point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KillEach;
+
+impl Runs for KillEach {
+    fn case<'a>(&'a self, _: &'a CrashPlan, _: &'a Path) -> Box<dyn CaseRuns + 'a> {
+        Box::new(KillEach)
+    }
+}
+
+impl CaseRuns for KillEach {
+    fn run(
+        &mut self,
+        target: &Target,
+        _: usize,
+        _: &Sandbox,
+        _: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError> {
+        runner::run(&target.subject, req)
+    }
+}
