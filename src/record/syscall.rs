@@ -54,14 +54,14 @@ pub fn record(
         )));
     }
     // Names of temporary files may differ (a pid in them): the calls must not.
-    let same = |a: &crate::inject::CensusEntry, b: &crate::inject::CensusEntry| a.kind == b.kind;
+    let same = |a: &crate::census::CensusEntry, b: &crate::census::CensusEntry| a.name == b.name;
     let upto = points.iter().copied().max().unwrap_or(0) as usize;
     for (i, want) in reference.census.iter().take(upto).enumerate() {
         if !res.census.get(i).is_some_and(|got| same(got, want)) {
             return Err(RecordError::Diverged(format!(
                 "call {} is not {} as in the reference",
                 i + 1,
-                want.kind
+                want.name
             )));
         }
     }
