@@ -40,7 +40,7 @@ fn a_state_round_trips_through_the_store() {
     let back = Manifest::from_text(std::str::from_utf8(&store.get(&id).unwrap()).unwrap());
     assert_eq!(back.unwrap(), m);
     assert!(matches!(
-        m.entries[Path::new("work/big-again.bin")].node,
+        m.entries[Path::new("work/big.bin")].node,
         Node::HardLink(_)
     ));
 
