@@ -19,7 +19,7 @@ use crashpoint::campaign::Campaign;
 use crashpoint::inject::{Mode, Selection};
 use crashpoint::layout::{Layout, Sandbox};
 use crashpoint::observe::HarnessFiles;
-use crashpoint::oracle::{ResumeMode, Target};
+use crashpoint::oracle::{ResumeMode, Target, Tracing};
 use crashpoint::record::Engine;
 use crashpoint::runner::{self, Exit, RunRequest, Subject};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -55,6 +55,7 @@ fn campaign(engine: Engine) -> Campaign {
             seed: 0,
             resume: ResumeMode::Path,
             timeout: None,
+            tracing: Tracing::Needed,
         },
         layouts: vec![Layout::Relative],
         selection: Selection::All,

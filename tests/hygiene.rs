@@ -365,11 +365,11 @@ fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
     let site = Site::new("sigint");
     let child = start_slow(&site, "12", if tracing() { "syscall" } else { "time" });
     // Ready when the reference is done and a case has finished: its
-    // successors' sandboxes exist (two workers: case-0 and case-1 first).
+    // successors' sandboxes exist (two workers: case-000000 and case-000001 first).
     wait_until(Duration::from_secs(60), "a third case to start", || {
         sandboxes(&site, "relative")
             .iter()
-            .any(|n| n == "case-2" || n == "case-3")
+            .any(|n| n == "case-000002" || n == "case-000003")
     });
     // And a case's subject is running right now, with its worker and daemon.
     wait_until(

@@ -192,6 +192,9 @@ impl CaseRuns for ReplayCase<'_> {
                 stderr_tail: String::new(),
                 duration: Duration::ZERO,
                 census: Vec::new(),
+                // Nothing was watched here: the recording run was.
+                traced: false,
+                removed: Vec::new(),
                 outside: point
                     .outside
                     .iter()
@@ -238,11 +241,13 @@ impl CaseRuns for ReplayCase<'_> {
         }
         let mut result = memo.result;
         result.stderr_tail = relocate_str(reloc.as_ref(), &result.stderr_tail);
-        result.outside = result
-            .outside
-            .iter()
-            .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
-            .collect();
+        let moved = |v: &[PathBuf]| -> Vec<PathBuf> {
+            v.iter()
+                .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
+                .collect()
+        };
+        result.outside = moved(&result.outside);
+        result.removed = moved(&result.removed);
         Ok(result)
     }
 }
