@@ -13,6 +13,7 @@ use crate::campaign::{Campaign, CampaignError, LayoutResult};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target, Tracing};
+use crate::replay::Replay;
 use crate::report::{self, Report, ScenarioRow};
 use crate::runner::Subject;
 use crate::scenario::Scenario;
@@ -123,9 +124,15 @@ pub struct CertifyArgs {
     /// CRASHPOINT_SEED, also the seed that draws crash points.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// What resume runs get: path, last, best, or a file name in the checkpoint directory.
+    /// What resume runs get: path (<dir>/last.ckpt), last, best, newest (the newest
+    /// complete checkpoint the subject announced, file or directory), or a file name in
+    /// the checkpoint directory.
     #[arg(long, default_value = "path")]
     pub resume_arg: String,
+    /// Record this environment variable in the report and print it in every replay
+    /// (repeatable; PYTHONPATH, VIRTUAL_ENV and LD_LIBRARY_PATH are recorded when set).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Vec<String>,
     /// Per-run time limit in seconds (default: 10 times the slowest reference run, at least 10).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -459,7 +466,7 @@ fn run_replay(
     if let Some(n) = max_steps {
         w.extend(["--max-steps".into(), n.to_string()]);
     }
-    report::shell_join(w)
+    Replay::new(w).to_shell()
 }
 
 /// Shrinks the first failure of each kind of one scenario's campaign and
@@ -624,6 +631,8 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         ));
     }
     let only = parse_plan(&a.crash)?;
+    let env =
+        crate::replay::recorded_env(&a.env, |k| std::env::var(k).ok()).map_err(CliError::Flag)?;
     check_report_path("--json", &a.out.json)?;
     check_report_path("--junit", &a.out.junit)?;
     let here = std::env::current_dir()
@@ -746,6 +755,9 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         if a.no_trace_resume {
             w.push("--no-trace-resume".into());
         }
+        for name in &a.env {
+            w.extend(["--env".into(), name.clone()]);
+        }
         w.extend([
             "--crash".into(),
             match p {
@@ -755,12 +767,13 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         ]);
         w.push("--".into());
         w.extend(command.iter().cloned());
-        report::shell_join(w)
+        Replay::new(w).with_env(env.clone()).to_shell()
     };
     let mut r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
     for w in &mut r.warnings {
         *w = w.replace(&ws_path, "<workspace>");
     }
+    r.env = env.iter().cloned().collect();
     if stopped_by.is_some() {
         r.certified = false;
         r.interrupted = true;

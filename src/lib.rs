@@ -30,10 +30,14 @@
 //! * [`census`] is the typed list of numbered operations where crashes can
 //!   land, from the sim's I/O layer or the tracer; [`inject`] turns a census into crash plans; [`runner`] runs one process
 //!   in its own process group with a watchdog; [`observe`] reads what it left.
-//! * [`oracle`] runs references and cases and judges them; [`campaign`] runs
+//! * [`oracle`] runs references and cases ([`oracle::driver`]: spawn, crash,
+//!   resume until a run exits 0) and judges them ([`oracle::checks`]: pure
+//!   checks on observations: invariants, what is loadable, digest, directory
+//!   comparison, step accounting); [`campaign`] runs
 //!   every case of a target on parallel workers (crash cases, then three
 //!   misuse probes per layout); [`shrink`] turns a failing case into a
-//!   minimal one; [`report`] prints.
+//!   minimal one; [`report`] prints; [`replay`] makes the shell line that
+//!   reproduces a case, with the environment that selected what ran.
 //! * [`power`] is the power-loss persistence model: from an ordered log of
 //!   file operations, the crash states a power cut could leave.
 //! * [`sys`] fences the process-control system calls; [`trace`] the
@@ -108,6 +112,7 @@ pub mod oracle;
 pub mod power;
 pub mod protocol;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -243,7 +243,7 @@ impl Scenario {
                     return Err(err(
                         r.span(),
                         "resume",
-                        "expected path, last, best or a file name".into(),
+                        "expected path, last, best, newest or a file name".into(),
                     ))
                 }
                 f if f.contains('/') => {

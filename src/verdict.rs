@@ -42,11 +42,13 @@ pub enum FailureKind {
     WroteOutside,
     /// Two uninterrupted reference runs disagree.
     Nondeterministic,
+    /// A run exited 0 having trained past `CRASHPOINT_MAX_STEPS`.
+    Overshoot,
 }
 
 impl FailureKind {
     /// Every kind, in report order.
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::DigestMismatch,
         FailureKind::ResumeFailed,
         FailureKind::RestartFailed,
@@ -59,6 +61,7 @@ impl FailureKind {
         FailureKind::BadResumeAccepted,
         FailureKind::WroteOutside,
         FailureKind::Nondeterministic,
+        FailureKind::Overshoot,
     ];
 
     /// The name used in reports and scenario files.
@@ -76,6 +79,7 @@ impl FailureKind {
             FailureKind::BadResumeAccepted => "bad-resume-accepted",
             FailureKind::WroteOutside => "wrote-outside",
             FailureKind::Nondeterministic => "nondeterministic",
+            FailureKind::Overshoot => "overshoot",
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct Report {
     /// Cases disturbed from outside (not in JSON when there is none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub harness_errors: Vec<HarnessError>,
+    /// The environment variables recorded for the replays (`PYTHONPATH`,
+    /// `VIRTUAL_ENV`, `LD_LIBRARY_PATH` when set, and each `--env NAME`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     /// Every case (for JUnit).
     #[serde(skip)]
     pub case_lines: Vec<CaseLine>,
@@ -233,6 +237,7 @@ impl Report {
             failures,
             warnings,
             harness_errors,
+            env: BTreeMap::new(),
             case_lines,
         }
     }

@@ -1,0 +1,249 @@
+//! What is loadable after a crash, and the invariants of pointers at any
+//! depth of the checkpoint tree: `dangling-last` (a `last*.ckpt` link, or a
+//! `latest` file, that names nothing), `escaped-dir` (a link or `latest`
+//! file that resolves outside the checkpoint directory), and `no-checkpoint`
+//! (a save had completed, but no announced checkpoint survives complete and
+//! no pointer resolves).
+
+use crate::observe::{resolution_text, DirSnapshot, EntryKind, Resolution};
+use crate::verdict::{FailureKind, Finding};
+
+use super::shape::{Announced, RefShape};
+
+/// Is `base` the name of a `last*.ckpt` pointer?
+fn is_last(base: &str) -> bool {
+    base.starts_with("last") && base.ends_with(".ckpt")
+}
+
+/// Is `base` the name of a `last*.ckpt` or `best*.ckpt` pointer?
+fn is_pointer(base: &str) -> bool {
+    is_last(base) || (base.starts_with("best") && base.ends_with(".ckpt"))
+}
+
+/// `dangling-last` and `escaped-dir` in `snap`, found in run `run`; `when`
+/// says when ("after crash 1 at syscall:9", "at the end").
+pub fn pointer_findings(snap: &DirSnapshot, run: usize, when: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for e in &snap.entries {
+        let EntryKind::Link { target, resolves } = &e.kind else {
+            continue;
+        };
+        match resolves {
+            Resolution::Dangling if is_last(e.base()) => out.push(Finding {
+                kind: FailureKind::DanglingLast,
+                run,
+                detail: format!("{when}: {} -> {target} does not resolve", e.name),
+            }),
+            Resolution::InSandbox(p) | Resolution::Outside(p) => out.push(Finding {
+                kind: FailureKind::EscapedDir,
+                run,
+                detail: format!(
+                    "{when}: {} -> {target} resolves outside the checkpoint directory, to {p}",
+                    e.name
+                ),
+            }),
+            _ => {}
+        }
+    }
+    for p in &snap.pointers {
+        match &p.resolves {
+            Resolution::Dangling if p.names.is_empty() => out.push(Finding {
+                kind: FailureKind::DanglingLast,
+                run,
+                detail: format!("{when}: {} is empty: it names no checkpoint", p.name),
+            }),
+            Resolution::Dangling => out.push(Finding {
+                kind: FailureKind::DanglingLast,
+                run,
+                detail: format!("{when}: {} names {}, which does not exist", p.name, p.names),
+            }),
+            Resolution::InSandbox(_) | Resolution::Outside(_) => out.push(Finding {
+                kind: FailureKind::EscapedDir,
+                run,
+                detail: format!(
+                    "{when}: {} names {}, outside the checkpoint directory ({})",
+                    p.name,
+                    p.names,
+                    resolution_text(&p.resolves)
+                ),
+            }),
+            Resolution::InDir(_) => {}
+        }
+    }
+    out
+}
+
+/// The pointers of `snap` that resolve to something: `last*.ckpt` /
+/// `best*.ckpt` links to a file, copies of them (non-empty files), and
+/// `latest` files naming something that exists.
+pub fn resolving_pointers(snap: &DirSnapshot) -> Vec<String> {
+    let mut out: Vec<String> = snap
+        .entries
+        .iter()
+        .filter(|e| is_pointer(e.base()))
+        .filter(|e| match &e.kind {
+            EntryKind::File { size } => *size > 0,
+            EntryKind::Link { .. } => snap.loadable(&e.name),
+            EntryKind::Dir => false,
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    out.extend(
+        snap.pointers
+            .iter()
+            .filter(|p| matches!(p.resolves, Resolution::InDir(_)))
+            .map(|p| p.name.clone()),
+    );
+    out
+}
+
+/// The announced saves that are still there and complete in `snap`.
+pub fn surviving<'a>(
+    shape: &RefShape,
+    snap: &DirSnapshot,
+    saves: &'a [Announced],
+) -> Vec<&'a Announced> {
+    saves
+        .iter()
+        .filter(|a| shape.survives(snap, a) == Ok(true))
+        .collect()
+}
+
+/// `no-checkpoint` after a crash: `saves` (every save announced before and
+/// during the crashed run) is not empty, none of them survives complete in
+/// `snap`, and no pointer resolves. Without announced saves nothing is
+/// claimed (the protocol asks for a completed save first).
+pub fn no_checkpoint(
+    shape: &RefShape,
+    snap: &DirSnapshot,
+    saves: &[Announced],
+    run: usize,
+    when: &str,
+) -> Option<Finding> {
+    if saves.is_empty()
+        || !surviving(shape, snap, saves).is_empty()
+        || !resolving_pointers(snap).is_empty()
+    {
+        return None;
+    }
+    let mut fates: Vec<String> = Vec::new();
+    let mut newest: Vec<&Announced> = saves.iter().collect();
+    newest.sort_by_key(|a| std::cmp::Reverse(a.step));
+    newest.dedup_by(|a, b| a.at == b.at);
+    for a in newest.iter().take(3) {
+        let fate = match shape.survives(snap, a) {
+            Ok(_) => "is gone".to_string(),
+            Err(why) => why,
+        };
+        fates.push(format!("{} (step {}) {fate}", a.show(snap), a.step));
+    }
+    let steps: Vec<String> = newest.iter().map(|a| a.step.to_string()).collect();
+    Some(Finding {
+        kind: FailureKind::NoCheckpoint,
+        run,
+        detail: format!(
+            "{when}: the saves of step {} had completed, but nothing loadable is left: {}; no last*.ckpt, best*.ckpt or latest pointer resolves",
+            steps.join(", "),
+            fates.join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::shape::tests::{saved, snap};
+    use super::*;
+
+    fn kinds(f: &[Finding]) -> Vec<FailureKind> {
+        f.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn a_dangling_last_link_at_any_depth_is_dangling_last() {
+        // Lightning 2.1.3 with default_root_dir: the link target is relative
+        // to the working directory, not to the link's directory.
+        let s = snap(&[
+            "checkpoints/",
+            "checkpoints/epoch=0-step=4.ckpt",
+            "checkpoints/last.ckpt->!",
+        ]);
+        let f = pointer_findings(&s, 1, "after crash 1");
+        assert_eq!(kinds(&f), [FailureKind::DanglingLast]);
+        assert!(f[0].detail.contains("checkpoints/last.ckpt"), "{f:?}");
+        // ... but the announced checkpoint survives: that is not no-checkpoint.
+        let shape = RefShape::learn(&s, &s, &[]);
+        let saves = [saved(4, "checkpoints/epoch=0-step=4.ckpt", 1)];
+        assert_eq!(no_checkpoint(&shape, &s, &saves, 1, "after crash 1"), None);
+    }
+
+    #[test]
+    fn nothing_loadable_after_a_completed_save_is_no_checkpoint() {
+        let s = snap(&["checkpoints/", "checkpoints/last.ckpt->!"]);
+        let shape = RefShape::learn(&s, &s, &[]);
+        let saves = [saved(4, "checkpoints/epoch=0-step=4.ckpt", 1)];
+        let f = no_checkpoint(&shape, &s, &saves, 1, "after crash 1").unwrap();
+        assert_eq!(f.kind, FailureKind::NoCheckpoint);
+        assert!(
+            f.detail
+                .contains("checkpoints/epoch=0-step=4.ckpt (step 4) is gone"),
+            "{f:?}"
+        );
+        // No save announced: nothing is claimed.
+        assert_eq!(no_checkpoint(&shape, &s, &[], 1, "x"), None);
+    }
+
+    #[test]
+    fn a_complete_directory_is_loadable_and_a_partial_one_is_not() {
+        let reference = snap(&[
+            "checkpoint-4/",
+            "checkpoint-4/model.bin",
+            "checkpoint-4/trainer_state.json",
+        ]);
+        let shape = RefShape::learn(&reference, &reference, &[]);
+        let partial = snap(&["checkpoint-2/", "checkpoint-2/model.bin"]);
+        let saves = [saved(2, "checkpoint-2", 1)];
+        let f = no_checkpoint(&shape, &partial, &saves, 1, "after crash 1").unwrap();
+        assert!(
+            f.detail
+                .contains("checkpoint-2/ (step 2) is incomplete (trainer_state.json missing)"),
+            "{f:?}"
+        );
+        let whole = snap(&[
+            "checkpoint-2/",
+            "checkpoint-2/model.bin",
+            "checkpoint-2/trainer_state.json",
+            "checkpoint-4/",
+            "checkpoint-4/model.bin",
+        ]);
+        assert_eq!(no_checkpoint(&shape, &whole, &saves, 1, "x"), None);
+    }
+
+    #[test]
+    fn latest_files_are_pointers() {
+        let s = snap(&["global_step4/", "global_step4/a.pt", "latest:global_step4"]);
+        assert!(pointer_findings(&s, 1, "x").is_empty());
+        assert_eq!(resolving_pointers(&s), ["latest"]);
+        let s = snap(&["latest:global_step8"]);
+        let f = pointer_findings(&s, 1, "x");
+        assert_eq!(kinds(&f), [FailureKind::DanglingLast]);
+        assert!(f[0].detail.contains("names global_step8"), "{f:?}");
+        let s = snap(&["latest:"]);
+        assert!(pointer_findings(&s, 1, "x")[0].detail.contains("is empty"));
+    }
+
+    #[test]
+    fn a_link_escaping_at_any_depth_is_escaped_dir() {
+        let mut s = snap(&["a/", "a/b.ckpt"]);
+        s.entries.push(crate::observe::Entry {
+            name: "a/last.ckpt".into(),
+            kind: EntryKind::Link {
+                target: "../../x".into(),
+                resolves: Resolution::InSandbox("x".into()),
+            },
+        });
+        assert_eq!(
+            kinds(&pointer_findings(&s, 1, "x")),
+            [FailureKind::EscapedDir]
+        );
+    }
+}

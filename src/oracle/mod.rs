@@ -1,0 +1,442 @@
+//! The oracle: runs the reference (two uninterrupted runs that must agree),
+//! then each case (kill at the crash plan's points, resume until a run exits
+//! 0), and judges what it sees: invariants after every crash, the final digest
+//! against the reference bit for bit, the final directory against the
+//! reference's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::inject::{CensusEntry, CrashPlan, Mode};
+use crate::layout::Layout;
+use crate::observe::{read_state, DirSnapshot};
+use crate::protocol::{Event, StateFile};
+use crate::runner::{self, Exit, RunnerError, Subject};
+use crate::verdict::{FailureKind, Finding};
+
+pub mod checks;
+pub mod driver;
+pub mod obs;
+mod probe;
+mod resume;
+mod runs;
+mod watch;
+
+use checks::shape::{Announced, RefShape};
+use checks::steps::{differing_fields, short};
+use driver::{describe_exit, plain_paths, Driver};
+pub(crate) use driver::{prepare, request};
+pub use probe::run_probe;
+pub use resume::ResumeMode;
+pub use runs::{CaseRuns, KillEach, Runs};
+use watch::Watch;
+
+/// What is being certified, and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The program.
+    pub subject: Subject,
+    /// How crashes are placed.
+    pub mode: Mode,
+    /// `CRASHPOINT_MAX_STEPS`.
+    pub max_steps: u64,
+    /// `CRASHPOINT_SEED`.
+    pub seed: u64,
+    /// What resume runs are given.
+    pub resume: ResumeMode,
+    /// Per-run time limit; `None`: 10 times the slowest reference run, at least 10 s.
+    pub timeout: Option<Duration>,
+    /// Which runs go through the system-call tracer.
+    pub tracing: Tracing,
+}
+
+/// Which runs go through the system-call tracer, which sees every write
+/// outside the sandbox and every removal inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracing {
+    /// Only the runs whose census or crash points need it (`syscall` mode's
+    /// first reference run and killed runs).
+    Needed,
+    /// Every run: both references, killed runs, resume runs, probes.
+    Every,
+    /// Every run but the resume runs (the runs of a case after its first,
+    /// and the probes' runs given a bad resume path): `--no-trace-resume`.
+    NotResumes,
+}
+
+impl Tracing {
+    /// Is a run traced? `resume`: a run after a crash or given a resume path.
+    fn traced(self, resume: bool) -> bool {
+        match self {
+            Tracing::Needed => false,
+            Tracing::Every => true,
+            Tracing::NotResumes => !resume,
+        }
+    }
+}
+
+/// The time limit for reference runs when none is given.
+pub const REFERENCE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An uninterrupted run of one layout: what every case is compared with.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The layout.
+    pub layout: Layout,
+    /// The final state.
+    pub state: StateFile,
+    /// The final checkpoint tree.
+    pub dir: DirSnapshot,
+    /// What checkpoints look like (names, directory contents), from both
+    /// uninterrupted runs.
+    pub shape: RefShape,
+    /// The saves the first run announced.
+    pub saves: Vec<Announced>,
+    /// What could not be checked for this subject (no events, ...): every
+    /// case of the layout carries these as warnings.
+    pub notes: Vec<String>,
+    /// The census of the first reference run.
+    pub census: Vec<CensusEntry>,
+    /// The slower of the two runs.
+    pub duration: Duration,
+    /// The time limit cases use.
+    pub timeout: Duration,
+    /// Did the subject announce saves through the events file?
+    pub events: bool,
+    /// Failures visible without any crash (a trainer that never saves).
+    pub findings: Vec<Finding>,
+    /// Files the subject wrote outside its sandbox.
+    pub outside: Vec<String>,
+    /// Per-part digests by step, from `state` events (when the subject writes them).
+    pub trajectory: BTreeMap<u64, BTreeMap<String, String>>,
+}
+
+/// Why a subject cannot be certified at all (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// Two reference runs disagree.
+    #[error("nondeterministic: two uninterrupted runs in layout {layout} disagree: {detail}")]
+    Nondeterministic {
+        /// The layout.
+        layout: Layout,
+        /// What differed.
+        detail: String,
+    },
+    /// The uninterrupted run itself failed.
+    #[error("the uninterrupted reference run in layout {layout} failed: {detail}")]
+    Unusable {
+        /// The layout.
+        layout: Layout,
+        /// How.
+        detail: String,
+    },
+    /// The run could not be started.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    /// The sandbox could not be built.
+    #[error("cannot build the sandbox: {0}")]
+    Io(#[from] std::io::Error),
+    /// Someone outside disturbed the reference's sandbox: a harness error,
+    /// which says nothing about the subject.
+    #[error("harness error in the reference run of layout {layout}: {detail}; this says nothing about the subject")]
+    Disturbed {
+        /// The layout.
+        layout: Layout,
+        /// What went missing.
+        detail: String,
+    },
+}
+
+impl ReferenceError {
+    /// Is this the `nondeterministic` verdict?
+    pub fn is_nondeterministic(&self) -> bool {
+        matches!(self, ReferenceError::Nondeterministic { .. })
+    }
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// The layout.
+    pub layout: Layout,
+    /// The crash plan.
+    pub plan: CrashPlan,
+    /// What went wrong (empty: the case passed).
+    pub findings: Vec<Finding>,
+    /// Things worth a look that are not failures (leftover temporary files).
+    pub warnings: Vec<String>,
+    /// Runs started.
+    pub runs: usize,
+    /// Crash points that were reached.
+    pub crashes_hit: usize,
+    /// Wall time of the case.
+    pub duration: Duration,
+    /// Set when the case's sandbox was disturbed from outside: the case says
+    /// nothing about the subject (and has no findings).
+    pub harness_error: Option<String>,
+}
+
+impl CaseOutcome {
+    /// Did the case pass (no finding, and no harness error)?
+    pub fn passed(&self) -> bool {
+        self.findings.is_empty() && self.harness_error.is_none()
+    }
+}
+
+/// Runs the subject twice, uninterrupted, in a fresh sandbox of `layout`
+/// under `scratch`; the first run also takes the census.
+pub fn reference(
+    target: &Target,
+    layout: Layout,
+    scratch: &Path,
+) -> Result<Reference, ReferenceError> {
+    let limit = target.timeout.unwrap_or(REFERENCE_TIMEOUT);
+    let mut results = Vec::new();
+    for i in 0..2 {
+        let case_dir = scratch.join(format!("reference-{}-{i}", layout.name()));
+        let (sandbox, files) = prepare(layout, &case_dir)?;
+        let place = sandbox.place();
+        let mut req = request(target, &sandbox, &place, &files, None, limit);
+        req.traced = target.tracing.traced(false);
+        if i == 0 {
+            req.op_log = target.subject.sim.then_some(files.op_log.as_path());
+            req.traced |= target.mode == Mode::Syscall;
+        }
+        let watch = Watch::before(&case_dir, &sandbox, req.traced);
+        let res = runner::run(&target.subject, &req);
+        let disturbed = |detail: String| ReferenceError::Disturbed {
+            layout,
+            detail: plain_paths(&detail, &sandbox, &case_dir),
+        };
+        if let Some(why) = watch.disturbed(res.as_ref().ok()) {
+            return Err(disturbed(why));
+        }
+        let res = res?;
+        let unusable = |detail: String| ReferenceError::Unusable { layout, detail };
+        if res.exit != Exit::Code(0) {
+            return Err(unusable(describe_exit(&res)));
+        }
+        let state = read_state(&files.state).map_err(|e| unusable(e.to_string()))?;
+        if state.step != target.max_steps {
+            let how = if state.step > target.max_steps {
+                "past"
+            } else {
+                "before reaching"
+            };
+            return Err(unusable(format!(
+                "exited 0 at step {}, {how} CRASHPOINT_MAX_STEPS={}",
+                state.step, target.max_steps
+            )));
+        }
+        if i == 0 && target.mode == Mode::Syscall && res.census.is_empty() {
+            return Err(unusable(
+                "made no file-mutating system call in the sandbox (is CRASHPOINT_CKPT_DIR used?)"
+                    .into(),
+            ));
+        }
+        let dir = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
+        let events = crate::observe::read_events(&files.events);
+        let saves = driver::announced(&events, &place.cwd, &sandbox.ckpt_dir(), 0);
+        results.push((res, state, dir, events, saves));
+        let _ = std::fs::remove_dir_all(&case_dir);
+    }
+    let (b, a) = (results.pop(), results.pop());
+    let (Some((mut ra, sa, da, ea, saves)), Some((rb, sb, db, _, _))) = (a, b) else {
+        unreachable!("two reference runs were pushed")
+    };
+    if sa.digest != sb.digest {
+        let parts = differing_fields(&sa.fields, &sb.fields);
+        return Err(ReferenceError::Nondeterministic {
+            layout,
+            detail: format!(
+                "digest {} vs {}{}",
+                short(&sa.digest),
+                short(&sb.digest),
+                parts
+            ),
+        });
+    }
+    let duration = ra.duration.max(rb.duration);
+    // Both runs' writes outside, once each; a time-mode census is not one.
+    let mut outside: Vec<String> = Vec::new();
+    for p in ra.outside.iter().chain(&rb.outside) {
+        let p = p.display().to_string();
+        if !outside.contains(&p) {
+            outside.push(p);
+        }
+    }
+    if target.mode == Mode::Time {
+        ra.census.clear();
+    }
+    let timeout = target
+        .timeout
+        .unwrap_or_else(|| (duration * 10).max(Duration::from_secs(10)));
+    let shape = RefShape::learn(&da, &db, &saves);
+    let (findings, notes) = reference_verdict(target, &da, &shape, &saves);
+    // With no finding, the cases are all there is to judge: an empty op
+    // census would certify a campaign that never crashed anything.
+    if findings.is_empty() && target.mode == Mode::Op && ra.census.is_empty() {
+        return Err(ReferenceError::Unusable {
+            layout,
+            detail: "wrote an empty operation census: there is no op crash point to try".into(),
+        });
+    }
+    Ok(Reference {
+        layout,
+        state: sa,
+        dir: da,
+        shape,
+        events: !saves.is_empty(),
+        saves,
+        notes,
+        census: ra.census,
+        duration,
+        timeout,
+        findings,
+        outside,
+        trajectory: ea
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::State { step, parts } => Some((step, parts)),
+                _ => None,
+            })
+            .collect(),
+    })
+}
+
+/// What the uninterrupted run shows on its own: `no-checkpoint` when it
+/// announced no save and left nothing at all in its checkpoint tree; notes
+/// on what cannot be checked (no events, no checkpoint of a known shape,
+/// saves announced outside the checkpoint directory).
+fn reference_verdict(
+    target: &Target,
+    dir: &DirSnapshot,
+    shape: &RefShape,
+    saves: &[Announced],
+) -> (Vec<Finding>, Vec<String>) {
+    let mut findings = Vec::new();
+    let mut notes = Vec::new();
+    let known = checks::shape::Shape::of(dir, &shape.patterns);
+    let recognised =
+        !known.files.is_empty() || !known.dirs.is_empty() || !known.pointers.is_empty();
+    if saves.is_empty() && dir.entries.is_empty() {
+        findings.push(Finding {
+            kind: FailureKind::NoCheckpoint,
+            run: 0,
+            detail: format!(
+                "an uninterrupted run of {} steps wrote no checkpoint: nothing survives a crash",
+                target.max_steps
+            ),
+        });
+        return (findings, notes);
+    }
+    if saves.is_empty() {
+        let mut n = "the subject announces no saves (no `saved` lines in CRASHPOINT_EVENTS): no-checkpoint and progress-lost are not checked, and a checkpoint directory is judged complete only against the reference's".to_string();
+        if target.resume == ResumeMode::Newest {
+            n += "; resume mode `newest` has no announced checkpoint to name, so every run after a crash starts fresh and resuming is not tested";
+        }
+        notes.push(n);
+    }
+    if !recognised {
+        notes.push("the final checkpoint tree holds no checkpoint of a known shape (*.ckpt, checkpoint-<N>/ or an announced directory, latest): dir-mismatch has nothing to compare".into());
+    }
+    let elsewhere: Vec<&str> = saves
+        .iter()
+        .filter_map(|a| match &a.at {
+            checks::shape::CkptPath::Elsewhere(p) => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    if let Some(p) = elsewhere.first() {
+        notes.push(format!(
+            "{} saved event(s) name paths outside CRASHPOINT_CKPT_DIR (such as {p}): whether they survive is not checked",
+            elsewhere.len()
+        ));
+    }
+    (findings, notes)
+}
+
+/// Runs one case in a fresh sandbox under `case_dir` and judges it.
+pub fn run_case(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    case_dir: &Path,
+) -> Result<CaseOutcome, RunnerError> {
+    run_case_with(target, reference, plan, case_dir, &KillEach)
+}
+
+/// [`run_case`], with the runs carried out by `runs` (the subject started
+/// each time, or a run's recorded effect put in place).
+pub fn run_case_with(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    case_dir: &Path,
+    runs: &dyn Runs,
+) -> Result<CaseOutcome, RunnerError> {
+    let case_runs = runs.case(plan, case_dir);
+    let start = Instant::now();
+    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
+        program: "sandbox".into(),
+        source: e,
+    })?;
+    let mut driver = Driver::new(target, reference, sandbox, files).with_runs(case_runs);
+    driver.drive(&plan.points)?;
+    let (obs, sandbox) = driver.finish();
+    Ok(judge_case(
+        target, reference, plan, &obs, &sandbox, case_dir, start,
+    ))
+}
+
+/// Judges what the driver saw of a case (in `sandbox`, with harness files
+/// under `case_dir`) and makes its outcome.
+pub fn judge_case(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    obs: &obs::Observations,
+    sandbox: &crate::layout::Sandbox,
+    case_dir: &Path,
+    start: Instant,
+) -> CaseOutcome {
+    let against = checks::Against {
+        reference,
+        max_steps: target.max_steps,
+    };
+    let (mut findings, mut warnings) = match &obs.harness_error {
+        // Nothing the subject did is judged in a disturbed sandbox.
+        Some(_) => (Vec::new(), obs.notes.clone()),
+        None => {
+            let (f, mut w) = checks::judge(against, obs);
+            w.extend(watch::leftovers(sandbox));
+            (f, w)
+        }
+    };
+    warnings.extend(reference.notes.iter().cloned());
+    // Reports must not depend on where the workspace happened to be.
+    for f in &mut findings {
+        f.detail = plain_paths(&f.detail, sandbox, case_dir);
+    }
+    for w in &mut warnings {
+        *w = plain_paths(w, sandbox, case_dir);
+    }
+    let harness_error = obs
+        .harness_error
+        .as_deref()
+        .map(|e| plain_paths(e, sandbox, case_dir));
+    // One finding per kind: the first is the one that explains the rest.
+    let mut seen = std::collections::HashSet::new();
+    findings.retain(|f| seen.insert(f.kind));
+    CaseOutcome {
+        layout: reference.layout,
+        plan: plan.clone(),
+        findings,
+        warnings,
+        runs: obs.runs.len(),
+        crashes_hit: obs.crashes_hit(),
+        duration: start.elapsed(),
+        harness_error,
+    }
+}
