@@ -220,12 +220,12 @@ pub fn reference(
         let state = read_state(&files.state).map_err(|e| unusable(e.to_string()))?;
         if state.step != target.max_steps {
             let how = if state.step > target.max_steps {
-                "past"
+                ", past"
             } else {
-                "before reaching"
+                " before"
             };
             return Err(unusable(format!(
-                "exited 0 at step {}, {how} CRASHPOINT_MAX_STEPS={}",
+                "exited 0 at step {}{how} CRASHPOINT_MAX_STEPS={}",
                 state.step, target.max_steps
             )));
         }
