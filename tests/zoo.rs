@@ -94,7 +94,7 @@ caught! {
     dir_as_resume_path_is_caught: DirAsResumePath => [BadResumeAccepted];
     partial_dir_picked_is_caught: PartialDirPicked => [ResumeFailed];
     latest_in_place_is_caught: LatestInPlace => [ResumeFailed];
-    overshoot_at_end_is_caught: OvershootAtEnd => [ResumeFailed];
+    overshoot_at_end_is_caught: OvershootAtEnd => [Overshoot];
     last_lost_on_early_resume_is_caught: LastLostOnEarlyResume => [DirMismatch, ProgressLost];
 }
 
