@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::inject::budget::{self, Estimate};
 use crate::inject::CrashPoint;
-use crate::inject::{self, CrashPlan, PlanSpec, Selection};
+use crate::inject::{self, Coverage, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
 use crate::record::{self, Engine, Recording, Replayer};
@@ -34,8 +35,11 @@ pub struct Campaign {
     pub engine: Engine,
     /// Run only this plan (a replay), instead of the census's.
     pub only: Option<CrashPlan>,
-    /// Parallel workers.
+    /// Parallel workers; each runs its subjects on one CPU.
     pub jobs: usize,
+    /// Stop starting cases once this much time would be spent (the
+    /// layouts share it: each may use its part and what earlier ones left).
+    pub budget: Option<Duration>,
 }
 
 /// The results of one layout.
@@ -49,6 +53,8 @@ pub struct LayoutResult {
     pub outcomes: Vec<CaseOutcome>,
     /// What the record-once engine recorded (`None`: each case was killed).
     pub recorded: Option<RecordSummary>,
+    /// What the cases covered of the census.
+    pub coverage: Coverage,
     /// Wall time, reference included.
     pub duration: Duration,
 }
@@ -86,6 +92,21 @@ pub enum CampaignError {
     /// The campaign was interrupted (SIGINT/SIGTERM).
     #[error("interrupted")]
     Interrupted,
+}
+
+/// Where workspaces go when no directory is given: `TMPDIR` when it is set
+/// (the user chose it), else `/dev/shm` when it is a writable tmpfs (sandboxes
+/// are written and removed all the time: memory is the fastest place), else
+/// the system temporary directory.
+pub fn default_base() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_some_and(|v| !v.is_empty()) {
+        return std::env::temp_dir();
+    }
+    let shm = Path::new("/dev/shm");
+    if crate::sys::is_writable_tmpfs(shm) {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
 }
 
 /// Set when the harness is asked to stop; workers finish their case and quit.
@@ -145,22 +166,60 @@ pub fn signal_name(sig: i32) -> String {
 pub type Progress<'a> = &'a (dyn Fn(Layout, usize, usize) + Sync);
 
 impl Campaign {
-    /// The plans of one layout: from its reference's census, then the
-    /// three misuse probes (a replay runs only its own plan).
+    fn spec<'a>(&self, reference: &'a Reference, selection: Selection) -> PlanSpec<'a> {
+        PlanSpec {
+            mode: self.target.mode,
+            selection,
+            crashes: self.crashes,
+            seed: self.crash_seed,
+            layout: reference.layout.name(),
+            saved: &reference.saved,
+        }
+    }
+
+    /// The plans of one layout: from its reference's census, windows first,
+    /// then the three misuse probes (a replay runs only its own plan).
     pub fn plans(&self, reference: &Reference) -> Vec<CrashPlan> {
         if let Some(only) = &self.only {
             return vec![only.clone()];
         }
-        let spec = PlanSpec {
-            mode: self.target.mode,
-            selection: self.selection,
-            crashes: self.crashes,
-            seed: self.crash_seed,
-            duration_ms: reference.duration.as_millis() as u64,
-        };
+        let spec = self.spec(reference, self.selection);
         let mut plans = inject::plans(&spec, &reference.census);
         plans.extend(inject::Probe::ALL.map(inject::Probe::plan));
         plans
+    }
+
+    /// What `outcomes` covered of every point the layout's census offers.
+    fn coverage(
+        &self,
+        reference: &Reference,
+        outcomes: &[CaseOutcome],
+        planned: usize,
+    ) -> Coverage {
+        let universe = match self.target.mode {
+            inject::Mode::Time if self.only.is_none() => self.selection,
+            _ => Selection::All,
+        };
+        let all = inject::first_points(&self.spec(reference, universe), &reference.census);
+        let firsts: Vec<inject::CrashPoint> = outcomes
+            .iter()
+            .filter(|o| o.plan.probe().is_none())
+            .filter_map(|o| o.plan.points.first().copied())
+            .collect();
+        let mut c = Coverage::of(&all, &firsts);
+        let probes_run = outcomes.iter().filter(|o| o.plan.probe().is_some()).count();
+        c.probes = (inject::Probe::ALL.len(), probes_run);
+        c.after_save = outcomes.iter().filter(|o| o.after_save).count();
+        if outcomes.len() < planned {
+            c.budget_cut = self.budget.map(|b| {
+                format!(
+                    "the budget of {} was spent after {} of {planned} planned cases",
+                    budget::show_duration(b),
+                    outcomes.len()
+                )
+            });
+        }
+        c
     }
 
     /// Runs every layout; `work` is an empty directory for the sandboxes.
@@ -188,11 +247,17 @@ impl Campaign {
         progress: Progress<'_>,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
-        for &layout in &self.layouts {
+        let begun = Instant::now();
+        for (k, &layout) in self.layouts.iter().enumerate() {
             if stopped() {
                 break;
             }
             let start = Instant::now();
+            // Each layout may spend its part of the budget and what the
+            // earlier ones left.
+            let deadline = self
+                .budget
+                .map(|b| begun + b.mul_f64((k + 1) as f64 / self.layouts.len().max(1) as f64));
             let scratch = work.join(layout.name());
             std::fs::create_dir_all(&scratch)?;
             let reference = match oracle::reference(&self.target, layout, &scratch) {
@@ -204,13 +269,22 @@ impl Campaign {
             } else {
                 Vec::new()
             };
-            let (outcomes, recorded) = self.run_layout(&reference, &plans, &scratch, progress)?;
+            let estimate = deadline
+                .map(|d| Estimate::new(d, budget::initial_cost(reference.duration, self.crashes)));
+            let (outcomes, recorded) =
+                self.run_layout(&reference, &plans, &scratch, estimate.as_ref(), progress)?;
             let _ = remove_tree(&scratch);
+            let coverage = if reference.findings.is_empty() {
+                self.coverage(&reference, &outcomes, plans.len())
+            } else {
+                Coverage::default()
+            };
             out.push(LayoutResult {
                 layout,
                 reference,
                 outcomes,
                 recorded,
+                coverage,
                 duration: start.elapsed(),
             });
         }
@@ -223,12 +297,14 @@ impl Campaign {
         reference: &Reference,
         plans: &[CrashPlan],
         scratch: &Path,
+        estimate: Option<&Estimate>,
         progress: Progress<'_>,
     ) -> Result<(Vec<CaseOutcome>, Option<RecordSummary>), CampaignError> {
         if self.engine == Engine::Record {
             if let Some((store, rec)) = self.record(reference, plans, scratch) {
                 let replayer = Replayer::new(&store, &rec);
-                let outcomes = self.run_cases(reference, plans, scratch, progress, &replayer)?;
+                let outcomes =
+                    self.run_cases(reference, plans, scratch, estimate, progress, &replayer)?;
                 let summary = RecordSummary {
                     points: rec.points.len(),
                     distinct_states: rec.distinct_states(),
@@ -238,7 +314,7 @@ impl Campaign {
                 return Ok((outcomes, Some(summary)));
             }
         }
-        let outcomes = self.run_cases(reference, plans, scratch, progress, &KillEach)?;
+        let outcomes = self.run_cases(reference, plans, scratch, estimate, progress, &KillEach)?;
         Ok((outcomes, None))
     }
 
@@ -287,48 +363,75 @@ impl Campaign {
         reference: &Reference,
         plans: &[CrashPlan],
         scratch: &Path,
+        estimate: Option<&Estimate>,
         progress: Progress<'_>,
         runs: &dyn Runs,
     ) -> Result<Vec<CaseOutcome>, CampaignError> {
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
+        let spent = AtomicBool::new(false);
         let slots: Mutex<Vec<Option<Result<CaseOutcome, crate::runner::RunnerError>>>> =
             Mutex::new((0..plans.len()).map(|_| None).collect());
         let workers = self.jobs.clamp(1, plans.len().max(1));
+        let cpus = crate::sys::allowed_cpus();
         std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    if stopped() {
-                        return;
+            for w in 0..workers {
+                let cpu = (!cpus.is_empty()).then(|| cpus[w % cpus.len()]);
+                let (next, done, spent, slots) = (&next, &done, &spent, &slots);
+                s.spawn(move || {
+                    if let Some(cpu) = cpu.filter(|_| workers > 1) {
+                        // Subjects inherit the worker thread's CPU.
+                        crate::sys::pin_to_cpu(cpu);
                     }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(plan) = plans.get(i) else { return };
-                    let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
-                    let r = match plan.probe() {
-                        Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
-                        None => {
-                            oracle::run_case_with(&self.target, reference, plan, &case_dir, runs)
+                    loop {
+                        if stopped() || spent.load(Ordering::SeqCst) {
+                            return;
                         }
-                    };
-                    let _ = remove_tree(&case_dir);
-                    if let Ok(mut slots) = slots.lock() {
-                        slots[i] = Some(r);
+                        // Cases are taken in order and every index taken runs,
+                        // so the cases that ran are always a prefix of the plans.
+                        if estimate.is_some_and(|e| !e.may_start()) {
+                            spent.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(plan) = plans.get(i) else { return };
+                        let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
+                        let r = match plan.probe() {
+                            Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
+                            None => oracle::run_case_with(
+                                &self.target,
+                                reference,
+                                plan,
+                                &case_dir,
+                                runs,
+                            ),
+                        };
+                        let _ = remove_tree(&case_dir);
+                        if let (Some(e), Ok(o)) = (estimate, &r) {
+                            e.finished(o.duration);
+                        }
+                        if let Ok(mut slots) = slots.lock() {
+                            slots[i] = Some(r);
+                        }
+                        progress(
+                            reference.layout,
+                            done.fetch_add(1, Ordering::SeqCst) + 1,
+                            plans.len(),
+                        );
                     }
-                    progress(
-                        reference.layout,
-                        done.fetch_add(1, Ordering::SeqCst) + 1,
-                        plans.len(),
-                    );
                 });
             }
         });
         let slots = slots.into_inner().unwrap_or_default();
         let mut outcomes = Vec::new();
+        let budget_spent = spent.load(Ordering::SeqCst);
         for slot in slots {
             match slot {
                 Some(Ok(o)) => outcomes.push(o),
                 // Cases cut short by a stop are left out of a partial report.
                 Some(Err(_)) | None if stopped() => {}
+                // Cases the budget did not start.
+                None if budget_spent => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(CampaignError::Interrupted),
             }

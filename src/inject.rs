@@ -4,6 +4,11 @@
 //! points kill after a delay. A plan lists one point per crash: the first for
 //! the fresh run, later ones for the resume runs after it.
 //!
+//! Which points a layout runs, and in which order, is the plan: [`sites`]
+//! groups the census into sites, [`order`] puts them windows first,
+//! [`budget`] spends a time budget on that order, [`window`] finds the save
+//! window that time points are fractions of.
+//!
 //! ```
 //! use crashpoint::inject::CrashPlan;
 //! let plan: CrashPlan = "op:17:mid,op:2:before".parse().unwrap();
@@ -21,6 +26,13 @@ use crate::census::Call;
 pub use crate::census::CensusEntry;
 use crate::protocol::{OpCrash, When};
 
+pub mod budget;
+pub mod order;
+pub mod sites;
+pub mod window;
+
+pub use window::SaveWindow;
+
 /// One place to kill a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CrashPoint {
@@ -30,6 +42,9 @@ pub enum CrashPoint {
     Syscall(u64),
     /// SIGKILL this many milliseconds after the start.
     Time(u64),
+    /// SIGKILL at this fraction (in 1/10000) of the reference run's save
+    /// window (see [`window`]): `time:0.4172`.
+    Fraction(u32),
     /// Not a kill: a misuse probe that hands the subject a bad resume path
     /// (see [`Probe`]). A plan holding a probe holds nothing else.
     Probe(Probe),
@@ -91,6 +106,8 @@ impl fmt::Display for CrashPoint {
             CrashPoint::Op(c) => write!(f, "op:{c}"),
             CrashPoint::Syscall(n) => write!(f, "syscall:{n}"),
             CrashPoint::Time(ms) => write!(f, "time:{ms}ms"),
+            CrashPoint::Fraction(v) if *v >= 10_000 => f.write_str("time:1.0000"),
+            CrashPoint::Fraction(v) => write!(f, "time:0.{v:04}"),
             CrashPoint::Probe(p) => write!(f, "probe:{}", p.name()),
         }
     }
@@ -107,6 +124,14 @@ impl FromStr for CrashPoint {
             "syscall" => match rest.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(CrashPoint::Syscall(n)),
                 _ => Err(format!("`{rest}` is not a system call number (1, 2, ...)")),
+            },
+            "time" if rest.contains('.') => match rest.parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => {
+                    Ok(CrashPoint::Fraction((x * 10_000.0).round() as u32))
+                }
+                _ => Err(format!(
+                    "`{rest}` is not a fraction of the save window (0.0 to 1.0)"
+                )),
             },
             "time" => rest
                 .trim_end_matches("ms")
@@ -191,15 +216,19 @@ pub enum Mode {
 /// Which first crash points a layout's cases use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
-    /// Every point of the census.
+    /// Every point of the census (in time mode: 64 kill times).
     All,
-    /// This many points drawn from the seed (all of them if there are fewer).
+    /// The first N points of the windows-first order (all of them if
+    /// there are fewer; in time mode: N kill times).
     Sample(usize),
 }
 
+/// Kill times a time-mode layout draws when every point is asked for.
+pub const TIME_POINTS: usize = 64;
+
 /// Every first crash point a census offers in `mode`: for `op`, before and
 /// after each operation and half-way through each write; for `syscall`, each
-/// call. `time` points are drawn from `duration_ms` instead.
+/// call. `time` points are fractions of the save window instead.
 pub fn census_points(mode: Mode, census: &[CensusEntry]) -> Vec<CrashPoint> {
     let mut out = Vec::new();
     for e in census {
@@ -223,77 +252,179 @@ pub fn census_points(mode: Mode, census: &[CensusEntry]) -> Vec<CrashPoint> {
 
 /// Everything that decides a layout's crash plans.
 #[derive(Debug, Clone, Copy)]
-pub struct PlanSpec {
+pub struct PlanSpec<'a> {
     /// How crashes are placed.
     pub mode: Mode,
     /// Which first points.
     pub selection: Selection,
     /// Crashes per case (1 or more).
     pub crashes: u32,
-    /// The seed that draws sampled points.
+    /// The seed that draws the order and later crashes.
     pub seed: u64,
-    /// How long the reference run took, for `time` points.
-    pub duration_ms: u64,
+    /// The layout's name: part of the draw, so layouts cover different
+    /// occurrences of each site.
+    pub layout: &'a str,
+    /// The paths of the reference's `saved` events, in order (they place
+    /// the first completed save in the census).
+    pub saved: &'a [String],
 }
 
-/// The crash plans of one layout, deterministic in `spec.seed`. Later
-/// crashes (in resume runs) are drawn from the seed; half of them land in the
-/// first operations of the resume run, where it loads its checkpoint.
-pub fn plans(spec: &PlanSpec, census: &[CensusEntry]) -> Vec<CrashPlan> {
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut firsts = match spec.mode {
+/// The first crash points of a layout, windows first (see [`order`]), each
+/// with its site; in time mode, fractions of the save window drawn from the
+/// seed (no sites).
+pub fn first_points(spec: &PlanSpec<'_>, census: &[CensusEntry]) -> Vec<sites::SitedPoint> {
+    match spec.mode {
         Mode::Time => {
             let n = match spec.selection {
-                Selection::All => 64,
+                Selection::All => TIME_POINTS,
                 Selection::Sample(n) => n,
             };
+            let mut rng = ChaCha8Rng::seed_from_u64(order::salt(spec.seed, spec.layout) ^ 0x7153);
             (0..n)
-                .map(|_| draw_time(&mut rng, spec.duration_ms))
+                .map(|_| sites::SitedPoint {
+                    point: draw_fraction(&mut rng),
+                    index: 0,
+                    site: sites::Site {
+                        call: "time".into(),
+                        path: String::new(),
+                        when: None,
+                    },
+                })
                 .collect()
         }
-        _ => census_points(spec.mode, census),
-    };
-    if let Selection::Sample(n) = spec.selection {
-        if spec.mode != Mode::Time && n < firsts.len() {
-            // Partial Fisher-Yates: n distinct points, then back in census order.
-            for i in 0..n {
-                let j = rng.gen_range(i..firsts.len());
-                firsts.swap(i, j);
+        mode => {
+            let boundary = sites::first_save_boundary(census, spec.saved);
+            let mut all = order::windows_first(
+                sites::sited_points(mode, census),
+                boundary,
+                spec.seed,
+                spec.layout,
+            );
+            if let Selection::Sample(n) = spec.selection {
+                all.truncate(n);
             }
-            firsts.truncate(n);
-            firsts.sort();
+            all
         }
     }
+}
+
+/// The crash plans of one layout, deterministic in `spec.seed` and the
+/// layout, in the order they should run (windows first). Later crashes (in
+/// resume runs) are drawn from the seed; half of them land in the first
+/// operations of the resume run, where it loads its checkpoint.
+pub fn plans(spec: &PlanSpec<'_>, census: &[CensusEntry]) -> Vec<CrashPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(order::salt(spec.seed, spec.layout));
     let span = census.len().max(1) as u64;
-    firsts
+    first_points(spec, census)
         .into_iter()
         .map(|first| {
-            let mut points = vec![first];
+            let mut points = vec![first.point];
             for _ in 1..spec.crashes.max(1) {
-                points.push(draw_later(&mut rng, spec, span));
+                points.push(draw_later(&mut rng, spec.mode, span));
             }
             CrashPlan { points }
         })
         .collect()
 }
 
-fn draw_time(rng: &mut ChaCha8Rng, duration_ms: u64) -> CrashPoint {
-    CrashPoint::Time(rng.gen_range(0..=duration_ms.max(1)))
+/// A time point as a delay: fractions of the save window become
+/// milliseconds from the start of the run; every other point is itself.
+pub fn resolve(point: CrashPoint, window: SaveWindow) -> CrashPoint {
+    match point {
+        CrashPoint::Fraction(f) => CrashPoint::Time(window.at(f)),
+        p => p,
+    }
 }
 
-fn draw_later(rng: &mut ChaCha8Rng, spec: &PlanSpec, span: u64) -> CrashPoint {
+fn draw_fraction(rng: &mut ChaCha8Rng) -> CrashPoint {
+    CrashPoint::Fraction(rng.gen_range(0..10_000))
+}
+
+fn draw_later(rng: &mut ChaCha8Rng, mode: Mode, span: u64) -> CrashPoint {
     const LOAD_WINDOW: u64 = 6;
     let index = if rng.gen_bool(0.5) {
         rng.gen_range(1..=LOAD_WINDOW)
     } else {
         rng.gen_range(1..=span + LOAD_WINDOW)
     };
-    match spec.mode {
+    match mode {
         Mode::Op => {
             let when = [When::Before, When::Mid, When::After][rng.gen_range(0..3)];
             CrashPoint::Op(OpCrash { index, when })
         }
         Mode::Syscall => CrashPoint::Syscall(index),
-        Mode::Time => draw_time(rng, spec.duration_ms),
+        Mode::Time => draw_fraction(rng),
+    }
+}
+
+/// What a layout's cases covered of what its census offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Coverage {
+    /// First crash points the census offers (in time mode: kill times planned).
+    pub points: usize,
+    /// Of those, the ones a case ran.
+    pub points_run: usize,
+    /// Sites of the census (none in time mode).
+    pub sites: usize,
+    /// Sites at least one case ran a point of.
+    pub sites_covered: usize,
+    /// The sites no case covered, in windows-first order.
+    pub uncovered: Vec<String>,
+    /// Misuse probes planned and run.
+    pub probes: (usize, usize),
+    /// Cases whose first crash landed after a completed save (something to
+    /// resume from, or a `saved` event, before the kill).
+    pub after_save: usize,
+    /// Why a time budget stopped the layout early, if it did.
+    pub budget_cut: Option<String>,
+    /// Time mode: the points are kill times, not census entries.
+    pub timed: bool,
+}
+
+impl Coverage {
+    /// Did every point (and every probe) of the layout run?
+    pub fn complete(&self) -> bool {
+        self.points_run == self.points && self.probes.0 == self.probes.1
+    }
+
+    /// Why the layout's cases prove nothing, if they do not: in time mode,
+    /// no kill landed after a completed save.
+    pub fn inconclusive(&self) -> Option<String> {
+        (self.timed && self.points_run > 0 && self.after_save == 0).then(|| {
+            format!(
+                "inconclusive: none of the {} kills landed after a completed save (each found nothing to resume from), so they say nothing about saving",
+                self.points_run
+            )
+        })
+    }
+
+    /// Counts what `run` (the first points of the cases that ran) covers of
+    /// `all` (every first point, windows first).
+    pub fn of(all: &[sites::SitedPoint], run: &[CrashPoint]) -> Coverage {
+        let ran: std::collections::HashSet<&CrashPoint> = run.iter().collect();
+        let mut sites: Vec<&sites::Site> = Vec::new();
+        let mut covered: std::collections::HashSet<&sites::Site> = Default::default();
+        for p in all {
+            if !sites.contains(&&p.site) {
+                sites.push(&p.site);
+            }
+            if ran.contains(&p.point) {
+                covered.insert(&p.site);
+            }
+        }
+        let timed = all.iter().all(|p| p.site.call == "time");
+        Coverage {
+            points: all.len(),
+            points_run: all.iter().filter(|p| ran.contains(&p.point)).count(),
+            sites: if timed { 0 } else { sites.len() },
+            sites_covered: if timed { 0 } else { covered.len() },
+            uncovered: sites
+                .iter()
+                .filter(|s| !timed && !covered.contains(*s))
+                .map(|s| s.to_string())
+                .collect(),
+            timed,
+            ..Coverage::default()
+        }
     }
 }

@@ -211,6 +211,12 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
             })?;
             result.census =
                 CensusEntry::parse_log(&text).map_err(|e| RunnerError::Census(e.to_string()))?;
+            // Paths inside the sandbox, as the system-call census names them.
+            for p in result.census.iter_mut().flat_map(|e| e.paths.iter_mut()) {
+                if let Ok(rel) = Path::new(p.as_str()).strip_prefix(req.sandbox) {
+                    *p = rel.display().to_string();
+                }
+            }
         }
     }
     Ok(result)

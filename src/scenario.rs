@@ -12,8 +12,10 @@
 //! every_n_steps = 2
 //! [crash]
 //! points = 8
+//! budget = "30s"
 //! "#).unwrap();
 //! assert_eq!(s.layouts.len(), 2);
+//! assert_eq!(s.budget, Some(std::time::Duration::from_secs(30)));
 //! assert_eq!(s.expect, Expect::Pass);
 //!
 //! let err = Scenario::parse("bad.toml", "layouts = [\"sideways\"]\n").unwrap_err();
@@ -82,6 +84,8 @@ pub struct Scenario {
     pub engine: Engine,
     /// Per-run time limit in seconds, if set.
     pub timeout_secs: Option<u64>,
+    /// A time budget for the cases (`budget = "10m"`), if set.
+    pub budget: Option<Duration>,
     /// The verdict expected.
     pub expect: Expect,
 }
@@ -123,6 +127,7 @@ struct Raw {
     resume: Option<Spanned<String>>,
     mutant: Option<Spanned<String>>,
     timeout_secs: Option<Spanned<u64>>,
+    budget: Option<Spanned<String>>,
     trainer: Option<Spanned<SimSettings>>,
     crash: Option<RawCrash>,
     expect: Option<RawExpect>,
@@ -136,6 +141,7 @@ struct RawCrash {
     points: Option<Spanned<toml::Value>>,
     crashes: Option<Spanned<u32>>,
     seed: Option<u64>,
+    budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +288,7 @@ impl Scenario {
             points: None,
             crashes: None,
             seed: None,
+            budget: None,
         });
         let selection = match &crash.points {
             None => Selection::All,
@@ -310,6 +317,22 @@ impl Scenario {
             }
             t => t.as_ref().map(|t| *t.get_ref()),
         };
+        let mut budget = None;
+        for (field, b) in [("budget", &raw.budget), ("crash.budget", &crash.budget)] {
+            if let Some(b) = b {
+                if budget.is_some() {
+                    return Err(err(
+                        b.span(),
+                        field,
+                        "give the budget once, in [crash] or at the top".into(),
+                    ));
+                }
+                budget = Some(
+                    crate::inject::budget::parse_duration(b.get_ref())
+                        .map_err(|m| err(b.span(), field, m))?,
+                );
+            }
+        }
         let expect = match raw.expect {
             None => Expect::Pass,
             Some(e) => {
@@ -360,6 +383,7 @@ impl Scenario {
             crash_seed: crash.seed.unwrap_or(0),
             engine: crash.engine.unwrap_or_default(),
             timeout_secs,
+            budget,
             expect,
         })
     }
@@ -395,6 +419,7 @@ impl Scenario {
             engine: s.engine,
             only,
             jobs,
+            budget: s.budget,
         }
     }
 }

@@ -355,6 +355,11 @@ impl Search<'_> {
                     .filter(|t| *t < ms)
                     .map(CrashPoint::Time)
                     .collect(),
+                CrashPoint::Fraction(f) => [f / 4, f / 2]
+                    .into_iter()
+                    .filter(|t| *t < f)
+                    .map(CrashPoint::Fraction)
+                    .collect(),
                 CrashPoint::Probe(_) => Vec::new(),
             };
             for point in candidates {

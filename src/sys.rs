@@ -3,7 +3,8 @@
 //! the registry of live subject runs, killing and reaping everything a run
 //! left behind (daemons that `setsid` included), stopping every run at once
 //! on SIGINT or SIGTERM, making the harness a child subreaper, and the
-//! simulated trainer killing itself at a crash point. (The system-call tracer
+//! simulated trainer killing itself at a crash point, pinning a campaign
+//! worker to one CPU, telling a tmpfs. (The system-call tracer
 //! has its own fenced module, `trace`, and spawns through [`spawn_registered`]
 //! and ends its runs with [`end_run`] like the plain runner.)
 //!
@@ -430,4 +431,39 @@ mod tests {
         assert_eq!(end_run(child.id(), true), 0);
         assert!(!registry().live.contains_key(&pid));
     }
+}
+
+/// The CPUs this process may run on, in order (empty when unknown).
+pub fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Pins the calling thread to `cpu`; the processes it starts from now on
+/// inherit that (a campaign's worker pins itself, so its subjects run on
+/// one CPU each and workers do not steal each other's caches). Best effort:
+/// a refusal leaves the thread where it was.
+pub fn pin_to_cpu(cpu: usize) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
+/// Is `dir` a directory on a tmpfs that this user may write to?
+pub fn is_writable_tmpfs(dir: &std::path::Path) -> bool {
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    let tmpfs = statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC);
+    tmpfs
+        && nix::unistd::access(
+            dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .is_ok()
 }

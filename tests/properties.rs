@@ -243,7 +243,8 @@ fn census_reaches_save_relink_and_resume() {
         selection: Selection::All,
         crashes: 2,
         seed: 1,
-        duration_ms: 1,
+        layout: "relative",
+        saved: &r.saved,
     };
     let plans = crashpoint::inject::plans(&spec, &r.census);
     // A resume run starts with readlink, read: its first ops are resume ops.

@@ -64,6 +64,16 @@ BUGS = {
         "place: the final name is opened and truncated directly and filled by several "
         "write() calls, with no temporary file, no rename and no fsync (like a plain "
         "torch.save(path)). A kill mid-write leaves a torn file behind."),
+    "unlink-then-link": (
+        "last.ckpt is replaced by unlink followed by symlink instead of a symlink under "
+        "a temporary name renamed over it: between the two calls there is no last.ckpt, "
+        "although a save was announced (a non-atomic link update, as os.remove + "
+        "os.symlink)."),
+    "delete-before-save": (
+        "top-k rotation runs before the new checkpoint is written, counting it as kept: "
+        "with --keep 1 (save_top_k=1) the file last.ckpt points to is deleted first, and "
+        "a kill before the new save completes leaves a dangling last.ckpt and nothing "
+        "to resume from."),
     "no-rng-state": (
         "the two RNG states are not saved; a resumed run re-seeds them from the seed, "
         "so data order and dropout noise diverge after a resume."),
@@ -368,6 +378,13 @@ def relink_last(ckpt_dir, name, bugs):
         target = os.path.abspath(os.path.join(ckpt_dir, name))    # absolute
     else:
         target = name                        # relative to the link's own directory
+    if "unlink-then-link" in bugs:
+        last = os.path.join(ckpt_dir, LAST)
+        if os.path.lexists(last):
+            os.unlink(last)
+        os.symlink(target, last)             # the window: no last.ckpt until here
+        fsync_dir(ckpt_dir)
+        return
     tmp = os.path.join(ckpt_dir, tmp_name(LAST))
     try:
         os.symlink(target, tmp)
@@ -419,6 +436,8 @@ def save_checkpoint(cfg, st):
     step = st["counters"]["global_step"]
     name = f"step={step}.ckpt"
     data = checkpoint_bytes(st, cfg.seed, cfg.bugs)
+    if "delete-before-save" in cfg.bugs:
+        prune(cfg.ckpt_dir, step, cfg.keep)            # too early: before the save
     if "torn-write" in cfg.bugs:
         write_file_in_place(os.path.join(cfg.ckpt_dir, name), data)
         write_file_in_place(os.path.join(cfg.ckpt_dir, LAST), data)
@@ -427,7 +446,8 @@ def save_checkpoint(cfg, st):
         relink_last(cfg.ckpt_dir, name, cfg.bugs)      # 2. last.ckpt -> it, durable
     if cfg.events:                                     # 3. announce the completed save
         append_event(cfg.events, f"saved {step} {os.path.join(cfg.ckpt_dir, name)}")
-    prune(cfg.ckpt_dir, step, cfg.keep)                # 4. only then drop old ones
+    if "delete-before-save" not in cfg.bugs:
+        prune(cfg.ckpt_dir, step, cfg.keep)            # 4. only then drop old ones
 
 
 # ---------------------------------------------------------------------------

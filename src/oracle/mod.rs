@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::inject::{CensusEntry, CrashPlan, Mode};
+use crate::inject::{CensusEntry, CrashPlan, CrashPoint, Mode};
 use crate::layout::Layout;
 use crate::observe::{read_state, DirSnapshot};
 use crate::protocol::{Event, StateFile};
@@ -93,6 +93,12 @@ pub struct Reference {
     pub shape: RefShape,
     /// The saves the first run announced.
     pub saves: Vec<Announced>,
+    /// Their paths, in order (they place the first completed save in the
+    /// census, for the windows-first order).
+    pub saved: Vec<String>,
+    /// Time mode: when the first run's checkpoint tree changed (the stretch
+    /// time points are fractions of).
+    pub window: Option<crate::inject::SaveWindow>,
     /// What could not be checked for this subject (no events, ...): every
     /// case of the layout carries these as warnings.
     pub notes: Vec<String>,
@@ -170,6 +176,10 @@ pub struct CaseOutcome {
     pub runs: usize,
     /// Crash points that were reached.
     pub crashes_hit: usize,
+    /// Did the first crash land after a completed save (a `saved` event
+    /// before it, or something to resume from after it)? A kill before
+    /// anything was saved proves nothing about saving.
+    pub after_save: bool,
     /// Wall time of the case.
     pub duration: Duration,
     /// Set when the case's sandbox was disturbed from outside: the case says
@@ -193,6 +203,7 @@ pub fn reference(
 ) -> Result<Reference, ReferenceError> {
     let limit = target.timeout.unwrap_or(REFERENCE_TIMEOUT);
     let mut results = Vec::new();
+    let mut window = None;
     for i in 0..2 {
         let case_dir = scratch.join(format!("reference-{}-{i}", layout.name()));
         let (sandbox, files) = prepare(layout, &case_dir)?;
@@ -203,8 +214,14 @@ pub fn reference(
             req.op_log = target.subject.sim.then_some(files.op_log.as_path());
             req.traced |= target.mode == Mode::Syscall;
         }
+        let window_watch = (i == 0 && target.mode == Mode::Time)
+            .then(|| crate::inject::window::Watch::start(sandbox.root()))
+            .flatten();
         let watch = Watch::before(&case_dir, &sandbox, req.traced);
         let res = runner::run(&target.subject, &req);
+        if let Some(w) = window_watch {
+            window = w.finish(&sandbox.ckpt_dir());
+        }
         let disturbed = |detail: String| ReferenceError::Disturbed {
             layout,
             detail: plain_paths(&detail, &sandbox, &case_dir),
@@ -288,7 +305,16 @@ pub fn reference(
         dir: da,
         shape,
         events: !saves.is_empty(),
+        saved: saves
+            .iter()
+            .map(|a| match &a.at {
+                checks::shape::CkptPath::InDir(p) | checks::shape::CkptPath::Elsewhere(p) => {
+                    p.clone()
+                }
+            })
+            .collect(),
         saves,
+        window,
         notes,
         census: ra.census,
         duration,
@@ -383,7 +409,17 @@ pub fn run_case_with(
         source: e,
     })?;
     let mut driver = Driver::new(target, reference, sandbox, files).with_runs(case_runs);
-    driver.drive(&plan.points)?;
+    // Time points that are fractions of the save window become delays.
+    let window = reference.window.unwrap_or(crate::inject::SaveWindow {
+        start_ms: 0,
+        end_ms: reference.duration.as_millis() as u64,
+    });
+    let points: Vec<CrashPoint> = plan
+        .points
+        .iter()
+        .map(|p| crate::inject::resolve(*p, window))
+        .collect();
+    driver.drive(&points)?;
     let (obs, sandbox) = driver.finish();
     Ok(judge_case(
         target, reference, plan, &obs, &sandbox, case_dir, start,
@@ -429,6 +465,11 @@ pub fn judge_case(
     // One finding per kind: the first is the one that explains the rest.
     let mut seen = std::collections::HashSet::new();
     findings.retain(|f| seen.insert(f.kind));
+    let first_crash = obs.runs.iter().position(|r| r.exit == Exit::Crashed);
+    let after_save = first_crash.is_some_and(|k| {
+        obs.runs[..=k].iter().any(|r| !r.saves.is_empty())
+            || obs.runs.get(k + 1).is_some_and(|r| r.resume.is_some())
+    });
     CaseOutcome {
         layout: reference.layout,
         plan: plan.clone(),
@@ -436,6 +477,7 @@ pub fn judge_case(
         warnings,
         runs: obs.runs.len(),
         crashes_hit: obs.crashes_hit(),
+        after_save,
         duration: start.elapsed(),
         harness_error,
     }

@@ -50,6 +50,7 @@ pub fn run_probe(
         warnings: Vec::new(),
         runs: 0,
         crashes_hit: 0,
+        after_save: false,
         duration: Default::default(),
         harness_error: None,
     };

@@ -65,6 +65,19 @@ pub struct LayoutRow {
     pub census: usize,
     /// The reference digest.
     pub reference_digest: String,
+    /// First crash points the census offers (time mode: kill times planned).
+    pub points: usize,
+    /// Of those, the ones a case ran.
+    pub points_run: usize,
+    /// Sites of the census: call and path pattern (none in time mode).
+    pub sites: usize,
+    /// Sites a case ran a point of.
+    pub sites_covered: usize,
+    /// The sites no case ran (windows-first order).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uncovered: Vec<String>,
+    /// Cases whose first kill landed after a completed save.
+    pub after_save: usize,
     /// Wall time (not in JSON, so reports stay deterministic).
     #[serde(skip)]
     pub duration: Duration,
@@ -118,8 +131,20 @@ pub struct Report {
     pub name: String,
     /// The fault model covered.
     pub fault: String,
-    /// True when every case of every layout passed.
+    /// True when no case failed, every point (and probe) of every layout
+    /// ran, and the cases prove something (see [`Report::not_covered`]).
     pub certified: bool,
+    /// First crash points offered, over every layout.
+    pub points: usize,
+    /// Of those, the ones a case ran.
+    pub points_run: usize,
+    /// Sites, over every layout.
+    pub sites: usize,
+    /// Sites a case ran a point of, over every layout.
+    pub sites_covered: usize,
+    /// What was not covered, or why the cases prove nothing; empty when
+    /// every point ran and the result is conclusive.
+    pub not_covered: Vec<String>,
     /// True when the harness was stopped (SIGINT, SIGTERM) before the end:
     /// the report covers only the cases that finished.
     pub interrupted: bool,
@@ -154,7 +179,46 @@ impl Report {
         let mut case_lines = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
         let mut harness_errors = Vec::new();
+        let mut not_covered = Vec::new();
         for r in results {
+            let c = &r.coverage;
+            if r.reference.findings.is_empty() {
+                if c.points_run < c.points {
+                    let what = if c.timed { "kill times" } else { "points" };
+                    let mut line = format!(
+                        "{}: {} of {} {what} not run",
+                        r.layout,
+                        c.points - c.points_run,
+                        c.points
+                    );
+                    if !c.uncovered.is_empty() {
+                        let shown: Vec<&str> =
+                            c.uncovered.iter().take(5).map(String::as_str).collect();
+                        line += &format!(
+                            "; {} of {} sites never hit: {}{}",
+                            c.uncovered.len(),
+                            c.sites,
+                            shown.join(", "),
+                            if c.uncovered.len() > 5 { ", ..." } else { "" }
+                        );
+                    }
+                    if let Some(cut) = &c.budget_cut {
+                        line += &format!(" ({cut})");
+                    }
+                    not_covered.push(line);
+                }
+                if c.probes.1 < c.probes.0 {
+                    not_covered.push(format!(
+                        "{}: {} of {} misuse probes not run",
+                        r.layout,
+                        c.probes.0 - c.probes.1,
+                        c.probes.0
+                    ));
+                }
+                if let Some(why) = c.inconclusive() {
+                    not_covered.push(format!("{}: {why}", r.layout));
+                }
+            }
             let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
             let mut passed = 0;
             for f in &r.reference.findings {
@@ -214,6 +278,12 @@ impl Report {
                 failures: kinds,
                 census: r.reference.census.len(),
                 reference_digest: r.reference.state.digest.clone(),
+                points: c.points,
+                points_run: c.points_run,
+                sites: c.sites,
+                sites_covered: c.sites_covered,
+                uncovered: c.uncovered.clone(),
+                after_save: c.after_save,
                 duration: r.duration,
                 states: r.recorded.as_ref().map(|s| StatesRow {
                     points: s.points,
@@ -227,10 +297,16 @@ impl Report {
                 }),
             });
         }
+        let sum = |f: fn(&LayoutRow) -> usize| layouts.iter().map(f).sum::<usize>();
         Report {
             name: name.to_string(),
             fault: fault.to_string(),
-            certified: failures.is_empty() && harness_errors.is_empty(),
+            certified: failures.is_empty() && harness_errors.is_empty() && not_covered.is_empty(),
+            points: sum(|l| l.points),
+            points_run: sum(|l| l.points_run),
+            sites: sum(|l| l.sites),
+            sites_covered: sum(|l| l.sites_covered),
+            not_covered,
             interrupted: false,
             cases: layouts.iter().map(|l| l.cases).sum(),
             layouts,
@@ -255,9 +331,59 @@ impl Report {
         k
     }
 
-    /// Is this report the verdict `expect` asks for?
+    /// Is this report the verdict `expect` asks for? A scenario's `pass`
+    /// asks that no case it ran failed (a scenario may sample on purpose).
     pub fn meets(&self, expect: &Expect) -> bool {
-        expect.matches(self.certified, &self.kinds())
+        expect.matches(self.failures.is_empty(), &self.kinds())
+    }
+
+    /// The verdict in words: `CERTIFIED` only when no case failed, every
+    /// point (and probe) of every layout ran and the result is conclusive;
+    /// otherwise what was seen, as "no failure in N of M points (S of T
+    /// sites)" and why that is not a certification.
+    ///
+    /// ```
+    /// use crashpoint::report::Report;
+    /// let r = Report::build("demo", "kill", &[], &|_, _| String::new());
+    /// assert_eq!(r.verdict(), "no failure in 0 of 0 points (0 of 0 sites): CERTIFIED");
+    /// ```
+    pub fn verdict(&self) -> String {
+        let seen = format!(
+            "{} of {} points ({} of {} sites)",
+            self.points_run, self.points, self.sites_covered, self.sites
+        );
+        if self.interrupted {
+            return format!("{seen} before the interruption: INTERRUPTED, NOT certified");
+        }
+        if !self.trustworthy() {
+            return format!(
+                "{seen}: NOT TRUSTWORTHY (a sandbox was disturbed from outside), NOT certified"
+            );
+        }
+        if !self.failures.is_empty() {
+            let cases: std::collections::BTreeSet<(&str, &str)> = self
+                .failures
+                .iter()
+                .map(|f| (f.layout.as_str(), f.crash.as_str()))
+                .collect();
+            let n = cases.len();
+            return format!(
+                "{n} failing case{} in {seen}: NOT certified",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        if self.certified {
+            return format!("no failure in {seen}: CERTIFIED");
+        }
+        let inconclusive = self.not_covered.iter().any(|l| l.contains("inconclusive"));
+        format!(
+            "no failure in {seen}: NOT certified ({})",
+            if inconclusive {
+                "inconclusive: no kill landed after a completed save"
+            } else {
+                "not every point ran"
+            }
+        )
     }
 }
 

@@ -67,6 +67,8 @@ pub fn certify_table(report: &Report) -> String {
     let mut lines = vec![[
         "layout".to_string(),
         "census".into(),
+        "points".into(),
+        "sites".into(),
         "cases".into(),
         "passed".into(),
         "failures".into(),
@@ -76,6 +78,12 @@ pub fn certify_table(report: &Report) -> String {
         lines.push([
             l.layout.clone(),
             l.census.to_string(),
+            format!("{}/{}", l.points_run, l.points),
+            if l.sites == 0 {
+                "-".into()
+            } else {
+                format!("{}/{}", l.sites_covered, l.sites)
+            },
             l.cases.to_string(),
             l.passed.to_string(),
             kinds_cell(&l.failures),
