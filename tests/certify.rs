@@ -136,7 +136,7 @@ fn the_kill_lands_at_the_exact_system_call() {
 }
 
 #[test]
-fn the_clean_python_trainer_is_certified_in_all_seven_layouts() {
+fn the_clean_python_trainer_passes_its_first_ten_points_in_all_seven_layouts() {
     let (o, v) = certify(&[
         "--cases",
         "10",
@@ -144,8 +144,11 @@ fn the_clean_python_trainer_is_certified_in_all_seven_layouts() {
         "python3",
         "examples/python/trainer.py",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(v["certified"], true, "{v}");
+    // Ten points of a larger census is a sample: nothing failed, nothing certified.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(v["certified"], false, "{v}");
+    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0), "{v}");
+    assert!(text(&o).contains("no failure in 70 of"), "{}", text(&o));
     let layouts: Vec<&str> = v["layouts"]
         .as_array()
         .unwrap()
@@ -283,8 +286,9 @@ fn the_simulated_trainer_is_certifiable_as_an_external_command() {
     let (o, v) = certify(&[
         "--layouts",
         "relative,symlinked-dir",
-        "--cases",
-        "12",
+        "--exhaustive",
+        "--max-steps",
+        "10",
         "--",
         sim,
         "sim",

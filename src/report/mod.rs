@@ -348,10 +348,20 @@ impl Report {
     /// assert_eq!(r.verdict(), "no failure in 0 of 0 points (0 of 0 sites): CERTIFIED");
     /// ```
     pub fn verdict(&self) -> String {
-        let seen = format!(
-            "{} of {} points ({} of {} sites)",
-            self.points_run, self.points, self.sites_covered, self.sites
-        );
+        let timed = self.sites == 0 && self.points > 0;
+        let seen = if timed {
+            format!(
+                "{} of {} kill times in the save window ({} after a completed save)",
+                self.points_run,
+                self.points,
+                self.layouts.iter().map(|l| l.after_save).sum::<usize>()
+            )
+        } else {
+            format!(
+                "{} of {} points ({} of {} sites)",
+                self.points_run, self.points, self.sites_covered, self.sites
+            )
+        };
         if self.interrupted {
             return format!("{seen} before the interruption: INTERRUPTED, NOT certified");
         }
