@@ -143,9 +143,11 @@ pub fn save_interval(settings: &SimSettings) -> u64 {
     per_epoch * settings.every_n_epochs
 }
 
-/// The first failure of `kind` in a campaign's results, in run order, with
-/// how many cases ran up to and including it (for a failure of the
-/// uninterrupted reference run, which is then the case: the cases before it).
+/// The first failure of `kind` in a campaign's results: how many cases ran
+/// up to and including the first one in run order (for a failure of the
+/// uninterrupted reference run, which is then the case: the cases before
+/// it), and, to start shrinking from, the failing case of that layout with
+/// the earliest crash plan (windows-first order runs late points early).
 pub fn first_failing(
     results: &[LayoutResult],
     kind: FailureKind,
@@ -168,7 +170,17 @@ pub fn first_failing(
         }
         for o in &r.outcomes {
             ran += 1;
-            if let Some(f) = o.findings.iter().find(|f| f.kind == kind) {
+            if o.findings.iter().any(|f| f.kind == kind) {
+                let earliest = r
+                    .outcomes
+                    .iter()
+                    .filter(|e| e.findings.iter().any(|f| f.kind == kind))
+                    .min_by(|a, b| a.plan.cmp(&b.plan))
+                    .unwrap_or(o);
+                let (o, f) = match earliest.findings.iter().find(|f| f.kind == kind) {
+                    Some(f) => (earliest, f),
+                    None => continue,
+                };
                 let case = Case {
                     layout: r.layout,
                     max_steps,
