@@ -404,35 +404,6 @@ pub fn on_termination_signals(handler: impl Fn(i32) + Send + 'static) -> io::Res
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_stat_is_parsed_for_this_process() {
-        let me = std::process::id() as i32;
-        let procs = processes();
-        let p = procs.iter().find(|p| p.pid == me).expect("this process");
-        assert_eq!(p.ppid, nix::unistd::getppid().as_raw());
-        assert_eq!(p.pgrp, nix::unistd::getpgrp().as_raw());
-        assert!(!p.zombie);
-    }
-
-    #[test]
-    fn a_spawned_child_is_a_descendant_and_its_run_is_swept() {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("30");
-        isolate(&mut cmd);
-        let mut child = spawn_registered(&mut cmd).expect("spawn");
-        let pid = child.id() as i32;
-        assert!(descendants(&processes()).contains_key(&pid));
-        kill_group(child.id());
-        let _ = child.wait();
-        assert_eq!(end_run(child.id(), true), 0);
-        assert!(!registry().live.contains_key(&pid));
-    }
-}
-
 /// The CPUs this process may run on, in order (empty when unknown).
 pub fn allowed_cpus() -> Vec<usize> {
     use nix::sched::{sched_getaffinity, CpuSet};
@@ -466,4 +437,33 @@ pub fn is_writable_tmpfs(dir: &std::path::Path) -> bool {
             nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
         )
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_is_parsed_for_this_process() {
+        let me = std::process::id() as i32;
+        let procs = processes();
+        let p = procs.iter().find(|p| p.pid == me).expect("this process");
+        assert_eq!(p.ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(p.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(!p.zombie);
+    }
+
+    #[test]
+    fn a_spawned_child_is_a_descendant_and_its_run_is_swept() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        isolate(&mut cmd);
+        let mut child = spawn_registered(&mut cmd).expect("spawn");
+        let pid = child.id() as i32;
+        assert!(descendants(&processes()).contains_key(&pid));
+        kill_group(child.id());
+        let _ = child.wait();
+        assert_eq!(end_run(child.id(), true), 0);
+        assert!(!registry().live.contains_key(&pid));
+    }
 }
