@@ -147,8 +147,13 @@ fn a_live_campaign_survives_a_crashpoint_in_another_pid_namespace() {
     let out = a.wait_with_output().expect("A");
     drop(writer);
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "A: {t}");
-    assert!(t.contains("CERTIFIED"), "{t}");
+    // A ran to its end, nothing failed. (Its one time-mode kill may land
+    // before anything is saved: then the verdict is inconclusive, exit 1.)
+    assert!(matches!(out.status.code(), Some(0 | 1)), "A: {t}");
+    assert!(
+        t.contains("4 cases, fault model: kill: no failure in 1 of 1 kill times"),
+        "{t}"
+    );
     assert!(workspaces(&tmp).is_empty(), "{:?}", workspaces(&tmp));
 }
 
