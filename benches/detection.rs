@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crashpoint::inject::{self, CrashPlan, CrashPoint, Mode, PlanSpec, Selection};
 use crashpoint::layout::Layout;
-use crashpoint::oracle::{self, Reference, ResumeMode, Target};
+use crashpoint::oracle::{self, Reference, ResumeMode, Target, Tracing};
 use crashpoint::runner::Subject;
 use crashpoint::scenario::Scenario;
 use rand::seq::SliceRandom;
@@ -185,6 +185,7 @@ fn main() {
                 seed: 0,
                 resume: ResumeMode::Path,
                 timeout: None,
+                tracing: Tracing::Needed,
             };
             let w = work.path().join(format!("py-{}", bug[1]));
             std::fs::create_dir_all(&w).expect("mkdir");
