@@ -64,6 +64,7 @@ fn campaign(engine: Engine) -> Campaign {
         engine,
         only: None,
         jobs: 2,
+        budget: None,
     }
 }
 
