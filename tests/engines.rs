@@ -134,11 +134,11 @@ fn both_engines_give_identical_reports_on_the_python_example_and_its_bugs() {
         let b = certify("record", bug);
         assert_eq!(a, b, "{bug:?}: the engines disagree");
         if bug.is_none() || bug == Some("cwd-relative-link") {
-            assert_eq!(
-                a["certified"],
-                serde_json::Value::Bool(bug.is_none()),
-                "{bug:?}: the verdict"
-            );
+            // Six points are a sample (never certified): the clean trainer
+            // fails none of them, the bug fails some.
+            let failed = a["failures"].as_array().is_some_and(|f| !f.is_empty());
+            assert_eq!(failed, bug.is_some(), "{bug:?}: the verdict");
+            assert_eq!(a["certified"], serde_json::Value::Bool(false), "{bug:?}");
         }
     }
 }
