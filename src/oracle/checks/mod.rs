@@ -161,6 +161,8 @@ mod tests {
             shape: RefShape::learn(&dir, &dir, &[]),
             dir,
             saves: Vec::new(),
+            saved: Vec::new(),
+            window: None,
             notes: Vec::new(),
             census: Vec::new(),
             duration: Duration::ZERO,
