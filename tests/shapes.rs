@@ -127,8 +127,7 @@ fn hf_checkpoint_directories_certify_without_false_alarms() {
         &[
             "--layouts",
             "nested",
-            "--cases",
-            "4",
+            "--exhaustive",
             "--resume-arg",
             "last",
         ],
@@ -151,8 +150,7 @@ fn hf_without_events_certifies_and_says_what_was_not_checked() {
         &[
             "--layouts",
             "relative",
-            "--cases",
-            "3",
+            "--exhaustive",
             "--resume-arg",
             "last",
         ],
@@ -188,7 +186,7 @@ fn a_half_written_checkpoint_picked_on_resume_is_resume_failed() {
         "{v}"
     );
     // The same kill in the correct trainer passes: it takes checkpoint-2.
-    let (o, _) = certify(
+    let (o, v) = certify(
         &[
             "--layouts",
             "relative",
@@ -199,7 +197,10 @@ fn a_half_written_checkpoint_picked_on_resume_is_resume_failed() {
         ],
         &["--shape", "hf"],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // One point is not the whole census: no failure, but not certified.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(kinds(&v).is_empty(), "{v}");
+    assert_eq!(v["certified"], false, "{v}");
 }
 
 #[test]
@@ -261,8 +262,7 @@ fn newest_mode_hands_over_the_newest_complete_checkpoint_directory() {
         &[
             "--layouts",
             "relocated",
-            "--cases",
-            "3",
+            "--exhaustive",
             "--resume-arg",
             "newest",
         ],
@@ -278,8 +278,7 @@ fn lightning_default_root_dir_with_a_correct_link_certifies() {
         &[
             "--layouts",
             "symlinked-cwd",
-            "--cases",
-            "3",
+            "--exhaustive",
             "--resume-arg",
             "last",
         ],
