@@ -218,8 +218,10 @@ pub fn shrink(
         let round = s.best.case.clone();
         s.fewer_crashes()?;
         s.simpler_layout()?;
-        s.fewer_steps()?;
+        // Earlier points first: a point moved to the first save's same
+        // operation still exists in a shorter run, so fewer steps can fail.
         s.earlier_points()?;
+        s.fewer_steps()?;
         if s.best.case == round || s.attempts >= limits.attempts {
             break;
         }
