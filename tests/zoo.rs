@@ -96,6 +96,7 @@ caught! {
     latest_in_place_is_caught: LatestInPlace => [ResumeFailed];
     overshoot_at_end_is_caught: OvershootAtEnd => [Overshoot];
     last_lost_on_early_resume_is_caught: LastLostOnEarlyResume => [DirMismatch, ProgressLost];
+    rotate_by_mtime_is_caught: RotateByMtime => [DirMismatch];
 }
 
 #[test]

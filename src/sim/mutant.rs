@@ -51,6 +51,7 @@ mutants! {
     ManualStepNoCount = "manual-step-no-count": "the optimizer is stepped directly, the step counter never advances through the wrapper, no save trigger fires",
     DirAsResumePath = "dir-as-resume-path": "a directory given as the resume path is silently accepted and training starts fresh",
     PartialDirPicked = "partial-dir-picked": "checkpoint directories are written in place, and resume takes the highest-numbered one without checking it is complete, as Hugging Face Trainer does",
+    RotateByMtime = "rotate-by-mtime": "save_total_limit rotation keeps the newest directories by modification time and deletes in place, so a killed deletion makes a broken directory the newest",
     LatestInPlace = "latest-in-place": "the latest pointer file is rewritten in place (open with truncate, then write), as DeepSpeed does",
     OvershootAtEnd = "overshoot-at-end": "a run resumed from the checkpoint at MAX_STEPS trains one more step before checking the limit",
     LastLostOnEarlyResume = "last-lost-on-early-resume": "the first checkpoint records no last link, so a run resumed from it writes last-v1.ckpt and leaves last.ckpt at the old file, as Lightning 2.6.6 does",

@@ -74,15 +74,22 @@ pub fn pointer_findings(snap: &DirSnapshot, run: usize, when: &str) -> Vec<Findi
 }
 
 /// The pointers of `snap` that resolve to something: `last*.ckpt` /
-/// `best*.ckpt` links to a file, copies of them (non-empty files), and
-/// `latest` files naming something that exists.
-pub fn resolving_pointers(snap: &DirSnapshot) -> Vec<String> {
+/// `best*.ckpt` links to a file or to a complete checkpoint directory (as
+/// `shape` judges it), copies of them (non-empty files), and `latest` files
+/// naming something that exists.
+pub fn resolving_pointers(shape: &RefShape, snap: &DirSnapshot) -> Vec<String> {
     let mut out: Vec<String> = snap
         .entries
         .iter()
         .filter(|e| is_pointer(e.base()))
         .filter(|e| match &e.kind {
             EntryKind::File { size } => *size > 0,
+            EntryKind::Link {
+                resolves: Resolution::InDir(to),
+                ..
+            } if matches!(snap.get(to).map(|t| &t.kind), Some(EntryKind::Dir)) => {
+                shape.dir_complete(snap, to).is_ok()
+            }
             EntryKind::Link { .. } => snap.loadable(&e.name),
             EntryKind::Dir => false,
         })
@@ -109,10 +116,23 @@ pub fn surviving<'a>(
         .collect()
 }
 
+/// The checkpoint directories of `snap` (by the reference's names) that are
+/// complete, announced or not: a kill between a save and its `saved` event
+/// (inside the rotation that follows it, say) leaves one a resume finds.
+pub fn complete_dirs<'a>(shape: &RefShape, snap: &'a DirSnapshot) -> Vec<&'a str> {
+    snap.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && shape.patterns.is_checkpoint_dir(e.base()))
+        .filter(|e| shape.dir_complete(snap, &e.name).is_ok())
+        .map(|e| e.name.as_str())
+        .collect()
+}
+
 /// `no-checkpoint` after a crash: `saves` (every save announced before and
 /// during the crashed run) is not empty, none of them survives complete in
-/// `snap`, and no pointer resolves. Without announced saves nothing is
-/// claimed (the protocol asks for a completed save first).
+/// `snap`, no complete checkpoint directory is there and no pointer
+/// resolves. Without announced saves nothing is claimed (the protocol asks
+/// for a completed save first).
 pub fn no_checkpoint(
     shape: &RefShape,
     snap: &DirSnapshot,
@@ -122,7 +142,8 @@ pub fn no_checkpoint(
 ) -> Option<Finding> {
     if saves.is_empty()
         || !surviving(shape, snap, saves).is_empty()
-        || !resolving_pointers(snap).is_empty()
+        || !resolving_pointers(shape, snap).is_empty()
+        || !complete_dirs(shape, snap).is_empty()
     {
         return None;
     }
@@ -219,10 +240,52 @@ mod tests {
     }
 
     #[test]
+    fn a_link_to_a_complete_checkpoint_directory_resolves() {
+        // A kill inside the rotation after the save of step 6, before its
+        // `saved` event: the announced checkpoint-3 was moved away, but
+        // last.ckpt names the complete checkpoint-6.
+        let reference = snap(&[
+            "checkpoint-3/",
+            "checkpoint-3/model.bin",
+            "checkpoint-3/meta.bin",
+        ]);
+        let shape = RefShape::learn(&reference, &reference, &[]);
+        let saves = [saved(3, "checkpoint-3", 1)];
+        let linked = snap(&[
+            ".checkpoint-3.trash/",
+            ".checkpoint-3.trash/model.bin",
+            "checkpoint-6/",
+            "checkpoint-6/model.bin",
+            "checkpoint-6/meta.bin",
+            "last.ckpt->checkpoint-6",
+        ]);
+        assert_eq!(resolving_pointers(&shape, &linked), ["last.ckpt"]);
+        assert_eq!(no_checkpoint(&shape, &linked, &saves, 1, "x"), None);
+        // Without the link the complete directory is still found by a scan.
+        let unlinked = snap(&[
+            "checkpoint-6/",
+            "checkpoint-6/model.bin",
+            "checkpoint-6/meta.bin",
+        ]);
+        assert_eq!(complete_dirs(&shape, &unlinked), ["checkpoint-6"]);
+        assert_eq!(no_checkpoint(&shape, &unlinked, &saves, 1, "x"), None);
+        // The same link to a directory missing a file resolves to nothing.
+        let partial = snap(&[
+            "checkpoint-6/",
+            "checkpoint-6/model.bin",
+            "last.ckpt->checkpoint-6",
+        ]);
+        assert!(resolving_pointers(&shape, &partial).is_empty());
+        let f = no_checkpoint(&shape, &partial, &saves, 1, "x").unwrap();
+        assert_eq!(f.kind, FailureKind::NoCheckpoint);
+    }
+
+    #[test]
     fn latest_files_are_pointers() {
         let s = snap(&["global_step4/", "global_step4/a.pt", "latest:global_step4"]);
         assert!(pointer_findings(&s, 1, "x").is_empty());
-        assert_eq!(resolving_pointers(&s), ["latest"]);
+        let shape = RefShape::learn(&s, &s, &[]);
+        assert_eq!(resolving_pointers(&shape, &s), ["latest"]);
         let s = snap(&["latest:global_step8"]);
         let f = pointer_findings(&s, 1, "x");
         assert_eq!(kinds(&f), [FailureKind::DanglingLast]);

@@ -215,11 +215,14 @@ impl ModelCheckpoint {
                 self.relink(io, BEST, &best)?;
             }
         }
-        let keep = loaded
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        self.rotate(io, keep.as_deref())?;
+        // `rotate-by-mtime` rotates after saves only, as the Trainer does.
+        if !self.mutants.has(Mutant::RotateByMtime) {
+            let keep = loaded
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            self.rotate(io, keep.as_deref())?;
+        }
         Ok(())
     }
 
@@ -421,7 +424,11 @@ impl ModelCheckpoint {
         if self.mutants.has(Mutant::LastLostOnEarlyResume) {
             self.topk.last_link = last_link;
         }
-        self.rotate(io, None)?;
+        if self.mutants.has(Mutant::RotateByMtime) {
+            self.rotate_by_mtime(io)?;
+        } else {
+            self.rotate(io, None)?;
+        }
         Ok(match self.cfg.shape {
             Shape::Dir => written.or(pointer),
             Shape::File => pointer.or(written),

@@ -132,6 +132,9 @@ impl ModelCheckpoint {
             io.remove_tree(&trash)
                 .map_err(err("delete stale checkpoint", &trash))?;
         }
+        if self.mutants.has(Mutant::RotateByMtime) {
+            self.stamp(io, &fin)?;
+        }
         Ok(())
     }
 
