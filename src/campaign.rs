@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::events::{Event, Reporter};
 use crate::inject::budget::{self, Estimate};
 use crate::inject::CrashPoint;
 use crate::inject::{self, Coverage, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
+use crate::partition::Partition;
 use crate::record::{self, Engine, Recording, Replayer};
 use crate::store::Store;
 use crate::workspace::remove_tree;
@@ -40,6 +42,8 @@ pub struct Campaign {
     /// Stop starting cases once this much time would be spent (the
     /// layouts share it: each may use its part and what earlier ones left).
     pub budget: Option<Duration>,
+    /// The share of every layout's cases to run (`--partition I/N`).
+    pub partition: Partition,
 }
 
 /// The results of one layout.
@@ -55,6 +59,10 @@ pub struct LayoutResult {
     pub recorded: Option<RecordSummary>,
     /// What the cases covered of the census.
     pub coverage: Coverage,
+    /// Each outcome's place in the layout's whole plan list (0-based).
+    pub indexes: Vec<usize>,
+    /// How many plans the layout has, before partitioning.
+    pub planned: usize,
     /// Wall time, reference included.
     pub duration: Duration,
 }
@@ -162,9 +170,6 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
-/// Progress callback: (layout, cases done, cases in this layout).
-pub type Progress<'a> = &'a (dyn Fn(Layout, usize, usize) + Sync);
-
 impl Campaign {
     fn spec<'a>(&self, reference: &'a Reference, selection: Selection) -> PlanSpec<'a> {
         PlanSpec {
@@ -229,9 +234,9 @@ impl Campaign {
     pub fn run(
         &self,
         work: &Path,
-        progress: Progress<'_>,
+        reporter: &dyn Reporter,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
-        let out = self.run_partial(work, progress)?;
+        let out = self.run_partial(work, reporter)?;
         if stopped() {
             return Err(CampaignError::Interrupted);
         }
@@ -244,7 +249,7 @@ impl Campaign {
     pub fn run_partial(
         &self,
         work: &Path,
-        progress: Progress<'_>,
+        reporter: &dyn Reporter,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
         let begun = Instant::now();
@@ -260,6 +265,11 @@ impl Campaign {
                 .map(|b| begun + b.mul_f64((k + 1) as f64 / self.layouts.len().max(1) as f64));
             let scratch = work.join(layout.name());
             std::fs::create_dir_all(&scratch)?;
+            reporter.event(&Event::ReferenceStarted {
+                layout,
+                position: k + 1,
+                layouts: self.layouts.len(),
+            });
             let reference = match oracle::reference(&self.target, layout, &scratch) {
                 Err(_) if stopped() => break,
                 r => r?,
@@ -269,23 +279,41 @@ impl Campaign {
             } else {
                 Vec::new()
             };
+            let mine: Vec<usize> = (0..plans.len())
+                .filter(|&i| self.partition.includes(i))
+                .collect();
+            reporter.event(&Event::ReferenceFinished {
+                layout,
+                reference: &reference,
+                cases: mine.len(),
+            });
             let estimate = deadline
                 .map(|d| Estimate::new(d, budget::initial_cost(reference.duration, self.crashes)));
-            let (outcomes, recorded) =
-                self.run_layout(&reference, &plans, &scratch, estimate.as_ref(), progress)?;
+            let (indexes, outcomes, recorded) = self.run_layout(
+                &reference,
+                &plans,
+                &mine,
+                &scratch,
+                estimate.as_ref(),
+                reporter,
+            )?;
             let _ = remove_tree(&scratch);
             let coverage = if reference.findings.is_empty() {
-                self.coverage(&reference, &outcomes, plans.len())
+                self.coverage(&reference, &outcomes, mine.len())
             } else {
                 Coverage::default()
             };
+            let duration = start.elapsed();
+            reporter.event(&Event::LayoutFinished { layout, duration });
             out.push(LayoutResult {
                 layout,
                 reference,
                 outcomes,
                 recorded,
                 coverage,
-                duration: start.elapsed(),
+                indexes,
+                planned: plans.len(),
+                duration,
             });
         }
         Ok(out)
@@ -296,26 +324,35 @@ impl Campaign {
         &self,
         reference: &Reference,
         plans: &[CrashPlan],
+        mine: &[usize],
         scratch: &Path,
         estimate: Option<&Estimate>,
-        progress: Progress<'_>,
-    ) -> Result<(Vec<CaseOutcome>, Option<RecordSummary>), CampaignError> {
+        reporter: &dyn Reporter,
+    ) -> Result<LayoutCases, CampaignError> {
+        let cases = Cases {
+            reference,
+            plans,
+            mine,
+            scratch,
+            estimate,
+            reporter,
+        };
         if self.engine == Engine::Record {
-            if let Some((store, rec)) = self.record(reference, plans, scratch) {
+            let share: Vec<CrashPlan> = mine.iter().map(|&i| plans[i].clone()).collect();
+            if let Some((store, rec)) = self.record(reference, &share, scratch) {
                 let replayer = Replayer::new(&store, &rec);
-                let outcomes =
-                    self.run_cases(reference, plans, scratch, estimate, progress, &replayer)?;
+                let (indexes, outcomes) = self.run_cases(&cases, &replayer)?;
                 let summary = RecordSummary {
                     points: rec.points.len(),
                     distinct_states: rec.distinct_states(),
                     same_as: rec.same_as().into_iter().collect(),
                     runs_made: replayer.runs_made(),
                 };
-                return Ok((outcomes, Some(summary)));
+                return Ok((indexes, outcomes, Some(summary)));
             }
         }
-        let outcomes = self.run_cases(reference, plans, scratch, estimate, progress, &KillEach)?;
-        Ok((outcomes, None))
+        let (indexes, outcomes) = self.run_cases(&cases, &KillEach)?;
+        Ok((indexes, outcomes, None))
     }
 
     /// Records the crash states of the plans' first points, when they are
@@ -358,21 +395,27 @@ impl Campaign {
         Some((store, rec.ok()?))
     }
 
+    /// Runs the plans numbered `mine` on the workers; returns the numbers
+    /// and outcomes of those that finished, in plan order.
     fn run_cases(
         &self,
-        reference: &Reference,
-        plans: &[CrashPlan],
-        scratch: &Path,
-        estimate: Option<&Estimate>,
-        progress: Progress<'_>,
+        cases: &Cases<'_>,
         runs: &dyn Runs,
-    ) -> Result<Vec<CaseOutcome>, CampaignError> {
+    ) -> Result<(Vec<usize>, Vec<CaseOutcome>), CampaignError> {
+        type Slot = Option<Result<CaseOutcome, crate::runner::RunnerError>>;
+        let Cases {
+            reference,
+            plans,
+            mine,
+            scratch,
+            estimate,
+            reporter,
+        } = *cases;
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         let spent = AtomicBool::new(false);
-        let slots: Mutex<Vec<Option<Result<CaseOutcome, crate::runner::RunnerError>>>> =
-            Mutex::new((0..plans.len()).map(|_| None).collect());
-        let workers = self.jobs.clamp(1, plans.len().max(1));
+        let slots: Mutex<Vec<Slot>> = Mutex::new((0..mine.len()).map(|_| None).collect());
+        let workers = self.jobs.clamp(1, mine.len().max(1));
         let cpus = crate::sys::allowed_cpus();
         std::thread::scope(|s| {
             for w in 0..workers {
@@ -388,13 +431,15 @@ impl Campaign {
                             return;
                         }
                         // Cases are taken in order and every index taken runs,
-                        // so the cases that ran are always a prefix of the plans.
+                        // so the cases that ran are always a prefix of the
+                        // share's plans.
                         if estimate.is_some_and(|e| !e.may_start()) {
                             spent.store(true, Ordering::SeqCst);
                             return;
                         }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(plan) = plans.get(i) else { return };
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&i) = mine.get(k) else { return };
+                        let plan = &plans[i];
                         let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
                         let r = match plan.probe() {
                             Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
@@ -406,28 +451,38 @@ impl Campaign {
                                 runs,
                             ),
                         };
+                        if let Ok(outcome) = &r {
+                            reporter.event(&Event::CaseFinished {
+                                layout: reference.layout,
+                                index: i,
+                                plan,
+                                outcome,
+                                dir: &case_dir,
+                                done: done.fetch_add(1, Ordering::SeqCst) + 1,
+                                total: mine.len(),
+                            });
+                        }
                         let _ = remove_tree(&case_dir);
                         if let (Some(e), Ok(o)) = (estimate, &r) {
                             e.finished(o.duration);
                         }
                         if let Ok(mut slots) = slots.lock() {
-                            slots[i] = Some(r);
+                            slots[k] = Some(r);
                         }
-                        progress(
-                            reference.layout,
-                            done.fetch_add(1, Ordering::SeqCst) + 1,
-                            plans.len(),
-                        );
                     }
                 });
             }
         });
         let slots = slots.into_inner().unwrap_or_default();
+        let mut indexes = Vec::new();
         let mut outcomes = Vec::new();
         let budget_spent = spent.load(Ordering::SeqCst);
-        for slot in slots {
+        for (slot, &i) in slots.into_iter().zip(mine) {
             match slot {
-                Some(Ok(o)) => outcomes.push(o),
+                Some(Ok(o)) => {
+                    indexes.push(i);
+                    outcomes.push(o);
+                }
                 // Cases cut short by a stop are left out of a partial report.
                 Some(Err(_)) | None if stopped() => {}
                 // Cases the budget did not start.
@@ -436,8 +491,23 @@ impl Campaign {
                 None => return Err(CampaignError::Interrupted),
             }
         }
-        Ok(outcomes)
+        Ok((indexes, outcomes))
     }
+}
+
+/// A layout's cases: their plan numbers, outcomes, and what was recorded.
+type LayoutCases = (Vec<usize>, Vec<CaseOutcome>, Option<RecordSummary>);
+
+/// What the workers of one layout share.
+#[derive(Clone, Copy)]
+struct Cases<'a> {
+    reference: &'a Reference,
+    plans: &'a [CrashPlan],
+    /// The numbers of the plans this partition runs.
+    mine: &'a [usize],
+    scratch: &'a Path,
+    estimate: Option<&'a Estimate>,
+    reporter: &'a dyn Reporter,
 }
 
 /// Has the harness been asked to stop?

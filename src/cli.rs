@@ -101,6 +101,9 @@ pub struct OutputArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// No progress on stderr (by default a bar on a terminal, else a line every 10 s or 10 %).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Flags of `crashpoint certify` (PROTOCOL.md).
@@ -354,16 +357,6 @@ fn write_reports(
     Ok(())
 }
 
-/// Prints per-layout progress on stderr when it is a terminal.
-fn progress(layout: Layout, done: usize, total: usize) {
-    if std::io::stderr().is_terminal() && (done == total || done % 16 == 0) {
-        eprint!("\r  {layout}: {done}/{total} cases   ");
-        if done == total {
-            eprintln!();
-        }
-    }
-}
-
 /// Runs the command line; returns the exit status.
 ///
 /// Every command but `sim` (which is itself a subject) runs as the harness:
@@ -600,7 +593,8 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
             campaign.engine = e;
         }
         let work = ws.path().join(&s.name);
-        let results: Vec<LayoutResult> = campaign.run_partial(&work, &progress)?;
+        let results: Vec<LayoutResult> =
+            campaign.run_partial(&work, &*crate::progress::for_stderr(a.out.quiet, &s.name))?;
         let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
         let mut r = Report::build(&s.name, "kill", &results, &replay);
         if crate::campaign::interrupted().is_some() {
@@ -753,13 +747,15 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         only,
         jobs: jobs(a.out.jobs),
         budget: a.budget,
+        partition: crate::partition::Partition::WHOLE,
     };
     let base = a
         .sandbox_dir
         .clone()
         .unwrap_or_else(crate::campaign::default_base);
     let ws = Workspace::create_in(&base).map_err(|e| CliError::Campaign(e.into()))?;
-    let mut results = campaign.run_partial(ws.path(), &progress)?;
+    let mut results =
+        campaign.run_partial(ws.path(), &*crate::progress::for_stderr(a.out.quiet, ""))?;
     let stopped_by = crate::campaign::interrupted();
     let ws_path = ws.path().display().to_string();
     for r in &mut results {

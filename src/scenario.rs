@@ -420,6 +420,7 @@ impl Scenario {
             only,
             jobs,
             budget: s.budget,
+            partition: crate::partition::Partition::WHOLE,
         }
     }
 }

@@ -145,7 +145,7 @@ fn check_scenario(name: &str) {
     let work = tempfile::tempdir().expect("tempdir");
     let results = s
         .campaign(exe, 2, None)
-        .run(work.path(), &|_, _, _| {})
+        .run(work.path(), &crashpoint::events::Silent)
         .unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let report = Report::build(&s.name, "kill", &results, &|_, _| String::new());
     insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {

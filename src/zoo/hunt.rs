@@ -360,7 +360,7 @@ fn run_campaign(
     // sit idle while one long scenario finishes.
     let campaign = s.campaign(&opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
-    let results = campaign.run(work, &|_, _, _| {})?;
+    let results = campaign.run(work, &crate::events::Silent)?;
     let replay = |l: Layout, p: Option<&CrashPlan>| {
         let case = Case {
             layout: l,
