@@ -65,6 +65,7 @@ fn campaign(engine: Engine) -> Campaign {
         only: None,
         jobs: 2,
         budget: None,
+        partition: crashpoint::partition::Partition::WHOLE,
     }
 }
 
@@ -82,7 +83,7 @@ fn once(engine: Engine) -> (u64, Duration) {
     let work = scratch();
     let before = children_cpu();
     let results = campaign(engine)
-        .run(work.path(), &|_, _, _| {})
+        .run(work.path(), &crashpoint::events::Silent)
         .expect("campaign");
     let cases = results.iter().map(|r| r.outcomes.len() as u64).sum();
     (cases, children_cpu() - before)
@@ -154,7 +155,7 @@ fn engines(c: &mut Criterion) {
             b.iter(|| {
                 let work = scratch();
                 campaign(engine)
-                    .run(work.path(), &|_, _, _| {})
+                    .run(work.path(), &crashpoint::events::Silent)
                     .expect("campaign")
             })
         });

@@ -13,7 +13,6 @@ use crate::campaign::{Campaign, CampaignError, LayoutResult};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target, Tracing};
-use crate::replay::Replay;
 use crate::report::{self, Report, ScenarioRow};
 use crate::runner::Subject;
 use crate::scenario::Scenario;
@@ -48,14 +47,47 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run scenario files (default: every scenarios/*.toml) and print the verdict table.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Certify any training program through the subject protocol.
     Certify(CertifyArgs),
+    /// Print the numbered census of crash points of a subject, with their sites.
+    #[command(after_help = CENSUS_EXAMPLES)]
+    Census(crate::tools::CensusArgs),
+    /// Read a JSON report back: its text, its HTML page, JUnit.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(crate::tools::ReportArgs),
+    /// Join the JSON reports of the partitions of one run (--partition I/N) into one.
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge(crate::tools::MergeArgs),
     /// The simulated trainer, as a subject speaking the protocol (started by the harness).
+    #[command(after_help = SIM_EXAMPLES)]
     Sim(SimSettings),
     /// The bug zoo.
+    #[command(after_help = ZOO_EXAMPLES)]
     Zoo(ZooArgs),
 }
+
+const RUN_EXAMPLES: &str = "Examples:
+  crashpoint run                                   every scenario in ./scenarios
+  crashpoint run scenarios/relative.toml --mutant no-rng-state --html windows.html
+  crashpoint run --partition 2/4 --json part2.json  this machine's quarter of the sweep";
+const CENSUS_EXAMPLES: &str = "Examples:
+  crashpoint census -- python3 train.py             the traced system calls, numbered
+  crashpoint census --layouts relative,nested -- python3 train.py
+  crashpoint census --scenario scenarios/relative.toml   the simulated trainer's op census";
+const REPORT_EXAMPLES: &str = "Examples:
+  crashpoint report out.json                       the table and failures again
+  crashpoint report out.json --html windows.html   the page of the crash windows";
+const MERGE_EXAMPLES: &str = "Examples:
+  crashpoint merge p1.json p2.json p3.json --json all.json --html all.html
+  crashpoint merge part*.json --junit all.xml      exit status: that of the joined verdict";
+const SIM_EXAMPLES: &str = "Examples (the harness starts it; by hand, with the protocol's variables):
+  CRASHPOINT_CKPT_DIR=ckpt CRASHPOINT_MAX_STEPS=10 CRASHPOINT_SEED=0 CRASHPOINT_STATE_OUT=$PWD/state.json crashpoint sim
+  crashpoint sim --help";
+const ZOO_EXAMPLES: &str = "Examples:
+  crashpoint zoo --list                            the mutants, one line each
+  crashpoint zoo --json zoo.json                   every mutant on its scenario, shrunk";
 
 /// Flags of `crashpoint run`.
 #[derive(Debug, Args)]
@@ -101,6 +133,15 @@ pub struct OutputArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Write the HTML page of the crash windows here (one self-contained file).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Run only share I of N of every layout's cases (N machines split a sweep; see `merge`).
+    #[arg(long, value_name = "I/N", default_value = "1/1")]
+    pub partition: crate::partition::Partition,
+    /// Keep the directory of each failing case in DIR/<layout>/<point> (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub keep_failed: Option<PathBuf>,
     /// No progress on stderr (by default a bar on a terminal, else a line every 10 s or 10 %).
     #[arg(long, short)]
     pub quiet: bool,
@@ -202,9 +243,18 @@ completed save the result is inconclusive, exit 1.
 
 Examples:
   crashpoint certify -- python3 train.py
-  crashpoint certify --cases 6 --layouts relative -- python3 train.py
-  crashpoint certify --budget 10m --jobs 2 -- python3 train.py
+  crashpoint certify --budget 10m --jobs 2 --json out.json --html out.html -- python3 train.py
+  crashpoint certify --partition 1/3 --json p1.json --keep-failed failed/ -- ./train.sh
   crashpoint certify --layouts relative --crash syscall:17 -- python3 train.py";
+impl CertifyArgs {
+    /// The subject's command, as text.
+    pub fn command_words(&self) -> Vec<String> {
+        self.command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    }
+}
 
 fn parse_external_mode(s: &str) -> Result<Mode, String> {
     match s {
@@ -254,6 +304,9 @@ pub enum CliError {
     /// A report could not be serialised.
     #[error(transparent)]
     Report(#[from] report::ReportError),
+    /// `census`, `report` or `merge` could not do its job.
+    #[error(transparent)]
+    Tool(#[from] crate::tools::ToolError),
     /// A report file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -332,29 +385,57 @@ fn parse_plan(s: &Option<String>) -> Result<Option<CrashPlan>, CliError> {
     }
 }
 
-fn write_reports(
+fn write_reports(out: &OutputArgs, reports: &[&Report]) -> Result<(), CliError> {
+    write_files(&out.json, &out.junit, &out.html, reports)
+}
+
+fn write_files(
     json: &Option<PathBuf>,
     junit: &Option<PathBuf>,
+    html: &Option<PathBuf>,
     reports: &[&Report],
 ) -> Result<(), CliError> {
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|source| CliError::Write {
-            path: path.display().to_string(),
+    crate::tools::write_files(json.as_deref(), junit.as_deref(), html.as_deref(), reports)
+        .map_err(CliError::from)
+}
+
+/// The reporters beside a campaign, for these flags.
+fn live(out: &OutputArgs) -> Result<crate::live::Live, CliError> {
+    for (flag, p) in [
+        ("--json", &out.json),
+        ("--junit", &out.junit),
+        ("--html", &out.html),
+    ] {
+        check_report_path(flag, p)?;
+    }
+    crate::live::Live::new(out.quiet, out.json.as_deref(), out.keep_failed.as_deref()).map_err(
+        |source| CliError::Write {
+            path: out
+                .keep_failed
+                .as_ref()
+                .or(out.json.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             source,
-        })
-    };
-    if let Some(p) = json {
-        let text = if reports.len() == 1 {
-            report::to_json(reports[0])?
-        } else {
-            report::to_json(reports)?
-        };
-        write(p, text)?;
+        },
+    )
+}
+
+/// Says where `--keep-failed` put the failing cases.
+fn print_kept(live: &crate::live::Live) {
+    if let Some(k) = &live.keep {
+        let kept = k.kept();
+        if let Some(first) = kept.first() {
+            println!(
+                "kept {} failing cases, e.g. {}",
+                kept.len(),
+                first.display()
+            );
+        }
+        for e in k.errors() {
+            println!("warning: --keep-failed: {e}");
+        }
     }
-    if let Some(p) = junit {
-        write(p, report::junit(reports)?)?;
-    }
-    Ok(())
 }
 
 /// Runs the command line; returns the exit status.
@@ -371,6 +452,9 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
         Command::Run(a) => run(a),
         Command::Certify(a) => certify(a),
         Command::Sim(s) => Ok(sim(&s)),
+        Command::Census(a) => census(&a),
+        Command::Report(a) => Ok(crate::tools::show(&a)?),
+        Command::Merge(a) => Ok(crate::tools::merge(&a)?),
         Command::Zoo(a) => zoo(a),
     };
     if harness {
@@ -403,6 +487,13 @@ fn interrupted_exit(sig: i32, cases: usize) -> i32 {
         crate::campaign::signal_name(sig)
     );
     128 + sig
+}
+
+fn census(a: &crate::tools::CensusArgs) -> Result<i32, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
+    let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
+    Ok(crate::tools::census(a, &exe, ws.path())?)
 }
 
 fn sim(settings: &SimSettings) -> i32 {
@@ -479,27 +570,21 @@ fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
-/// The replay command of one case of a scenario.
+/// How the replay commands of a scenario's cases are written.
 fn run_replay(
     s: &Scenario,
     mutant: Option<Mutant>,
-    layout: Layout,
-    plan: Option<&CrashPlan>,
     max_steps: Option<u64>,
-) -> String {
-    let mut w = vec![self_name(), "run".into(), s.path.display().to_string()];
+) -> report::ReplayCommand {
+    let mut head = vec![self_name(), "run".into(), s.path.display().to_string()];
     if let Some(m) = mutant {
-        w.extend(["--mutant".into(), m.name().into()]);
+        head.extend(["--mutant".into(), m.name().into()]);
     }
-    w.extend(["--layout".into(), layout.name().into(), "--crash".into()]);
-    w.push(match plan {
-        Some(p) if !p.points.is_empty() => p.to_string(),
-        _ => "none".into(),
-    });
-    if let Some(n) = max_steps {
-        w.extend(["--max-steps".into(), n.to_string()]);
-    }
-    Replay::new(w).to_shell()
+    let tail: Vec<String> = match max_steps {
+        Some(n) => vec!["--max-steps".into(), n.to_string()],
+        None => Vec::new(),
+    };
+    report::ReplayCommand::new(&head, "--layout", &tail)
 }
 
 /// Shrinks the first failure of each kind of one scenario's campaign and
@@ -531,7 +616,8 @@ fn shrink_failures(
         let after = &shrunk.after.case;
         let steps =
             (after.max_steps != s.max_steps || a.max_steps.is_some()).then_some(after.max_steps);
-        let replay = run_replay(s, a.mutant, after.layout, Some(&after.plan), steps);
+        let replay =
+            run_replay(s, a.mutant, steps).command(after.layout.name(), &after.plan.to_string());
         out += &format!(
             "SHRUNK {} {kind}: {} (runs: {}) -> {} (runs: {}), attempts: {}\n     {}\n     replay: {replay}\n",
             s.name,
@@ -579,6 +665,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         scenarios.push(s);
     }
+    let mut live = live(&a.out)?;
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let mut reports = Vec::new();
     let mut shrunk = String::new();
@@ -592,11 +679,14 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         if let Some(e) = a.out.engine {
             campaign.engine = e;
         }
+        campaign.partition = a.out.partition;
         let work = ws.path().join(&s.name);
-        let results: Vec<LayoutResult> =
-            campaign.run_partial(&work, &*crate::progress::for_stderr(a.out.quiet, &s.name))?;
-        let replay = |l: Layout, p: Option<&CrashPlan>| run_replay(s, a.mutant, l, p, a.max_steps);
-        let mut r = Report::build(&s.name, "kill", &results, &replay);
+        live.start_report(&s.name, &s.name, a.out.quiet);
+        let results: Vec<LayoutResult> = campaign.run_partial(&work, &live)?;
+        let replay = run_replay(s, a.mutant, a.max_steps);
+        let mut r = Report::build(&s.name, "kill", s.mode, &results, &replay);
+        r.set_partition(a.out.partition);
+        r.expect = Some(s.expect.text());
         if crate::campaign::interrupted().is_some() {
             r.certified = false;
             r.interrupted = true;
@@ -625,9 +715,10 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         all_ok &= row.as_expected;
         print!("{}", report::harness_error_list(row.report));
-        for w in row.report.warnings.iter().take(5) {
-            println!("warning: {}: {w}", row.report.name);
-        }
+        print!(
+            "{}",
+            report::warning_lines(row.report, 5, &format!("{}: ", row.report.name))
+        );
     }
     print!("{shrunk}");
     let total: usize = rows.iter().map(|r| r.report.cases).sum();
@@ -642,7 +733,8 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
     );
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
-    write_reports(&a.out.json, &a.out.junit, &refs)?;
+    print_kept(&live);
+    write_reports(&a.out, &refs)?;
     if let Some(sig) = crate::campaign::interrupted() {
         return Ok(interrupted_exit(sig, total));
     }
@@ -675,8 +767,6 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
             )));
         }
     }
-    check_report_path("--json", &a.out.json)?;
-    check_report_path("--junit", &a.out.junit)?;
     let here = std::env::current_dir()
         .map_err(|e| CliError::Flag(format!("cannot read the current directory: {e}")))?;
     let probe = Subject {
@@ -714,18 +804,10 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         Some(c) if !a.exhaustive => Selection::Sample(c as usize),
         _ => Selection::All,
     };
-    // Each run starts inside its sandbox: words of the command that name
-    // existing files relative to here are made absolute first.
-    let resolved: Vec<OsString> = a.command.iter().map(absolute_if_exists).collect();
-    let program = resolved[0].to_string_lossy().into_owned();
-    let args: Vec<OsString> = resolved[1..].to_vec();
+    let subject = crate::tools::external_subject(&a.command);
     let campaign = Campaign {
         target: Target {
-            subject: Subject {
-                program: program.clone().into(),
-                args,
-                sim: false,
-            },
+            subject,
             mode,
             max_steps: a.max_steps,
             seed: a.seed,
@@ -747,15 +829,16 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         only,
         jobs: jobs(a.out.jobs),
         budget: a.budget,
-        partition: crate::partition::Partition::WHOLE,
+        partition: a.out.partition,
     };
+    let mut live = live(&a.out)?;
     let base = a
         .sandbox_dir
         .clone()
         .unwrap_or_else(crate::campaign::default_base);
     let ws = Workspace::create_in(&base).map_err(|e| CliError::Campaign(e.into()))?;
-    let mut results =
-        campaign.run_partial(ws.path(), &*crate::progress::for_stderr(a.out.quiet, ""))?;
+    live.start_report(&report::shell_join(a.command_words()), "", a.out.quiet);
+    let mut results = campaign.run_partial(ws.path(), &live)?;
     let stopped_by = crate::campaign::interrupted();
     let ws_path = ws.path().display().to_string();
     for r in &mut results {
@@ -773,56 +856,52 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
             }
         }
     }
-    let command: Vec<String> = a
-        .command
-        .iter()
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
-    let replay = |l: Layout, p: Option<&CrashPlan>| {
-        let mut w = vec![
-            self_name(),
-            "certify".into(),
-            "--layouts".into(),
-            l.name().into(),
-        ];
-        w.extend(["--mode".into(), mode_name(mode).into()]);
-        w.extend([
-            "--max-steps".into(),
-            a.max_steps.to_string(),
-            "--seed".into(),
-            a.seed.to_string(),
-        ]);
-        if a.resume_arg != "path" {
-            w.extend(["--resume-arg".into(), a.resume_arg.clone()]);
+    let command = a.command_words();
+    let mut head = vec![self_name(), "certify".into()];
+    head.extend(["--mode".into(), mode_name(mode).into()]);
+    head.extend([
+        "--max-steps".into(),
+        a.max_steps.to_string(),
+        "--seed".into(),
+        a.seed.to_string(),
+    ]);
+    if a.resume_arg != "path" {
+        head.extend(["--resume-arg".into(), a.resume_arg.clone()]);
+    }
+    if let Some(t) = a.timeout {
+        head.extend(["--timeout".into(), t.to_string()]);
+    }
+    if a.strict {
+        head.push("--strict".into());
+    }
+    if a.no_trace_resume {
+        head.push("--no-trace-resume".into());
+    }
+    for name in &a.env {
+        head.extend(["--env".into(), name.clone()]);
+    }
+    let mut tail = vec!["--".to_string()];
+    tail.extend(command.iter().cloned());
+    let replay = report::ReplayCommand::new(&head, "--layouts", &tail).with_env(env);
+    // Nor may the cases' warnings.
+    for r in &mut results {
+        for o in &mut r.outcomes {
+            for w in &mut o.warnings {
+                *w = w.replace(&ws_path, "<workspace>");
+            }
         }
-        if let Some(t) = a.timeout {
-            w.extend(["--timeout".into(), t.to_string()]);
-        }
-        if a.strict {
-            w.push("--strict".into());
-        }
-        if a.no_trace_resume {
-            w.push("--no-trace-resume".into());
-        }
-        for name in &a.env {
-            w.extend(["--env".into(), name.clone()]);
-        }
-        w.extend([
-            "--crash".into(),
-            match p {
-                Some(p) if !p.points.is_empty() => p.to_string(),
-                _ => "none".into(),
-            },
-        ]);
-        w.push("--".into());
-        w.extend(command.iter().cloned());
-        Replay::new(w).with_env(env.clone()).to_shell()
-    };
-    let mut r = Report::build(&report::shell_join(&command), "kill", &results, &replay);
+    }
+    let mut r = Report::build(
+        &report::shell_join(&command),
+        "kill",
+        mode,
+        &results,
+        &replay,
+    );
+    r.set_partition(a.out.partition);
     for w in &mut r.warnings {
         *w = w.replace(&ws_path, "<workspace>");
     }
-    r.env = env.iter().cloned().collect();
     if stopped_by.is_some() {
         r.certified = false;
         r.interrupted = true;
@@ -835,9 +914,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     }
     print!("{}", report::failure_list(&r, 3));
     print!("{}", report::harness_error_list(&r));
-    for w in r.warnings.iter().take(10) {
-        println!("warning: {w}");
-    }
+    print!("{}", report::warning_lines(&r, 10, ""));
     if let Some(h) = r.failures.iter().find_map(|f| enospc_hint(&f.detail)) {
         println!("hint: {h}");
     }
@@ -845,7 +922,8 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         println!("not covered: {line}");
     }
     println!("{} cases, fault model: kill: {}", r.cases, r.verdict());
-    write_reports(&a.out.json, &a.out.junit, &[&r])?;
+    print_kept(&live);
+    write_reports(&a.out, &[&r])?;
     if let Some(sig) = stopped_by {
         return Ok(interrupted_exit(sig, r.cases));
     }
@@ -854,22 +932,6 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         (true, true) => EXIT_OK,
         (true, false) => EXIT_FAIL,
     })
-}
-
-/// `w` made absolute when it names an existing file relative to the current
-/// directory (a script path); any other word as it is.
-fn absolute_if_exists(w: &OsString) -> OsString {
-    let p = Path::new(w);
-    if p.is_relative()
-        && p.components().count() > 0
-        && !w.to_string_lossy().starts_with('-')
-        && p.is_file()
-    {
-        if let Ok(abs) = std::path::absolute(p) {
-            return abs.into_os_string();
-        }
-    }
-    w.clone()
 }
 
 fn mode_name(m: Mode) -> &'static str {

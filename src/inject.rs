@@ -357,8 +357,10 @@ fn draw_later(rng: &mut ChaCha8Rng, mode: Mode, span: u64) -> CrashPoint {
     }
 }
 
-/// What a layout's cases covered of what its census offers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// What a layout's cases covered of what its census offers (reports keep
+/// it per layout, flat beside the layout's other fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Coverage {
     /// First crash points the census offers (in time mode: kill times planned).
     pub points: usize,
@@ -369,6 +371,7 @@ pub struct Coverage {
     /// Sites at least one case ran a point of.
     pub sites_covered: usize,
     /// The sites no case covered, in windows-first order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub uncovered: Vec<String>,
     /// Misuse probes planned and run.
     pub probes: (usize, usize),
@@ -376,8 +379,10 @@ pub struct Coverage {
     /// resume from, or a `saved` event, before the kill).
     pub after_save: usize,
     /// Why a time budget stopped the layout early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_cut: Option<String>,
     /// Time mode: the points are kill times, not census entries.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed: bool,
 }
 
@@ -395,6 +400,56 @@ impl Coverage {
                 "inconclusive: none of the {} kills landed after a completed save (each found nothing to resume from), so they say nothing about saving",
                 self.points_run
             )
+        })
+    }
+
+    /// The coverage of two partitions of one run (`--partition I/N`) taken
+    /// together: the same points and sites offered, the points and probes
+    /// each ran added up (partitions split the cases, whose first points
+    /// differ), a site uncovered only when neither covered it. `None` when
+    /// the two do not offer the same points.
+    ///
+    /// ```
+    /// use crashpoint::inject::Coverage;
+    /// let part = |run, uncovered: &[&str]| Coverage {
+    ///     points: 4, points_run: run, sites: 3, sites_covered: 3 - uncovered.len(),
+    ///     uncovered: uncovered.iter().map(|s| s.to_string()).collect(),
+    ///     probes: (3, 1), ..Coverage::default()
+    /// };
+    /// let both = part(2, &["a", "b"]).join(&part(2, &["b", "c"])).unwrap();
+    /// assert_eq!((both.points_run, both.sites_covered, both.uncovered), (4, 2, vec!["b".to_string()]));
+    /// assert_eq!(both.probes, (3, 2));
+    /// assert!(part(2, &[]).join(&Coverage { points: 5, ..part(2, &[]) }).is_none());
+    /// ```
+    pub fn join(&self, other: &Coverage) -> Option<Coverage> {
+        if (self.points, self.sites, self.probes.0, self.timed)
+            != (other.points, other.sites, other.probes.0, other.timed)
+        {
+            return None;
+        }
+        let uncovered: Vec<String> = self
+            .uncovered
+            .iter()
+            .filter(|s| other.uncovered.contains(s))
+            .cloned()
+            .collect();
+        Some(Coverage {
+            points: self.points,
+            points_run: (self.points_run + other.points_run).min(self.points),
+            sites: self.sites,
+            sites_covered: if self.timed {
+                0
+            } else {
+                self.sites.saturating_sub(uncovered.len())
+            },
+            uncovered,
+            probes: (
+                self.probes.0,
+                (self.probes.1 + other.probes.1).min(self.probes.0),
+            ),
+            after_save: self.after_save + other.after_save,
+            budget_cut: self.budget_cut.clone().or_else(|| other.budget_cut.clone()),
+            timed: self.timed,
         })
     }
 

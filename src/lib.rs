@@ -107,12 +107,14 @@ pub mod cli;
 pub mod codec;
 pub mod events;
 pub mod inject;
+pub mod keep;
 pub mod layout;
+pub mod live;
 pub mod observe;
 pub mod oracle;
 pub mod partition;
-pub mod progress;
 pub mod power;
+pub mod progress;
 pub mod protocol;
 pub mod record;
 pub mod replay;
@@ -124,6 +126,7 @@ pub mod sim;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tools;
 #[allow(unsafe_code)]
 pub mod trace;
 pub mod verdict;

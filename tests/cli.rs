@@ -49,11 +49,34 @@ fn a_mutant_fails_with_its_kind_and_a_replay_that_reproduces_it() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("dangling-last"), "{t}");
-    let replay = t
+    // The failure list gives the command once, then one line per failure
+    // naming its layout, kind and crash point: fill in the first one.
+    let template = t
         .lines()
-        .find_map(|l| l.trim().strip_prefix("replay: "))
+        .find_map(|l| l.strip_prefix("replay with: "))
         .expect("a replay line")
         .to_string();
+    let fail = t
+        .lines()
+        .find(|l| l.starts_with("FAIL [") && l.contains("dangling-last"))
+        .expect("a FAIL line");
+    assert_eq!(t.matches("replay with: ").count(), 1, "{t}");
+    let layout = &fail[6..fail.find(']').unwrap()];
+    let point = fail
+        .split(" at ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    // Named: the point, its operation and path.
+    assert!(
+        fail.contains(&format!("{point} ")) && fail.contains("checkpoints/"),
+        "{fail}"
+    );
+    let replay = template
+        .replacen("<layout>", layout, 1)
+        .replacen("<point>", point, 1);
     // The replay is a shell command; run it as a user would paste it.
     let again = Command::new("sh")
         .arg("-c")
@@ -100,7 +123,7 @@ fn a_scenario_whose_verdict_differs_from_its_expectation_exits_1() {
     let t = text(&o);
     assert!(t.contains("UNEXPECTED"), "{t}");
     assert!(
-        t.contains("digest-mismatch") && t.contains("replay: "),
+        t.contains("digest-mismatch") && t.contains("replay with: "),
         "{t}"
     );
 }

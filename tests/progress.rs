@@ -40,12 +40,21 @@ fn reference(census: usize) -> Reference {
             fields: Default::default(),
         },
         dir: Default::default(),
+        shape: Default::default(),
+        saves: Vec::new(),
+        saved: Vec::new(),
+        window: None,
+        notes: Vec::new(),
         census: (1..=census as u64)
-            .map(|i| crashpoint::inject::CensusEntry {
+            .map(|i| crashpoint::census::CensusEntry {
                 index: i,
-                kind: "write".into(),
-                phase: String::new(),
-                path: "work/checkpoints/a".into(),
+                call: crashpoint::census::Call::Write,
+                name: "write".into(),
+                paths: vec!["work/checkpoints/a".into()],
+                phase: Default::default(),
+                fd: None,
+                offset: None,
+                len: None,
             })
             .collect(),
         duration: Duration::from_secs(1),
@@ -74,6 +83,8 @@ fn outcome(plan: &CrashPlan, fail: bool) -> CaseOutcome {
         runs: 2,
         crashes_hit: 1,
         duration: Duration::from_secs(1),
+        harness_error: None,
+        after_save: true,
     }
 }
 

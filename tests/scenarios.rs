@@ -147,7 +147,13 @@ fn check_scenario(name: &str) {
         .campaign(exe, 2, None)
         .run(work.path(), &crashpoint::events::Silent)
         .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-    let report = Report::build(&s.name, "kill", &results, &|_, _| String::new());
+    let report = Report::build(
+        &s.name,
+        "kill",
+        s.mode,
+        &results,
+        &crashpoint::report::ReplayCommand::default(),
+    );
     insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_json_snapshot!(format!("scenario-{}", s.name), summary(&s, &results, &report));
     });

@@ -236,6 +236,29 @@ impl DirSnapshot {
         })
     }
 
+    /// What the tree held, for a finding: `the checkpoint directory held:
+    /// a.ckpt, last.ckpt -> a.ckpt (a.ckpt)`, `... was empty` or `... did
+    /// not exist`; at most 12 entries, then a count.
+    pub fn listing(&self) -> String {
+        const SHOWN: usize = 12;
+        if !self.exists {
+            return "the checkpoint directory did not exist".into();
+        }
+        if self.entries.is_empty() {
+            return "the checkpoint directory was empty".into();
+        }
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .take(SHOWN)
+            .map(|e| e.to_string())
+            .collect();
+        if self.entries.len() > SHOWN {
+            names.push(format!("and {} more", self.entries.len() - SHOWN));
+        }
+        format!("the checkpoint directory held: {}", names.join(", "))
+    }
+
     /// Is there something under `name` a user could resume from (a file, or
     /// a link to one)?
     pub fn loadable(&self, name: &str) -> bool {

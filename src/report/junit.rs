@@ -1,8 +1,9 @@
-//! JUnit XML for CI.
+//! JUnit XML for CI: one test suite per report, one test case per layout ×
+//! crash plan, named by its crash point (call, path, phase).
 
 use super::{Report, ReportError};
 
-/// JUnit XML: one test suite per report, one test case per layout × crash plan.
+/// JUnit XML of `reports`.
 pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
     use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
     let mut j = JReport::new("crashpoint");
@@ -15,8 +16,8 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
             status.set_description(format!("{}\nreplay: {}", f.detail, f.replay));
             suite.add_test_case(TestCase::new(format!("{} reference", f.layout), status));
         }
-        for c in &r.case_lines {
-            let status = match c.failures.first() {
+        for c in &r.case_results {
+            let status = match c.findings.first() {
                 None if c.harness_error.is_some() => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                     s.set_message("harness error");
@@ -25,29 +26,25 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
                     s
                 }
                 None => TestCaseStatus::success(),
-                Some(&i) => {
+                Some(first) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    let kinds: Vec<&str> = c
-                        .failures
-                        .iter()
-                        .map(|&i| r.failures[i].kind.name())
-                        .collect();
+                    let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
                     s.set_message(kinds.join(", "));
-                    s.set_type(r.failures[i].kind.name());
+                    s.set_type(first.kind.name());
                     let text: Vec<String> = c
-                        .failures
+                        .findings
                         .iter()
-                        .map(|&i| format!("{}: {}", r.failures[i].kind, r.failures[i].detail))
+                        .map(|f| format!("{}: {}", f.kind, f.detail))
                         .collect();
                     s.set_description(format!(
                         "{}\nreplay: {}",
                         text.join("\n"),
-                        r.failures[i].replay
+                        r.replay.command(&c.layout, &c.point)
                     ));
                     s
                 }
             };
-            let mut case = TestCase::new(format!("{} {}", c.layout, c.crash), status);
+            let mut case = TestCase::new(format!("{} {}", c.layout, c.name), status);
             case.set_classname(format!("{}.{}", r.name, c.layout));
             suite.add_test_case(case);
         }

@@ -1,29 +1,41 @@
-//! Reports: the human verdict table, JSON, JUnit XML, and for every failure
-//! one command that replays exactly that case. Nothing in a report depends on
-//! timing except the `time` column of the table, so the same seed gives the
-//! same JSON.
+//! Reports: the human verdict table, JSON (with every case) and the JSON
+//! Lines streamed as cases finish, JUnit XML, the HTML page of the crash
+//! windows, and for every failure one command that replays exactly that
+//! case. Nothing in the JSON depends on timing, so the same seed gives the
+//! same JSON; a report is assembled from its layouts' reference facts and
+//! its case records alone, which is what lets `merge` rebuild the report
+//! of a whole run from its partitions. The verdict says how much of the
+//! census ran: CERTIFIED only when every point of every layout ran and no
+//! case failed ([`Report::verdict`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::campaign::LayoutResult;
-use crate::inject::CrashPlan;
-use crate::layout::Layout;
+use crate::inject::{Coverage, Mode};
+use crate::partition::Partition;
 use crate::verdict::{Expect, FailureKind};
 
+pub mod case;
+mod coverage;
+pub mod html;
+pub mod json;
 mod junit;
-mod shell;
+pub mod merge;
+pub mod name;
 mod table;
 
+pub use crate::replay::{shell_join, ReplayCommand};
+pub use case::{CaseRecord, CaseVerdict, FindingRecord, PointRecord};
 pub use junit::junit;
-pub use shell::shell_join;
 pub use table::{
-    certify_table, failure_list, harness_error_list, kinds_cell, render, run_table, ScenarioRow,
+    census, certify_table, failure_list, harness_error_list, kinds_cell, render, run_table,
+    summary, warning_lines, ScenarioRow,
 };
 
 /// A case whose sandbox was disturbed from outside: a harness error, which
 /// says nothing about the subject and makes the report untrustworthy.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HarnessError {
     /// The layout.
     pub layout: String,
@@ -36,7 +48,7 @@ pub struct HarnessError {
 }
 
 /// One failure, with what reproduces it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// The layout.
     pub layout: String,
@@ -44,14 +56,16 @@ pub struct Failure {
     pub kind: FailureKind,
     /// Where the case was killed (its crash plan; `none` for the reference).
     pub crash: String,
+    /// The crash point named: its call, path and phase.
+    pub name: String,
     /// What exactly was seen.
     pub detail: String,
     /// One command that reproduces exactly this case.
     pub replay: String,
 }
 
-/// One layout's line of the table.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One layout: its reference facts, and the counts of its cases.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayoutRow {
     /// The layout.
     pub layout: String,
@@ -59,35 +73,37 @@ pub struct LayoutRow {
     pub cases: usize,
     /// Cases that passed.
     pub passed: usize,
-    /// Failing cases by kind.
+    /// Findings by kind.
     pub failures: BTreeMap<String, usize>,
     /// Size of the census the crash points came from.
     pub census: usize,
     /// The reference digest.
     pub reference_digest: String,
-    /// First crash points the census offers (time mode: kill times planned).
-    pub points: usize,
-    /// Of those, the ones a case ran.
-    pub points_run: usize,
-    /// Sites of the census: call and path pattern (none in time mode).
-    pub sites: usize,
-    /// Sites a case ran a point of.
-    pub sites_covered: usize,
-    /// The sites no case ran (windows-first order).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub uncovered: Vec<String>,
-    /// Cases whose first kill landed after a completed save.
-    pub after_save: usize,
+    /// Cases the layout has in all partitions together.
+    pub planned: usize,
+    /// What its cases covered of the census: points and sites offered and
+    /// run, the sites never hit, probes, kills after a completed save.
+    #[serde(flatten)]
+    pub coverage: Coverage,
+    /// Every first crash point the census offers, run or not, with its site.
+    #[serde(default)]
+    pub census_points: Vec<PointRecord>,
+    /// What the uninterrupted run already shows (no case runs then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_findings: Vec<FindingRecord>,
+    /// Warnings of the uninterrupted run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_warnings: Vec<String>,
     /// Wall time (not in JSON, so reports stay deterministic).
     #[serde(skip)]
     pub duration: Duration,
     /// The crash states the record-once engine recorded, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<StatesRow>,
 }
 
 /// What the record-once engine recorded for a layout.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatesRow {
     /// Crash points recorded.
     pub points: usize,
@@ -111,28 +127,16 @@ impl StatesRow {
     }
 }
 
-/// One case, for JUnit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseLine {
-    /// The layout.
-    pub layout: String,
-    /// The crash plan.
-    pub crash: String,
-    /// Indexes into [`Report::failures`].
-    pub failures: Vec<usize>,
-    /// The case's harness error, if its sandbox was disturbed.
-    pub harness_error: Option<String>,
-}
-
 /// The report of one campaign (one scenario, or one `certify`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Scenario name or command.
     pub name: String,
     /// The fault model covered.
     pub fault: String,
     /// True when no case failed, every point (and probe) of every layout
-    /// ran, and the cases prove something (see [`Report::not_covered`]).
+    /// ran, and the cases prove something (see [`Report::not_covered`]);
+    /// for a partition: every case of its share ran and none failed.
     pub certified: bool,
     /// First crash points offered, over every layout.
     pub points: usize,
@@ -150,6 +154,15 @@ pub struct Report {
     pub interrupted: bool,
     /// Cases run.
     pub cases: usize,
+    /// The share of the cases this report covers, when it is one partition
+    /// of a run (`--partition I/N`); absent for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// What the scenario expects (`pass`, `fail: dangling-last`), for `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// How each case's replay command is written.
+    pub replay: ReplayCommand,
     /// Per-layout summary.
     pub layouts: Vec<LayoutRow>,
     /// Every failure.
@@ -157,133 +170,54 @@ pub struct Report {
     /// Things worth a look that are not failures.
     pub warnings: Vec<String>,
     /// Cases disturbed from outside (not in JSON when there is none).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub harness_errors: Vec<HarnessError>,
     /// The environment variables recorded for the replays (`PYTHONPATH`,
     /// `VIRTUAL_ENV`, `LD_LIBRARY_PATH` when set, and each `--env NAME`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Every case (for JUnit).
-    #[serde(skip)]
-    pub case_lines: Vec<CaseLine>,
+    /// Every case, per layout in plan order.
+    pub case_results: Vec<CaseRecord>,
 }
-
-/// Makes the replay command of a case.
-pub type Replay<'a> = &'a dyn Fn(Layout, Option<&CrashPlan>) -> String;
 
 impl Report {
     /// Builds the report of a campaign's results.
-    pub fn build(name: &str, fault: &str, results: &[LayoutResult], replay: Replay<'_>) -> Report {
-        let mut failures = Vec::new();
+    pub fn build(
+        name: &str,
+        fault: &str,
+        mode: Mode,
+        results: &[LayoutResult],
+        replay: &ReplayCommand,
+    ) -> Report {
         let mut layouts = Vec::new();
-        let mut case_lines = Vec::new();
-        let mut warnings: Vec<String> = Vec::new();
-        let mut harness_errors = Vec::new();
-        let mut not_covered = Vec::new();
+        let mut cases = Vec::new();
         for r in results {
-            let c = &r.coverage;
-            if r.reference.findings.is_empty() {
-                if c.points_run < c.points {
-                    let what = if c.timed { "kill times" } else { "points" };
-                    let mut line = format!(
-                        "{}: {} of {} {what} not run",
-                        r.layout,
-                        c.points - c.points_run,
-                        c.points
-                    );
-                    if !c.uncovered.is_empty() {
-                        let shown: Vec<&str> =
-                            c.uncovered.iter().take(5).map(String::as_str).collect();
-                        line += &format!(
-                            "; {} of {} sites never hit: {}{}",
-                            c.uncovered.len(),
-                            c.sites,
-                            shown.join(", "),
-                            if c.uncovered.len() > 5 { ", ..." } else { "" }
-                        );
-                    }
-                    if let Some(cut) = &c.budget_cut {
-                        line += &format!(" ({cut})");
-                    }
-                    not_covered.push(line);
-                }
-                if c.probes.1 < c.probes.0 {
-                    not_covered.push(format!(
-                        "{}: {} of {} misuse probes not run",
-                        r.layout,
-                        c.probes.0 - c.probes.1,
-                        c.probes.0
-                    ));
-                }
-                if let Some(why) = c.inconclusive() {
-                    not_covered.push(format!("{}: {why}", r.layout));
-                }
-            }
-            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-            let mut passed = 0;
-            for f in &r.reference.findings {
-                *kinds.entry(f.kind.name().into()).or_default() += 1;
-                failures.push(Failure {
-                    layout: r.layout.name().into(),
-                    kind: f.kind,
-                    crash: "none".into(),
-                    detail: f.detail.clone(),
-                    replay: replay(r.layout, None),
-                });
-            }
-            for p in &r.reference.outside {
-                warnings.push(format!("{}: wrote-outside: {p}", r.layout));
-            }
-            for o in &r.outcomes {
-                let mut line = CaseLine {
-                    layout: r.layout.name().into(),
-                    crash: o.plan.to_string(),
-                    failures: Vec::new(),
-                    harness_error: o.harness_error.clone(),
-                };
-                if let Some(detail) = &o.harness_error {
-                    harness_errors.push(HarnessError {
-                        layout: r.layout.name().into(),
-                        crash: o.plan.to_string(),
-                        detail: detail.clone(),
-                        replay: replay(r.layout, Some(&o.plan)),
-                    });
-                }
-                if o.passed() {
-                    passed += 1;
-                }
-                for f in &o.findings {
-                    *kinds.entry(f.kind.name().into()).or_default() += 1;
-                    line.failures.push(failures.len());
-                    failures.push(Failure {
-                        layout: r.layout.name().into(),
-                        kind: f.kind,
-                        crash: o.plan.to_string(),
-                        detail: f.detail.clone(),
-                        replay: replay(r.layout, Some(&o.plan)),
-                    });
-                }
-                for w in &o.warnings {
-                    let w = format!("{}: {w}", r.layout);
-                    if !warnings.contains(&w) {
-                        warnings.push(w);
-                    }
-                }
-                case_lines.push(line);
-            }
+            let census = &r.reference.census;
             layouts.push(LayoutRow {
                 layout: r.layout.name().into(),
-                cases: r.outcomes.len(),
-                passed,
-                failures: kinds,
-                census: r.reference.census.len(),
+                cases: 0,
+                passed: 0,
+                failures: BTreeMap::new(),
+                census: census.len(),
                 reference_digest: r.reference.state.digest.clone(),
-                points: c.points,
-                points_run: c.points_run,
-                sites: c.sites,
-                sites_covered: c.sites_covered,
-                uncovered: c.uncovered.clone(),
-                after_save: c.after_save,
+                planned: r.planned,
+                coverage: r.coverage.clone(),
+                census_points: case::points(mode, census),
+                reference_findings: r
+                    .reference
+                    .findings
+                    .iter()
+                    .map(|f| FindingRecord {
+                        kind: f.kind,
+                        detail: f.detail.clone(),
+                    })
+                    .collect(),
+                reference_warnings: r
+                    .reference
+                    .outside
+                    .iter()
+                    .map(|p| format!("wrote-outside: {p}"))
+                    .collect(),
                 duration: r.duration,
                 states: r.recorded.as_ref().map(|s| StatesRow {
                     points: s.points,
@@ -296,26 +230,137 @@ impl Report {
                     runs_made: s.runs_made,
                 }),
             });
+            let same: BTreeMap<String, String> = r
+                .recorded
+                .iter()
+                .flat_map(|s| &s.same_as)
+                .map(|(p, f)| (p.to_string(), f.to_string()))
+                .collect();
+            for (&i, o) in r.indexes.iter().zip(&r.outcomes) {
+                let mut c = CaseRecord::of(i, o, census);
+                c.same_state_as = same.get(c.first_point()).cloned();
+                cases.push(c);
+            }
         }
+        Report::assemble(name, fault, replay.clone(), layouts, cases)
+    }
+
+    /// The report of `layouts` (their reference facts and coverage; counts
+    /// are recomputed) and `cases` (in any order): failures, warnings,
+    /// counts and the verdict follow from them alone.
+    pub fn assemble(
+        name: &str,
+        fault: &str,
+        replay: ReplayCommand,
+        mut layouts: Vec<LayoutRow>,
+        mut cases: Vec<CaseRecord>,
+    ) -> Report {
+        let order: BTreeMap<&str, usize> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.layout.as_str(), i))
+            .collect();
+        let rank = |c: &CaseRecord| order.get(c.layout.as_str()).copied().unwrap_or(usize::MAX);
+        cases.sort_by_key(|c| (rank(c), c.index));
+        let mut failures = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        let mut harness_errors = Vec::new();
+        for l in &mut layouts {
+            let mine: Vec<&CaseRecord> = cases.iter().filter(|c| c.layout == l.layout).collect();
+            l.cases = mine.len();
+            l.passed = mine.iter().filter(|c| c.passed()).count();
+            l.failures = BTreeMap::new();
+            for f in &l.reference_findings {
+                *l.failures.entry(f.kind.name().into()).or_default() += 1;
+                failures.push(Failure {
+                    layout: l.layout.clone(),
+                    kind: f.kind,
+                    crash: "none".into(),
+                    name: "none (the uninterrupted run)".into(),
+                    detail: f.detail.clone(),
+                    replay: replay.command(&l.layout, "none"),
+                });
+            }
+            for w in &l.reference_warnings {
+                push_new(&mut warnings, format!("{}: {w}", l.layout));
+            }
+            for c in &mine {
+                if let Some(detail) = &c.harness_error {
+                    harness_errors.push(HarnessError {
+                        layout: l.layout.clone(),
+                        crash: c.point.clone(),
+                        detail: detail.clone(),
+                        replay: replay.command(&l.layout, &c.point),
+                    });
+                }
+                for f in &c.findings {
+                    *l.failures.entry(f.kind.name().into()).or_default() += 1;
+                    failures.push(Failure {
+                        layout: l.layout.clone(),
+                        kind: f.kind,
+                        crash: c.point.clone(),
+                        name: c.name.clone(),
+                        detail: f.detail.clone(),
+                        replay: replay.command(&l.layout, &c.point),
+                    });
+                }
+                for w in &c.warnings {
+                    push_new(&mut warnings, format!("{}: {w}", l.layout));
+                }
+            }
+        }
+        let not_covered = coverage::not_covered(&layouts, None);
         let sum = |f: fn(&LayoutRow) -> usize| layouts.iter().map(f).sum::<usize>();
         Report {
             name: name.to_string(),
             fault: fault.to_string(),
             certified: failures.is_empty() && harness_errors.is_empty() && not_covered.is_empty(),
-            points: sum(|l| l.points),
-            points_run: sum(|l| l.points_run),
-            sites: sum(|l| l.sites),
-            sites_covered: sum(|l| l.sites_covered),
+            points: sum(|l| l.coverage.points),
+            points_run: sum(|l| l.coverage.points_run),
+            sites: sum(|l| l.coverage.sites),
+            sites_covered: sum(|l| l.coverage.sites_covered),
             not_covered,
             interrupted: false,
-            cases: layouts.iter().map(|l| l.cases).sum(),
+            cases: cases.len(),
+            partition: None,
+            expect: None,
             layouts,
             failures,
             warnings,
             harness_errors,
-            env: BTreeMap::new(),
-            case_lines,
+            env: replay.env.iter().cloned().collect(),
+            replay,
+            case_results: cases,
         }
+    }
+
+    /// Marks this report as partition `p` of a run: what is not covered is
+    /// then what its share did not run, and it passes (`certified`) when
+    /// its whole share ran and no case failed. Only the merged report of
+    /// every partition can certify the run.
+    pub fn set_partition(&mut self, p: Partition) {
+        if p.is_whole() {
+            return;
+        }
+        self.partition = Some(p);
+        self.not_covered = coverage::not_covered(&self.layouts, Some(p));
+        self.certified = self.failures.is_empty()
+            && self.harness_errors.is_empty()
+            && self.not_covered.is_empty();
+    }
+
+    /// The verdict in words: `CERTIFIED` only when no case failed, every
+    /// point (and probe) of every layout ran and the result is conclusive;
+    /// otherwise what was seen, as "no failure in N of M points (S of T
+    /// sites)" and why that is not a certification.
+    ///
+    /// ```
+    /// use crashpoint::report::{Report, ReplayCommand};
+    /// let r = Report::assemble("demo", "kill", ReplayCommand::default(), vec![], vec![]);
+    /// assert_eq!(r.verdict(), "no failure in 0 of 0 points (0 of 0 sites): CERTIFIED");
+    /// ```
+    pub fn verdict(&self) -> String {
+        coverage::verdict(self)
     }
 
     /// Can the report be trusted: was no case disturbed from outside?
@@ -331,72 +376,42 @@ impl Report {
         k
     }
 
+    /// Is this report the verdict it expects (certified, when it says nothing)?
+    pub fn as_expected(&self) -> bool {
+        match self.expect.as_deref().map(parse_expect) {
+            Some(Some(e)) => self.meets(&e),
+            _ => self.certified,
+        }
+    }
+
     /// Is this report the verdict `expect` asks for? A scenario's `pass`
     /// asks that no case it ran failed (a scenario may sample on purpose).
     pub fn meets(&self, expect: &Expect) -> bool {
         expect.matches(self.failures.is_empty(), &self.kinds())
     }
+}
 
-    /// The verdict in words: `CERTIFIED` only when no case failed, every
-    /// point (and probe) of every layout ran and the result is conclusive;
-    /// otherwise what was seen, as "no failure in N of M points (S of T
-    /// sites)" and why that is not a certification.
-    ///
-    /// ```
-    /// use crashpoint::report::Report;
-    /// let r = Report::build("demo", "kill", &[], &|_, _| String::new());
-    /// assert_eq!(r.verdict(), "no failure in 0 of 0 points (0 of 0 sites): CERTIFIED");
-    /// ```
-    pub fn verdict(&self) -> String {
-        let timed = self.sites == 0 && self.points > 0;
-        let seen = if timed {
-            format!(
-                "{} of {} kill times in the save window ({} after a completed save)",
-                self.points_run,
-                self.points,
-                self.layouts.iter().map(|l| l.after_save).sum::<usize>()
-            )
-        } else {
-            format!(
-                "{} of {} points ({} of {} sites)",
-                self.points_run, self.points, self.sites_covered, self.sites
-            )
-        };
-        if self.interrupted {
-            return format!("{seen} before the interruption: INTERRUPTED, NOT certified");
+/// `pass`, `fail` or `fail: kind,kind` ([`Expect::text`]) back.
+fn parse_expect(s: &str) -> Option<Expect> {
+    match s.trim() {
+        "pass" => Some(Expect::Pass),
+        "fail" => Some(Expect::Fail(Vec::new())),
+        other => {
+            let kinds = other.strip_prefix("fail:")?;
+            kinds
+                .split(',')
+                .map(|k| k.trim().parse().ok())
+                .collect::<Option<Vec<FailureKind>>>()
+                .map(Expect::Fail)
         }
-        if !self.trustworthy() {
-            return format!(
-                "{seen}: NOT TRUSTWORTHY (a sandbox was disturbed from outside), NOT certified"
-            );
-        }
-        if !self.failures.is_empty() {
-            let cases: std::collections::BTreeSet<(&str, &str)> = self
-                .failures
-                .iter()
-                .map(|f| (f.layout.as_str(), f.crash.as_str()))
-                .collect();
-            let n = cases.len();
-            return format!(
-                "{n} failing case{} in {seen}: NOT certified",
-                if n == 1 { "" } else { "s" }
-            );
-        }
-        if self.certified {
-            return format!("no failure in {seen}: CERTIFIED");
-        }
-        let inconclusive = self.not_covered.iter().any(|l| l.contains("inconclusive"));
-        format!(
-            "no failure in {seen}: NOT certified ({})",
-            if inconclusive {
-                "inconclusive: no kill landed after a completed save"
-            } else {
-                "not every point ran"
-            }
-        )
     }
 }
 
+fn push_new(list: &mut Vec<String>, s: String) {
+    if !list.contains(&s) {
+        list.push(s);
+    }
+}
 /// A report could not be serialised: nothing is written then, and the
 /// command fails, rather than leaving a `null` or empty file behind.
 #[derive(Debug, thiserror::Error)]

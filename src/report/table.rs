@@ -78,16 +78,20 @@ pub fn certify_table(report: &Report) -> String {
         lines.push([
             l.layout.clone(),
             l.census.to_string(),
-            format!("{}/{}", l.points_run, l.points),
-            if l.sites == 0 {
+            format!("{}/{}", l.coverage.points_run, l.coverage.points),
+            if l.coverage.sites == 0 {
                 "-".into()
             } else {
-                format!("{}/{}", l.sites_covered, l.sites)
+                format!("{}/{}", l.coverage.sites_covered, l.coverage.sites)
             },
             l.cases.to_string(),
             l.passed.to_string(),
             kinds_cell(&l.failures),
-            format!("{:.1}s", l.duration.as_secs_f64()),
+            if l.duration.is_zero() {
+                "-".into()
+            } else {
+                format!("{:.1}s", l.duration.as_secs_f64())
+            },
         ]);
     }
     render(&lines)
@@ -113,10 +117,21 @@ pub fn render<const N: usize>(lines: &[[String; N]]) -> String {
     out
 }
 
-/// The failures of a report, at most `per_kind` per layout and kind, each
-/// with its replay command; the rest are counted.
+/// The failures of a report: the replay command once, with `<layout>` and
+/// `<point>` to fill in, then one line per failure (at most `per_kind` per
+/// layout and kind) naming its layout, kind, crash point and what was seen;
+/// the rest are counted.
+///
+/// ```text
+/// replay with: crashpoint certify --layouts <layout> --crash <point> --mode syscall ... -- python3 train.py
+/// FAIL [relative] dangling-last at syscall:9 symlink work/checkpoints/last.ckpt: last.ckpt -> ... does not resolve
+///      … 14 more failures, see --json
+/// ```
 pub fn failure_list(report: &Report, per_kind: usize) -> String {
-    let mut out = String::new();
+    if report.failures.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("replay with: {}\n", report.replay.template());
     let mut shown: BTreeMap<(String, FailureKind), usize> = BTreeMap::new();
     let mut hidden = 0;
     for f in &report.failures {
@@ -128,21 +143,23 @@ pub fn failure_list(report: &Report, per_kind: usize) -> String {
         }
         let _ = writeln!(
             out,
-            "FAIL {} [{}] {} at {}\n     {}\n     replay: {}",
-            report.name, f.layout, f.kind, f.crash, f.detail, f.replay
+            "FAIL [{}] {} at {}: {}",
+            f.layout,
+            f.kind,
+            f.name,
+            f.detail.replace('\n', " ")
         );
     }
     if hidden > 0 {
         let _ = writeln!(
             out,
-            "     ... and {hidden} more failures of the same kinds (see --json)"
+            "     … {hidden} more failures of the same kinds, see --json"
         );
     }
     out
 }
 
-/// The harness errors of a report, each with its replay command, and what
-/// they mean.
+/// The cases disturbed from outside, each with its replay command.
 pub fn harness_error_list(report: &Report) -> String {
     let mut out = String::new();
     for e in &report.harness_errors {
@@ -159,5 +176,78 @@ pub fn harness_error_list(report: &Report) -> String {
             report.harness_errors.len()
         );
     }
+    out
+}
+
+/// At most `max` warning lines, each after `prefix`, and a count of the rest.
+pub fn warning_lines(report: &Report, max: usize, prefix: &str) -> String {
+    let mut out = String::new();
+    for w in report.warnings.iter().take(max) {
+        let _ = writeln!(out, "warning: {prefix}{w}");
+    }
+    if report.warnings.len() > max {
+        let _ = writeln!(
+            out,
+            "     … {} more warnings, see --json",
+            report.warnings.len() - max
+        );
+    }
+    out
+}
+
+/// The text of a report read back from JSON (`report`, `merge`): its
+/// table, failures, warnings and verdict line.
+pub fn summary(r: &Report) -> String {
+    let mut out = String::new();
+    if !r.name.is_empty() {
+        let _ = writeln!(out, "{}", r.name);
+    }
+    out += &certify_table(r);
+    out += &failure_list(r, 3);
+    out += &warning_lines(r, 10, "");
+    for line in &r.not_covered {
+        let _ = writeln!(out, "not covered: {line}");
+    }
+    let _ = writeln!(
+        out,
+        "{} cases, fault model: {}: {}",
+        r.cases,
+        r.fault,
+        r.verdict()
+    );
+    out
+}
+
+/// The numbered census of a layout, then its sites with how many calls
+/// each has: what `crashpoint census` prints.
+pub fn census(layout: &str, census: &[crate::inject::CensusEntry]) -> String {
+    let mut lines = vec![[
+        "#".to_string(),
+        "call".into(),
+        "path".into(),
+        "phase".into(),
+    ]];
+    let mut sites: Vec<(String, usize, u64)> = Vec::new();
+    for e in census {
+        lines.push([
+            e.index.to_string(),
+            e.call.name().into(),
+            e.path(),
+            super::case::phase_text(e),
+        ]);
+        let site = super::name::site_of(e);
+        match sites.iter_mut().find(|(s, _, _)| *s == site) {
+            Some((_, n, _)) => *n += 1,
+            None => sites.push((site, 1, e.index)),
+        }
+    }
+    let mut out = format!("{layout}: census of {} calls\n", census.len());
+    out += &render(&lines);
+    let _ = writeln!(out, "{layout}: {} sites", sites.len());
+    let mut rows = vec![["site".to_string(), "calls".into(), "first".into()]];
+    for (s, n, first) in sites {
+        rows.push([s, n.to_string(), format!("#{first}")]);
+    }
+    out += &render(&rows);
     out
 }

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::campaign::{CampaignError, LayoutResult};
-use crate::inject::CrashPlan;
-use crate::layout::Layout;
 use crate::report::{self, Report};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::shrink::{self, Case, Failing, Limits, RunnerJudge, ShrinkError, Shrunk};
@@ -361,15 +359,10 @@ fn run_campaign(
     let campaign = s.campaign(&opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
     let results = campaign.run(work, &crate::events::Silent)?;
-    let replay = |l: Layout, p: Option<&CrashPlan>| {
-        let case = Case {
-            layout: l,
-            max_steps: s.max_steps,
-            plan: p.cloned().unwrap_or(CrashPlan { points: Vec::new() }),
-        };
-        replay_command(&opts.program, s, &case)
-    };
-    let report = Report::build(&s.name, "kill", &results, &replay);
+    let path = s.path.display().to_string();
+    let replay =
+        report::ReplayCommand::new(&[opts.program.as_str(), "run", &path], "--layout", &[]);
+    let report = Report::build(&s.name, "kill", s.mode, &results, &replay);
     Ok((results, report))
 }
 

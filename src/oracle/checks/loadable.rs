@@ -163,9 +163,10 @@ pub fn no_checkpoint(
         kind: FailureKind::NoCheckpoint,
         run,
         detail: format!(
-            "{when}: the saves of step {} had completed, but nothing loadable is left: {}; no last*.ckpt, best*.ckpt or latest pointer resolves",
+            "{when}: the saves of step {} had completed, but nothing loadable is left: {}; no last*.ckpt, best*.ckpt or latest pointer resolves; {}",
             steps.join(", "),
-            fates.join(", ")
+            fates.join(", "),
+            snap.listing()
         ),
     })
 }
@@ -207,6 +208,12 @@ mod tests {
         assert!(
             f.detail
                 .contains("checkpoints/epoch=0-step=4.ckpt (step 4) is gone"),
+            "{f:?}"
+        );
+        assert!(
+            f.detail.ends_with(
+                "the checkpoint directory held: checkpoints/, checkpoints/last.ckpt -> ! (dangling)"
+            ),
             "{f:?}"
         );
         // No save announced: nothing is claimed.

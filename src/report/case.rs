@@ -1,0 +1,156 @@
+//! Every case of a report, one record each (what the JSON's `case_results`
+//! and the streamed JSON Lines hold), and every crash point a layout's census
+//! offers (what the HTML page draws, run or not).
+
+use crate::inject::{self, CensusEntry, Mode};
+use crate::oracle::CaseOutcome;
+use crate::verdict::FailureKind;
+
+use super::name;
+
+/// Passed or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseVerdict {
+    /// Ended with the reference digest and broke no invariant.
+    Passed,
+    /// At least one finding.
+    Failed,
+    /// The sandbox was disturbed from outside: says nothing about the subject.
+    HarnessError,
+}
+
+/// One finding of a case.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FindingRecord {
+    /// The kind.
+    pub kind: FailureKind,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// One case, as reports keep it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaseRecord {
+    /// The layout.
+    pub layout: String,
+    /// Its place in the layout's plan list (0-based; partitions split by it).
+    pub index: usize,
+    /// The crash plan, as `--crash` takes it.
+    pub point: String,
+    /// The plan named: call, path, phase of its first point.
+    pub name: String,
+    /// The site of its first point (call and path, numbers as `#`).
+    pub site: String,
+    /// Passed or failed.
+    pub verdict: CaseVerdict,
+    /// The kinds of its findings, in order, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<FailureKind>,
+    /// What it found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingRecord>,
+    /// Things worth a look that are not failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Why the harness could not judge the case (its sandbox was disturbed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_error: Option<String>,
+    /// The crash point whose recorded crash state this case shared (when
+    /// crash states are recorded once and resumed for every equal state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_state_as: Option<String>,
+    /// Wall time in milliseconds: only in the streamed JSON Lines, so that
+    /// the final JSON stays the same for the same seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+impl CaseRecord {
+    /// The record of `outcome`, case `index` of its layout, named from `census`.
+    pub fn of(index: usize, outcome: &CaseOutcome, census: &[CensusEntry]) -> CaseRecord {
+        let mut kinds: Vec<FailureKind> = Vec::new();
+        for f in &outcome.findings {
+            if !kinds.contains(&f.kind) {
+                kinds.push(f.kind);
+            }
+        }
+        CaseRecord {
+            layout: outcome.layout.name().into(),
+            index,
+            point: outcome.plan.to_string(),
+            name: name::plan(&outcome.plan, census),
+            site: name::plan_site(&outcome.plan, census),
+            verdict: match (&outcome.harness_error, outcome.findings.is_empty()) {
+                (Some(_), true) => CaseVerdict::HarnessError,
+                (_, true) => CaseVerdict::Passed,
+                (_, false) => CaseVerdict::Failed,
+            },
+            kinds,
+            findings: outcome
+                .findings
+                .iter()
+                .map(|f| FindingRecord {
+                    kind: f.kind,
+                    detail: f.detail.clone(),
+                })
+                .collect(),
+            warnings: outcome.warnings.clone(),
+            harness_error: outcome.harness_error.clone(),
+            same_state_as: None,
+            duration_ms: None,
+        }
+    }
+
+    /// Did it pass?
+    pub fn passed(&self) -> bool {
+        self.verdict == CaseVerdict::Passed
+    }
+
+    /// The first crash point of its plan (`syscall:45` of `syscall:45,syscall:3`).
+    pub fn first_point(&self) -> &str {
+        self.point.split(',').next().unwrap_or(&self.point)
+    }
+}
+
+/// A crash point the census offers, run or not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PointRecord {
+    /// The point, as `--crash` takes it.
+    pub point: String,
+    /// The call (`symlink`, `write`, ...).
+    pub call: String,
+    /// Its path(s), relative to the sandbox.
+    pub path: String,
+    /// What the subject was doing, when it says.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// Its site (call and path, numbers as `#`).
+    pub site: String,
+}
+
+/// Every first crash point of `census` in `mode`, in census order.
+pub fn points(mode: Mode, census: &[CensusEntry]) -> Vec<PointRecord> {
+    inject::census_points(mode, census)
+        .iter()
+        .filter_map(|p| {
+            let e = name::entry(p, census)?;
+            Some(PointRecord {
+                point: p.to_string(),
+                call: e.call.name().into(),
+                path: e.path(),
+                phase: phase_text(e),
+                site: name::site(p, census),
+            })
+        })
+        .collect()
+}
+
+/// The phase of an entry as reports show it (empty when unknown).
+pub fn phase_text(e: &CensusEntry) -> String {
+    if e.phase.kind == crate::census::PhaseKind::Unknown {
+        String::new()
+    } else {
+        e.phase.to_string()
+    }
+}
