@@ -857,30 +857,31 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
         }
     }
     let command = a.command_words();
-    let mut head = vec![self_name(), "certify".into()];
-    head.extend(["--mode".into(), mode_name(mode).into()]);
-    head.extend([
+    // `certify --layouts L --crash P` first, then the run's flags, then the command.
+    let head = vec![self_name(), "certify".into()];
+    let mut tail = vec!["--mode".to_string(), mode_name(mode).into()];
+    tail.extend([
         "--max-steps".into(),
         a.max_steps.to_string(),
         "--seed".into(),
         a.seed.to_string(),
     ]);
     if a.resume_arg != "path" {
-        head.extend(["--resume-arg".into(), a.resume_arg.clone()]);
+        tail.extend(["--resume-arg".into(), a.resume_arg.clone()]);
     }
     if let Some(t) = a.timeout {
-        head.extend(["--timeout".into(), t.to_string()]);
+        tail.extend(["--timeout".into(), t.to_string()]);
     }
     if a.strict {
-        head.push("--strict".into());
+        tail.push("--strict".into());
     }
     if a.no_trace_resume {
-        head.push("--no-trace-resume".into());
+        tail.push("--no-trace-resume".into());
     }
     for name in &a.env {
-        head.extend(["--env".into(), name.clone()]);
+        tail.extend(["--env".into(), name.clone()]);
     }
-    let mut tail = vec!["--".to_string()];
+    tail.push("--".into());
     tail.extend(command.iter().cloned());
     let replay = report::ReplayCommand::new(&head, "--layouts", &tail).with_env(env);
     // Nor may the cases' warnings.
