@@ -258,14 +258,19 @@ fn a_hostile_subject_leaves_nothing_behind() {
                 "{mode}: {var}={line} is not inside a sandbox"
             );
         }
-        // Only the deliberate write happened in the test's directory.
+        // Only the deliberate write happened in the test's directory (and
+        // the reports asked for: the JSON and its JSON Lines stream).
         let mut names: Vec<_> = std::fs::read_dir(site.dir.path())
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["outside", "report.json", "tmp", "victim"], "{mode}");
+        assert_eq!(
+            names,
+            ["outside", "report.json", "report.jsonl", "tmp", "victim"],
+            "{mode}"
+        );
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let warnings = report["warnings"].to_string();
