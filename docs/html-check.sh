@@ -11,7 +11,8 @@
 #
 # OUT_DIR (default: a new temporary directory) receives report.json,
 # report.html, dom.html and report.png. docs/html-report.png is one such
-# screenshot. Set CRASHPOINT to use another binary, CHROMIUM another browser.
+# screenshot. Set CRASHPOINT to use another binary, CHROMIUM another browser,
+# JOBS the workers (default 2; the report is the same whatever the number).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d)}
@@ -20,7 +21,7 @@ bin=${CRASHPOINT:-./target/release/crashpoint}
 browser=${CHROMIUM:-chromium}
 command -v "$browser" >/dev/null || { echo "html-check: no $browser (apt-get install chromium)" >&2; exit 2; }
 
-"$bin" run scenarios/relative.toml --mutant unlink-then-link --quiet \
+"$bin" run scenarios/relative.toml --mutant unlink-then-link --quiet --jobs "${JOBS:-2}" \
     --json "$out/report.json" --html "$out/report.html" > "$out/run.txt"
 
 profile=$(mktemp -d)
@@ -42,7 +43,7 @@ cells = re.findall(r'<button type="button" class="cell ([^"]*)" data-layout="([^
 problems = []
 kinds = ["digest-mismatch", "resume-failed", "restart-failed", "dangling-last", "escaped-dir", "progress-lost",
          "no-checkpoint", "hang", "dir-mismatch", "bad-resume-accepted", "wrote-outside",
-         "nondeterministic"]
+         "nondeterministic", "overshoot"]
 def expected_class(case):
     if case is None:
         return "k-not-run"
@@ -57,7 +58,7 @@ for layout in report["layouts"]:
     by_first = {}
     for c in cases:
         by_first.setdefault(c["point"].split(",")[0], c)
-    points = [p["point"] for p in layout["points"]]
+    points = [p["point"] for p in layout["census_points"]]
     for p in points:
         want.append((expected_class(by_first.get(p)), layout["layout"], p))
     for c in cases:

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crashpoint::inject::Coverage;
 use crashpoint::report::{
     html, CaseRecord, CaseVerdict, FindingRecord, LayoutRow, PointRecord, ReplayCommand, Report,
 };
-use crashpoint::inject::Coverage;
 use crashpoint::verdict::FailureKind;
 
 fn bin() -> Command {
