@@ -44,6 +44,7 @@ fn cases(c: &mut Criterion) {
         resume: ResumeMode::Path,
         timeout: None,
         tracing: Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
     };
     let work = tempfile::tempdir().expect("tempdir");
     let reference = oracle::reference(&target, Layout::Relative, work.path()).expect("reference");
@@ -154,6 +155,7 @@ fn subject(c: &mut Criterion) {
                     crash: None,
                     op_log: None,
                     traced,
+                    power: false,
                     timeout: std::time::Duration::from_secs(60),
                 };
                 let r = run(&subject, &req).expect("runs");
@@ -199,6 +201,7 @@ fn resume(c: &mut Criterion) {
         crash: None,
         op_log: None,
         traced: false,
+        power: false,
         timeout: Duration::from_secs(60),
     };
     assert_eq!(run(&subject, &first).expect("runs").exit, Exit::Code(0));
@@ -234,6 +237,7 @@ fn resume(c: &mut Criterion) {
             crash: None,
             op_log: None,
             traced,
+            power: false,
             timeout: Duration::from_secs(60),
         };
         let r = run(&subject, &req).expect("runs");

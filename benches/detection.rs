@@ -186,6 +186,7 @@ fn main() {
                 resume: ResumeMode::Path,
                 timeout: None,
                 tracing: Tracing::Needed,
+                fault: crashpoint::fault::FaultModel::KILL,
             };
             let w = work.path().join(format!("py-{}", bug[1]));
             std::fs::create_dir_all(&w).expect("mkdir");

@@ -11,17 +11,34 @@
 //! For each: `kill` is the process-kill state (the log applied in full),
 //! `power-loss` the most pessimistic power-loss state; `replay+` includes
 //! building the log from its operations, `state` only derives the state.
-//! The figure to watch is the ratio power-loss / kill. Run with
-//! `cargo bench --bench power_state`.
+//! The figure to watch is the ratio power-loss / kill.
+//!
+//! `power_state/point/*` measures what the harness does per crash point,
+//! at the end of the same run with the bytes themselves in the log (as the
+//! tracer records them): `kill/materialise` rebuilds the process-kill state
+//! from the record-once store (its manifest, captured once) in a fresh
+//! directory; `power-loss/build` replays the log and derives the most
+//! pessimistic state; `power-loss/build+materialise` also writes it into a
+//! fresh directory, as a power-loss case does. After the timings it prints,
+//! per trainer, the median ratio power-loss / kill of 30 back-to-back pairs
+//! (which goes first alternates), so both see the same load.
+//!
+//! Run with `cargo bench --bench power_state`.
 
-use crashpoint::power::{self, ContentHash, FileRef, Handle, Log, Op, Rope};
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::path::Path;
+use std::time::Instant;
+
+use crashpoint::power::{self, ContentHash, CrashState, FileRef, Handle, Log, Op, Rope};
+use crashpoint::store::{self, Capturer, Manifest, Store};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 
 const SAVES: u64 = 20;
 const WRITE: u64 = 64 * 1024;
 const WRITES_PER_SAVE: u64 = 16;
 
-fn save_ops(synced: bool) -> Vec<Op> {
+/// The run's operations; `literal`: writes carry their bytes (as the tracer
+/// records them), else references to stored blobs.
+fn save_ops(synced: bool, literal: bool) -> Vec<Op> {
     let mut ops = vec![
         Op::Mkdir("checkpoints".into()),
         Op::fsync_path("."),
@@ -33,11 +50,16 @@ fn save_ops(synced: bool) -> Vec<Op> {
         let h = step + 1;
         ops.push(Op::create(&tmp, h));
         for w in 0..WRITES_PER_SAVE {
-            let hash = ContentHash::of(format!("save {step} part {w}").as_bytes());
+            let data = if literal {
+                Rope::from_bytes(vec![(step * WRITES_PER_SAVE + w) as u8; WRITE as usize])
+            } else {
+                let hash = ContentHash::of(format!("save {step} part {w}").as_bytes());
+                Rope::from_ref(hash, WRITE)
+            };
             ops.push(Op::Write {
                 file: FileRef::Handle(Handle(h)),
                 offset: w * WRITE,
-                data: Rope::from_ref(hash, WRITE),
+                data,
             });
         }
         if synced {
@@ -71,7 +93,7 @@ fn save_ops(synced: bool) -> Vec<Op> {
 
 fn bench(c: &mut Criterion) {
     for (label, synced) in [("synced", true), ("no-fsync", false)] {
-        let ops = save_ops(synced);
+        let ops = save_ops(synced, false);
         let log = Log::from_ops(ops.clone()).expect("a valid log");
         let mut g = c.benchmark_group(format!("power_state/{label}"));
         g.sample_size(40);
@@ -97,5 +119,104 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// A state written into `dir` (its content is all literal bytes).
+fn write_state(state: &CrashState, dir: &Path) {
+    power::materialise(state, dir, |h| {
+        Err(std::io::Error::other(format!("no blob {}", h.to_hex())))
+    })
+    .expect("materialised");
+}
+
+/// The most pessimistic state of `ops`, built from scratch.
+fn build(ops: &[Op]) -> CrashState {
+    let log = Log::from_ops(ops.iter().cloned()).expect("log");
+    power::most_pessimistic(&log)
+}
+
+/// The record-once store holding the process-kill state of `ops`, and that
+/// state's manifest.
+fn kill_manifest(ops: &[Op], scratch: &Path) -> (Store, Manifest) {
+    let store = Store::create(scratch.join("store")).expect("store");
+    let live = scratch.join("live");
+    std::fs::create_dir(&live).expect("live dir");
+    let log = Log::from_ops(ops.iter().cloned()).expect("log");
+    write_state(&power::kill_state(&log), &live);
+    let mut cap = Capturer::new(&store, &live, None);
+    cap.scan_all().expect("scanned");
+    let id = cap.capture().expect("captured");
+    let text = String::from_utf8(store.get(&id).expect("manifest")).expect("utf-8");
+    let manifest = Manifest::from_text(&text).expect("parsed");
+    (store, manifest)
+}
+
+fn point(c: &mut Criterion) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // A fresh, empty case directory, removed when dropped (outside the
+    // timed part).
+    let fresh = || tempfile::tempdir_in(scratch.path()).expect("case dir");
+    let mut ratios_out = Vec::new();
+    for (label, synced) in [("synced", true), ("no-fsync", false)] {
+        let ops = save_ops(synced, true);
+        let sub = scratch.path().join(label);
+        std::fs::create_dir(&sub).expect("dir");
+        let (store, manifest) = kill_manifest(&ops, &sub);
+        let mut g = c.benchmark_group(format!("power_state/point/{label}"));
+        g.sample_size(20);
+        g.bench_function("kill/materialise", |b| {
+            b.iter_batched(
+                fresh,
+                |d| {
+                    store::materialise(&store, &manifest, d.path(), None, None)
+                        .expect("materialised");
+                    d
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("power-loss/build", |b| {
+            b.iter(|| black_box(build(&ops).entries.len()))
+        });
+        g.bench_function("power-loss/build+materialise", |b| {
+            b.iter_batched(
+                fresh,
+                |d| {
+                    write_state(&build(&ops), d.path());
+                    d
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.finish();
+        let time = |power: bool| {
+            let d = fresh();
+            let t = Instant::now();
+            if power {
+                write_state(&build(&ops), d.path());
+            } else {
+                store::materialise(&store, &manifest, d.path(), None, None).expect("materialised");
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let mut ratios: Vec<f64> = (0..30)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let kill = time(false);
+                    time(true) / kill
+                } else {
+                    let p = time(true);
+                    p / time(false)
+                }
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios_out.push((label, ratios[15], ratios[0], ratios[29]));
+    }
+    for (label, median, lo, hi) in ratios_out {
+        eprintln!(
+            "power_state/point/{label}: power-loss build+materialise / kill materialise, median of 30 back-to-back pairs: {median:.3} (range {lo:.3}..{hi:.3})"
+        );
+    }
+}
+
+criterion_group!(benches, bench, point);
 criterion_main!(benches);

@@ -56,6 +56,7 @@ fn campaign(engine: Engine) -> Campaign {
             resume: ResumeMode::Path,
             timeout: None,
             tracing: Tracing::Needed,
+            fault: crashpoint::fault::FaultModel::KILL,
         },
         layouts: vec![Layout::Relative],
         selection: Selection::All,
@@ -107,6 +108,7 @@ fn one_life(dir: &Path) {
         crash: None,
         op_log: None,
         traced: false,
+        power: false,
         timeout: Duration::from_secs(60),
     };
     let subject = Subject {

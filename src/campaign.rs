@@ -170,6 +170,27 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
+impl LayoutResult {
+    /// Under the power-loss fault model, how many disk states its cases'
+    /// first crashes were judged in, in words (`None` when there were
+    /// none: a process kill).
+    pub fn power_states_line(&self) -> Option<String> {
+        let per_point: Vec<usize> = self
+            .outcomes
+            .iter()
+            .map(|o| o.power_states)
+            .filter(|n| *n > 0)
+            .collect();
+        let (lo, hi) = (per_point.iter().min()?, per_point.iter().max()?);
+        let total: usize = per_point.iter().sum();
+        Some(format!(
+            "{}: power loss: {total} disk states judged at {} crash points ({lo} to {hi} per point)",
+            self.layout.name(),
+            per_point.len()
+        ))
+    }
+}
+
 impl Campaign {
     fn spec<'a>(&self, reference: &'a Reference, selection: Selection) -> PlanSpec<'a> {
         PlanSpec {
@@ -337,7 +358,9 @@ impl Campaign {
             estimate,
             reporter,
         };
-        if self.engine == Engine::Record {
+        // A power-loss case traces its own killed run (see
+        // `oracle::power_case`): nothing to record once.
+        if self.engine == Engine::Record && !self.target.fault.is_power_loss() {
             let share: Vec<CrashPlan> = mine.iter().map(|&i| plans[i].clone()).collect();
             if let Some((store, rec)) = self.record(reference, &share, scratch) {
                 let replayer = Replayer::new(&store, &rec);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::campaign::{Campaign, CampaignError, LayoutResult};
+use crate::fault::{Fault, FaultModel};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target, Tracing};
@@ -109,6 +110,15 @@ pub struct RunArgs {
     /// Shrink the first failure of each kind to a minimal case, with its replay command.
     #[arg(long)]
     pub shrink: bool,
+    /// Run every scenario under this fault model only (kill or power-loss),
+    /// whatever its `fault` says.
+    #[arg(long)]
+    pub fault: Option<Fault>,
+    /// With `--fault power-loss`: judge N more legal disk states per crash
+    /// point besides the most pessimistic one, whatever the scenario's
+    /// `states` says.
+    #[arg(long)]
+    pub states: Option<u32>,
     /// Workers and report files.
     #[command(flatten)]
     pub out: OutputArgs,
@@ -570,13 +580,27 @@ fn default_scenarios() -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
+/// The fault model a replay of `s` must name: the one a campaign ran
+/// under, when the scenario file alone does not say it (it lists several,
+/// or `--fault`/`--states` overrode it).
+fn named_fault<'f>(a: &RunArgs, s: &Scenario, fault: &'f FaultModel) -> Option<&'f FaultModel> {
+    (a.fault.is_some() || a.states.is_some() || s.faults.len() > 1).then_some(fault)
+}
+
 /// How the replay commands of a scenario's cases are written.
 fn run_replay(
     s: &Scenario,
     mutant: Option<Mutant>,
     max_steps: Option<u64>,
+    fault: Option<&FaultModel>,
 ) -> report::ReplayCommand {
     let mut head = vec![self_name(), "run".into(), s.path.display().to_string()];
+    if let Some(f) = fault {
+        head.extend(["--fault".into(), f.fault.name().into()]);
+        if f.is_power_loss() && f.states > 0 {
+            head.extend(["--states".into(), f.states.to_string()]);
+        }
+    }
     if let Some(m) = mutant {
         head.extend(["--mutant".into(), m.name().into()]);
     }
@@ -616,8 +640,13 @@ fn shrink_failures(
         let after = &shrunk.after.case;
         let steps =
             (after.max_steps != s.max_steps || a.max_steps.is_some()).then_some(after.max_steps);
-        let replay =
-            run_replay(s, a.mutant, steps).command(after.layout.name(), &after.plan.to_string());
+        let replay = run_replay(
+            s,
+            a.mutant,
+            steps,
+            named_fault(a, s, &campaign.target.fault),
+        )
+        .command(after.layout.name(), &after.plan.to_string());
         out += &format!(
             "SHRUNK {} {kind}: {} (runs: {}) -> {} (runs: {}), attempts: {}\n     {}\n     replay: {replay}\n",
             s.name,
@@ -639,6 +668,11 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         a.files.clone()
     };
     let only = parse_plan(&a.crash)?;
+    if a.states.is_some() && a.fault != Some(Fault::PowerLoss) {
+        return Err(CliError::Flag(
+            "--states goes with --fault power-loss".into(),
+        ));
+    }
     // Every file is parsed before anything runs: one bad file, nothing runs.
     let mut scenarios = Vec::new();
     for f in &files {
@@ -649,6 +683,22 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         }
         if let Some(n) = a.max_steps {
             s.max_steps = n;
+        }
+        if a.fault == Some(Fault::PowerLoss) && s.mode == Mode::Time {
+            return Err(CliError::Flag(format!(
+                "--fault power-loss: {} uses crash.mode = \"time\"; power-loss states are built from the traced calls",
+                s.path.display()
+            )));
+        }
+        if let Some(f) = a.fault {
+            let states = a.states.map_or_else(
+                || s.faults.iter().map(|m| m.states).max().unwrap_or(0),
+                |n| n as usize,
+            );
+            s.faults = vec![match f {
+                Fault::Kill => FaultModel::KILL,
+                Fault::PowerLoss => FaultModel::power_loss(states),
+            }];
         }
         // A replay runs one case, which cannot show every kind a scenario
         // expects across its cases: any failure is the failure expected.
@@ -669,34 +719,41 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     let ws = Workspace::create().map_err(|e| CliError::Campaign(e.into()))?;
     let mut reports = Vec::new();
     let mut shrunk = String::new();
-    for s in &scenarios {
+    'scenarios: for s in &scenarios {
         if s.layouts.is_empty() {
             continue;
         }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::Flag(format!("cannot find this program: {e}")))?;
-        let mut campaign = s.campaign(&exe, jobs(a.out.jobs), only.clone());
-        if let Some(e) = a.out.engine {
-            campaign.engine = e;
-        }
-        campaign.partition = a.out.partition;
-        let work = ws.path().join(&s.name);
-        live.start_report(&s.name, &s.name, a.out.quiet);
-        let results: Vec<LayoutResult> = campaign.run_partial(&work, &live)?;
-        let replay = run_replay(s, a.mutant, a.max_steps);
-        let mut r = Report::build(&s.name, "kill", s.mode, &results, &replay);
-        r.set_partition(a.out.partition);
-        r.expect = Some(s.expect.text());
-        if crate::campaign::interrupted().is_some() {
-            r.certified = false;
-            r.interrupted = true;
+        for fault in &s.faults {
+            let mut campaign = s.campaign_for(*fault, &exe, jobs(a.out.jobs), only.clone());
+            if let Some(e) = a.out.engine {
+                campaign.engine = e;
+            }
+            campaign.partition = a.out.partition;
+            let work = ws.path().join(&s.name).join(fault.fault.name());
+            let name = if s.faults.len() > 1 {
+                format!("{} ({})", s.name, fault)
+            } else {
+                s.name.clone()
+            };
+            live.start_report(&name, &name, a.out.quiet);
+            let results: Vec<LayoutResult> = campaign.run_partial(&work, &live)?;
+            let replay = run_replay(s, a.mutant, a.max_steps, named_fault(&a, s, fault));
+            let mut r = Report::build(&name, fault.fault.name(), s.mode, &results, &replay);
+            r.set_partition(a.out.partition);
+            r.expect = Some(s.expect.text());
+            if crate::campaign::interrupted().is_some() {
+                r.certified = false;
+                r.interrupted = true;
+                reports.push((s, r));
+                break 'scenarios;
+            }
+            if a.shrink && !r.certified {
+                shrunk += &shrink_failures(&a, s, &campaign, &results, &r, &work)?;
+            }
             reports.push((s, r));
-            break;
         }
-        if a.shrink && !r.certified {
-            shrunk += &shrink_failures(&a, s, &campaign, &results, &r, &work)?;
-        }
-        reports.push((s, r));
     }
     let rows: Vec<ScenarioRow<'_>> = reports
         .iter()
@@ -745,17 +802,19 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
 }
 
 fn certify(a: CertifyArgs) -> Result<i32, CliError> {
-    if a.fault != "kill" {
-        return Err(CliError::Flag(format!(
-            "--fault {}: only the `kill` fault model is implemented in this version",
-            a.fault
-        )));
-    }
-    if a.states.is_some() {
-        return Err(CliError::Flag(
-            "--states goes with --fault power-loss".into(),
-        ));
-    }
+    let fault: Fault = a
+        .fault
+        .parse()
+        .map_err(|e: crate::fault::UnknownFault| CliError::Flag(format!("--fault: {e}")))?;
+    let model = match (fault, a.states) {
+        (Fault::Kill, Some(_)) => {
+            return Err(CliError::Flag(
+                "--states goes with --fault power-loss".into(),
+            ))
+        }
+        (Fault::Kill, None) => FaultModel::KILL,
+        (Fault::PowerLoss, n) => FaultModel::power_loss(n.unwrap_or(0) as usize),
+    };
     let only = parse_plan(&a.crash)?;
     let env =
         crate::replay::recorded_env(&a.env, |k| std::env::var(k).ok()).map_err(CliError::Flag)?;
@@ -792,8 +851,18 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
                 "--mode syscall: system-call tracing (seccomp + ptrace) is refused on this machine; use --mode time".into(),
             ))
         }
+        Some(Mode::Time) if model.is_power_loss() => {
+            return Err(CliError::Flag(
+                "--fault power-loss needs --mode syscall: the power-loss state is built from the traced calls".into(),
+            ))
+        }
         Some(m) => m,
         None if crate::trace::tracing_available() => Mode::Syscall,
+        None if model.is_power_loss() => {
+            return Err(CliError::Flag(
+                "--fault power-loss needs system-call tracing (seccomp + ptrace), which is refused on this machine".into(),
+            ))
+        }
         None => {
             eprintln!("warning: system-call tracing (seccomp + ptrace) is refused here; falling back to --mode time");
             Mode::Time
@@ -820,6 +889,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
                 (Mode::Syscall, true) => Tracing::NotResumes,
                 _ => Tracing::Needed,
             },
+            fault: model,
         },
         layouts,
         selection,
@@ -881,6 +951,12 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     for name in &a.env {
         tail.extend(["--env".into(), name.clone()]);
     }
+    if model.is_power_loss() {
+        tail.extend(["--fault".into(), "power-loss".into()]);
+        if model.states > 0 {
+            tail.extend(["--states".into(), model.states.to_string()]);
+        }
+    }
     tail.push("--".into());
     tail.extend(command.iter().cloned());
     let replay = report::ReplayCommand::new(&head, "--layouts", &tail).with_env(env);
@@ -894,7 +970,7 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     }
     let mut r = Report::build(
         &report::shell_join(&command),
-        "kill",
+        fault.name(),
         mode,
         &results,
         &replay,
@@ -913,6 +989,11 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
             println!("{}", s.line(&l.layout));
         }
     }
+    for l in &results {
+        if let Some(line) = l.power_states_line() {
+            println!("{line}");
+        }
+    }
     print!("{}", report::failure_list(&r, 3));
     print!("{}", report::harness_error_list(&r));
     print!("{}", report::warning_lines(&r, 10, ""));
@@ -922,7 +1003,12 @@ fn certify(a: CertifyArgs) -> Result<i32, CliError> {
     for line in &r.not_covered {
         println!("not covered: {line}");
     }
-    println!("{} cases, fault model: kill: {}", r.cases, r.verdict());
+    println!(
+        "{} cases, fault model: {}: {}",
+        r.cases,
+        fault.name(),
+        r.verdict()
+    );
     print_kept(&live);
     write_reports(&a.out, &[&r])?;
     if let Some(sig) = stopped_by {

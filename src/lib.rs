@@ -66,6 +66,7 @@
 //!     resume: ResumeMode::Path,
 //!     timeout: None,
 //!     tracing: Tracing::Needed,
+//!     fault: crashpoint::fault::FaultModel::KILL,
 //! };
 //! let work = tempfile::tempdir()?;
 //! let reference = oracle::reference(&target, Layout::Relative, work.path())?;
@@ -106,6 +107,7 @@ pub mod census;
 pub mod cli;
 pub mod codec;
 pub mod events;
+pub mod fault;
 pub mod inject;
 pub mod keep;
 pub mod layout;

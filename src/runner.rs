@@ -56,6 +56,9 @@ pub struct RunRequest<'a> {
     pub op_log: Option<&'a Path>,
     /// Trace file-mutating system calls (census, syscall crash points, writes outside).
     pub traced: bool,
+    /// Trace, and record the operations the power-loss model needs
+    /// ([`RunResult::power`]).
+    pub power: bool,
     /// Kill the run after this long.
     pub timeout: Duration,
 }
@@ -92,6 +95,9 @@ pub struct RunResult {
     /// (canonical; traced runs only): whatever vanished under them was the
     /// subject's doing.
     pub removed: Vec<PathBuf>,
+    /// With [`RunRequest::power`]: the operations inside the sandbox, for
+    /// the power-loss model (see [`crate::trace::TracedOp`]).
+    pub power: Vec<crate::trace::TracedOp>,
 }
 
 /// Why a run could not be carried out at all (not: why the subject failed).
@@ -193,7 +199,7 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     let cmd = subject.command(req);
     // A time crash point in a traced run is the tracer's watchdog firing
     // early (see `run_traced`).
-    let result = if req.traced || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
+    let result = if req.traced || req.power || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
         run_traced(cmd, subject, req, None)
     } else {
         run_plain(cmd, subject, req, None)
@@ -468,6 +474,7 @@ fn run_plain(
         outside: Vec::new(),
         traced: false,
         removed: Vec::new(),
+        power: Vec::new(),
     })
 }
 
@@ -521,6 +528,7 @@ fn run_traced(
             _ => None,
         },
         timeout: Some(crash_at.unwrap_or(req.timeout)),
+        power: req.power,
     };
     let mut stderr = None;
     let on_spawn = |child: &mut std::process::Child| {
@@ -537,6 +545,10 @@ fn run_traced(
     let stderr_tail = stderr.map(Tail::finish).unwrap_or_default();
     let exit = match out.exit {
         TraceExit::Exited(c) => Exit::Code(c),
+        // The simulated trainer kills itself at its `op` crash point.
+        TraceExit::Signaled(libc::SIGKILL) if matches!(req.crash, Some(CrashPoint::Op(_))) => {
+            Exit::Crashed
+        }
         TraceExit::Signaled(s) => Exit::Signal(s),
         TraceExit::KilledAtCall(_) => Exit::Crashed,
         TraceExit::TimedOut if crash_at.is_some() => Exit::Crashed,
@@ -580,5 +592,6 @@ fn run_traced(
         outside: out.outside,
         traced: true,
         removed,
+        power: out.power,
     })
 }

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::campaign::Campaign;
+use crate::fault::{Fault, FaultModel};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::ResumeMode;
@@ -86,6 +87,9 @@ pub struct Scenario {
     pub timeout_secs: Option<u64>,
     /// A time budget for the cases (`budget = "10m"`), if set.
     pub budget: Option<Duration>,
+    /// The fault models it runs under, each a campaign of its own (`fault =
+    /// "power-loss"` or `fault = ["kill", "power-loss"]`; default kill).
+    pub faults: Vec<FaultModel>,
     /// The verdict expected.
     pub expect: Expect,
 }
@@ -130,6 +134,8 @@ struct Raw {
     budget: Option<Spanned<String>>,
     trainer: Option<Spanned<SimSettings>>,
     crash: Option<RawCrash>,
+    fault: Option<Spanned<toml::Value>>,
+    states: Option<Spanned<u64>>,
     expect: Option<RawExpect>,
 }
 
@@ -333,6 +339,63 @@ impl Scenario {
                 );
             }
         }
+        let mode = crash.mode.unwrap_or(Mode::Op);
+        let mut faults: Vec<FaultModel> = Vec::new();
+        let states = raw.states.as_ref().map(|n| *n.get_ref() as usize);
+        if let Some(f) = &raw.fault {
+            let names: Vec<&toml::Value> = match f.get_ref() {
+                toml::Value::Array(list) if !list.is_empty() => list.iter().collect(),
+                toml::Value::String(_) => vec![f.get_ref()],
+                other => {
+                    return Err(err(
+                        f.span(),
+                        "fault",
+                        format!(
+                            "expected \"kill\", \"power-loss\" or a list of them, found {other}"
+                        ),
+                    ))
+                }
+            };
+            for v in names {
+                let fault = match v {
+                    toml::Value::String(name) => name
+                        .parse::<Fault>()
+                        .map_err(|e| err(f.span(), "fault", e.to_string()))?,
+                    other => {
+                        return Err(err(
+                            f.span(),
+                            "fault",
+                            format!("expected a fault model name, found {other}"),
+                        ))
+                    }
+                };
+                let model = match fault {
+                    Fault::Kill => FaultModel::KILL,
+                    Fault::PowerLoss => FaultModel::power_loss(states.unwrap_or(0)),
+                };
+                if !faults.contains(&model) {
+                    faults.push(model);
+                }
+            }
+        }
+        if faults.is_empty() {
+            faults.push(FaultModel::KILL);
+        }
+        let power = faults.iter().any(FaultModel::is_power_loss);
+        if let (Some(n), false) = (&raw.states, power) {
+            return Err(err(
+                n.span(),
+                "states",
+                "states goes with fault = \"power-loss\"".into(),
+            ));
+        }
+        if let (Some(f), true, Mode::Time) = (&raw.fault, power, mode) {
+            return Err(err(
+                f.span(),
+                "fault",
+                "power-loss needs crash.mode = \"op\" or \"syscall\": its states are built from the traced calls".into(),
+            ));
+        }
         let expect = match raw.expect {
             None => Expect::Pass,
             Some(e) => {
@@ -377,13 +440,14 @@ impl Scenario {
             seed: raw.seed.unwrap_or(0),
             resume,
             trainer,
-            mode: crash.mode.unwrap_or(Mode::Op),
+            mode,
             selection,
             crashes,
             crash_seed: crash.seed.unwrap_or(0),
             engine: crash.engine.unwrap_or_default(),
             timeout_secs,
             budget,
+            faults,
             expect,
         })
     }
@@ -393,6 +457,18 @@ impl Scenario {
     /// The campaign of this scenario: the simulated trainer `sim_exe sim ...`
     /// (the `crashpoint` binary) with the scenario's settings.
     pub fn campaign(&self, sim_exe: &Path, jobs: usize, only: Option<CrashPlan>) -> Campaign {
+        let first = self.faults.first().copied().unwrap_or_default();
+        self.campaign_for(first, sim_exe, jobs, only)
+    }
+
+    /// The campaign of this scenario under one of its fault models.
+    pub fn campaign_for(
+        &self,
+        fault: FaultModel,
+        sim_exe: &Path,
+        jobs: usize,
+        only: Option<CrashPlan>,
+    ) -> Campaign {
         let s = self;
         let mut args: Vec<OsString> = vec!["sim".into()];
         args.extend(s.trainer.to_args().into_iter().map(OsString::from));
@@ -411,6 +487,7 @@ impl Scenario {
                 // The simulated trainer is the harness's own program: traced
                 // only where its crash points need it.
                 tracing: Tracing::Needed,
+                fault,
             },
             layouts: s.layouts.clone(),
             selection: s.selection,

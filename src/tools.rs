@@ -179,6 +179,7 @@ pub fn census(a: &CensusArgs, sim_exe: &Path, work: &Path) -> Result<i32, ToolEr
                 resume: ResumeMode::Path,
                 timeout: None,
                 tracing: crate::oracle::Tracing::Needed,
+                fault: crate::fault::FaultModel::KILL,
             };
             (target, vec![Layout::Relative])
         }

@@ -80,6 +80,7 @@ fn the_kill_lands_at_the_exact_system_call() {
         resume: ResumeMode::Path,
         timeout: None,
         tracing: Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
     };
     let work = tempfile::tempdir().unwrap();
     let reference = oracle::reference(&target, Layout::Relative, work.path()).unwrap();
@@ -106,6 +107,7 @@ fn the_kill_lands_at_the_exact_system_call() {
         crash: Some(CrashPoint::Syscall(rename.index)),
         op_log: None,
         traced: true,
+        power: false,
         timeout: std::time::Duration::from_secs(60),
     };
     let res = runner::run(&target.subject, &req).unwrap();
@@ -483,6 +485,7 @@ fn an_unreadable_or_malformed_op_census_is_an_error_not_an_empty_campaign() {
             resume: ResumeMode::Path,
             timeout: None,
             tracing: Tracing::Needed,
+            fault: crashpoint::fault::FaultModel::KILL,
         };
         let work = tempfile::tempdir().unwrap();
         let err = oracle::reference(&target, Layout::Relative, work.path())

@@ -383,12 +383,17 @@ fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
         || site.sleepers_running(),
     );
     let t = interrupt(&site, child, Signal::SIGINT, 130);
-    assert!(t.contains("layout    census  points  sites  cases"), "{t}");
+    assert!(
+        t.contains("layout    fault  census  points  sites  cases"),
+        "{t}"
+    );
     let row = t
         .lines()
         .find(|l| l.starts_with("relative "))
         .unwrap_or_else(|| panic!("no row for the layout: {t}"));
-    let cases: usize = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1), Some(&"kill"), "{row}");
+    let cases: usize = cols[5].parse().unwrap();
     assert!((1..15).contains(&cases), "{row}");
     assert!(t.contains("INTERRUPTED, NOT certified"), "{t}");
     assert!(t.contains("interrupted by SIGINT"), "{t}");
@@ -683,9 +688,14 @@ fn flags_out_of_range_and_wrong_flags_are_refused() {
             "`op` is not a mode for certify (syscall or time)",
         ),
         (
-            &["--fault", "power-loss"],
-            "--fault power-loss: only the `kill` fault model is implemented",
+            &["--fault", "power"],
+            "--fault: unknown fault model `power`: expected `kill` or `power-loss`",
         ),
+        (
+            &["--fault", "power-loss", "--mode", "time"],
+            "--fault power-loss needs --mode syscall",
+        ),
+        (&["--states", "2"], "--states goes with --fault power-loss"),
         (&["--crash", "syscall:x"], "--crash: "),
         (
             &["--frobnicate"],

@@ -85,6 +85,7 @@ fn outcome(plan: &CrashPlan, fail: bool) -> CaseOutcome {
         duration: Duration::from_secs(1),
         harness_error: None,
         after_save: true,
+        power_states: 0,
     }
 }
 

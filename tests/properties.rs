@@ -174,6 +174,7 @@ fn target() -> Target {
         resume: ResumeMode::Path,
         timeout: None,
         tracing: Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
     }
 }
 

@@ -52,6 +52,7 @@ fn final_tree(s: &Scenario, layout: Layout) -> Vec<String> {
         crash: None,
         op_log: None,
         traced: false,
+        power: false,
         timeout: Duration::from_secs(120),
     };
     let res = runner::run(&subject, &req).expect("runs");
@@ -142,30 +143,36 @@ fn check_scenario(name: &str) {
     let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
     let file = scenario_dir().join(format!("{name}.toml"));
     let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    let work = tempfile::tempdir().expect("tempdir");
-    let results = s
-        .campaign(exe, 2, None)
-        .run(work.path(), &crashpoint::events::Silent)
-        .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-    let report = Report::build(
-        &s.name,
-        "kill",
-        s.mode,
-        &results,
-        &crashpoint::report::ReplayCommand::default(),
-    );
-    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
-        insta::assert_json_snapshot!(format!("scenario-{}", s.name), summary(&s, &results, &report));
-    });
-    assert!(
-        report.meets(&s.expect),
-        "{}: expected {}, got certified={} kinds={:?}; first failure: {:?}",
-        s.name,
-        s.expect.text(),
-        report.certified,
-        report.kinds(),
-        report.failures.first()
-    );
+    for (i, fault) in s.faults.iter().enumerate() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let results = s
+            .campaign_for(*fault, exe, 2, None)
+            .run(work.path(), &crashpoint::events::Silent)
+            .unwrap_or_else(|e| panic!("{} ({fault}): {e}", s.name));
+        let report = Report::build(
+            &s.name,
+            fault.fault.name(),
+            s.mode,
+            &results,
+            &crashpoint::report::ReplayCommand::default(),
+        );
+        // The first fault model's results are the snapshot; the others
+        // must meet the same expectation.
+        if i == 0 {
+            insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+                insta::assert_json_snapshot!(format!("scenario-{}", s.name), summary(&s, &results, &report));
+            });
+        }
+        assert!(
+            report.meets(&s.expect),
+            "{} ({fault}): expected {}, got certified={} kinds={:?}; first failure: {:?}",
+            s.name,
+            s.expect.text(),
+            report.certified,
+            report.kinds(),
+            report.failures.first()
+        );
+    }
 }
 
 include!(concat!(env!("OUT_DIR"), "/scenario_tests.rs"));

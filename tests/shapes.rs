@@ -103,6 +103,7 @@ fn point(fixture: &[&str], kind: &str, path_end: &str, nth: usize) -> String {
         resume: ResumeMode::Last,
         timeout: None,
         tracing: Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
     };
     let work = tempfile::tempdir().unwrap();
     let r = oracle::reference(&target, Layout::Relative, work.path()).unwrap();

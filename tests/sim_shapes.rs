@@ -154,6 +154,7 @@ fn target(shape: Shape, pointer: Pointer, limit: u64) -> Target {
         },
         timeout: None,
         tracing: Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
     }
 }
 

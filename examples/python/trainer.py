@@ -74,6 +74,11 @@ BUGS = {
         "with --keep 1 (save_top_k=1) the file last.ckpt points to is deleted first, and "
         "a kill before the new save completes leaves a dangling last.ckpt and nothing "
         "to resume from."),
+    "no-fsync": (
+        "nothing is ever fsynced: neither the checkpoint file nor the directory after "
+        "its rename, the relink of last.ckpt or the creation of the checkpoint directory "
+        "(like PyTorch Lightning saving through fsspec). Process kills cannot show it; "
+        "a power cut loses the saves it announced."),
     "no-rng-state": (
         "the two RNG states are not saved; a resumed run re-seeds them from the seed, "
         "so data order and dropout noise diverge after a resume."),
@@ -303,7 +308,17 @@ def parse_checkpoint(blob, seed, bugs):
 # ---------------------------------------------------------------------------
 # File system operations: few, explicit system calls.
 
+FSYNC = [True]   # cleared by the no-fsync bug
+
+
+def fsync(fd):
+    if FSYNC[0]:
+        os.fsync(fd)
+
+
 def fsync_dir(path):
+    if not FSYNC[0]:
+        return
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -363,7 +378,7 @@ def write_file_atomic(ckpt_dir, name, data):
         fd = os.open(tmp, flags, 0o644)
     try:
         write_all(fd, data)
-        os.fsync(fd)
+        fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, os.path.join(ckpt_dir, name))
@@ -572,6 +587,8 @@ def parse_args(argv):
         ap.error(f"unknown bug {', '.join(unknown)} (known: {', '.join(BUGS)})")
     if {"cwd-relative-link", "absolute-link"} <= bugs:
         ap.error("--bug cwd-relative-link and --bug absolute-link exclude each other")
+    if "no-fsync" in bugs:
+        FSYNC[0] = False
     return args, bugs
 
 

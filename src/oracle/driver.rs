@@ -53,6 +53,7 @@ pub fn request<'a>(
         crash,
         op_log: None,
         traced: false,
+        power: false,
         timeout,
     }
 }
@@ -165,6 +166,11 @@ pub struct Driver<'a> {
     runs: Box<dyn CaseRuns + 'a>,
     events_seen: usize,
     obs: Observations,
+    /// Record the operations of the first killed run for the power-loss
+    /// model ([`Driver::record_power`]).
+    power: bool,
+    /// What that run recorded.
+    power_ops: Vec<crate::trace::TracedOp>,
 }
 
 impl std::fmt::Debug for Driver<'_> {
@@ -203,6 +209,33 @@ impl<'a> Driver<'a> {
                 timeout: reference.timeout,
                 ..Observations::default()
             },
+            power: false,
+            power_ops: Vec::new(),
+        }
+    }
+
+    /// The same driver, recording the operations of the first run that is
+    /// given a crash point, for the power-loss model (see
+    /// [`Driver::take_power_ops`]): that run is traced.
+    pub fn record_power(mut self) -> Driver<'a> {
+        self.power = true;
+        self
+    }
+
+    /// The operations the first killed run made inside the sandbox, as
+    /// [`Driver::record_power`] asked (empty otherwise).
+    pub fn take_power_ops(&mut self) -> Vec<crate::trace::TracedOp> {
+        std::mem::take(&mut self.power_ops)
+    }
+
+    /// Something other than the run replaced the sandbox's tree after the
+    /// last crash (a power-loss state): what the crash left is the tree now.
+    pub fn crash_state_replaced(&mut self) {
+        let snap = self.snapshot();
+        if let Some(last) = self.obs.runs.last_mut() {
+            if last.exit == Exit::Crashed {
+                last.after = Some(snap);
+            }
         }
     }
 
@@ -291,7 +324,8 @@ impl<'a> Driver<'a> {
         req.resume = resume.clone();
         let after_crash = self.obs.crashes_hit() > 0 || resume.is_some();
         req.traced = self.target.tracing.traced(after_crash);
-        let watch = Watch::before(&self.case_dir, &self.sandbox, req.traced);
+        req.power = self.power && !after_crash && crash.is_some();
+        let watch = Watch::before(&self.case_dir, &self.sandbox, req.traced || req.power);
         let run = self.obs.runs.len() + 1;
         let res = self
             .runs
@@ -300,7 +334,10 @@ impl<'a> Driver<'a> {
             self.obs.harness_error = Some(format!("run {run}: {why}"));
             return Ok(None);
         }
-        let res = res?;
+        let mut res = res?;
+        if req.power {
+            self.power_ops = std::mem::take(&mut res.power);
+        }
         let state = (res.exit == Exit::Code(0)).then(|| read_state(&self.files.state));
         let mut obs = self.observe(crash, res.exit);
         obs.resume = resume;
@@ -346,7 +383,7 @@ impl<'a> Driver<'a> {
 
     /// Between a killed run and the next (`relocated` moves the working
     /// directory, `other-cwd` changes it); false when that failed.
-    fn prepare_next(&mut self) -> bool {
+    pub fn prepare_next(&mut self) -> bool {
         match self.sandbox.before_next_run() {
             Ok(()) => true,
             Err(e) => {

@@ -18,6 +18,8 @@ use crate::verdict::{FailureKind, Finding};
 pub mod checks;
 pub mod driver;
 pub mod obs;
+mod power;
+mod power_case;
 mod probe;
 mod resume;
 mod runs;
@@ -49,6 +51,8 @@ pub struct Target {
     pub timeout: Option<Duration>,
     /// Which runs go through the system-call tracer.
     pub tracing: Tracing,
+    /// What a crash does: a process kill, or a power cut.
+    pub fault: crate::fault::FaultModel,
 }
 
 /// Which runs go through the system-call tracer, which sees every write
@@ -185,6 +189,9 @@ pub struct CaseOutcome {
     /// Set when the case's sandbox was disturbed from outside: the case says
     /// nothing about the subject (and has no findings).
     pub harness_error: Option<String>,
+    /// Under the power-loss fault model, the disk states its first crash was
+    /// judged in (0: a process kill, or the crash point was not reached).
+    pub power_states: usize,
 }
 
 impl CaseOutcome {
@@ -402,13 +409,6 @@ pub fn run_case_with(
     case_dir: &Path,
     runs: &dyn Runs,
 ) -> Result<CaseOutcome, RunnerError> {
-    let case_runs = runs.case(plan, case_dir);
-    let start = Instant::now();
-    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
-        program: "sandbox".into(),
-        source: e,
-    })?;
-    let mut driver = Driver::new(target, reference, sandbox, files).with_runs(case_runs);
     // Time points that are fractions of the save window become delays.
     let window = reference.window.unwrap_or(crate::inject::SaveWindow {
         start_ms: 0,
@@ -419,6 +419,18 @@ pub fn run_case_with(
         .iter()
         .map(|p| crate::inject::resolve(*p, window))
         .collect();
+    if target.fault.is_power_loss() && !points.is_empty() {
+        // The first crash is a power cut (see `power_case`): its runs are
+        // the subject's own, whatever `runs` is.
+        return power_case::run_case(target, reference, plan, &points, case_dir);
+    }
+    let case_runs = runs.case(plan, case_dir);
+    let start = Instant::now();
+    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
+        program: "sandbox".into(),
+        source: e,
+    })?;
+    let mut driver = Driver::new(target, reference, sandbox, files).with_runs(case_runs);
     driver.drive(&points)?;
     let (obs, sandbox) = driver.finish();
     Ok(judge_case(
@@ -480,5 +492,6 @@ pub fn judge_case(
         after_save,
         duration: start.elapsed(),
         harness_error,
+        power_states: 0,
     }
 }

@@ -53,6 +53,7 @@ pub fn run_probe(
         after_save: false,
         duration: Default::default(),
         harness_error: None,
+        power_states: 0,
     };
     let mut variant = 0;
     loop {

@@ -169,6 +169,7 @@ mod tests {
             outside: Vec::new(),
             traced: true,
             removed,
+            power: Vec::new(),
         }
     }
 

@@ -195,6 +195,7 @@ impl CaseRuns for ReplayCase<'_> {
                 // Nothing was watched here: the recording run was.
                 traced: false,
                 removed: Vec::new(),
+                power: Vec::new(),
                 outside: point
                     .outside
                     .iter()

@@ -9,6 +9,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
     let mut j = JReport::new("crashpoint");
     for r in reports {
         let mut suite = TestSuite::new(r.name.as_str());
+        suite.add_property(quick_junit::Property::new("fault", r.fault.as_str()));
         for f in r.failures.iter().filter(|f| f.crash == "none") {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(f.kind.name());
@@ -45,7 +46,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
                 }
             };
             let mut case = TestCase::new(format!("{} {}", c.layout, c.name), status);
-            case.set_classname(format!("{}.{}", r.name, c.layout));
+            case.set_classname(format!("{}.{}.{}", r.name, r.fault, c.layout));
             suite.add_test_case(case);
         }
         j.add_test_suite(suite);

@@ -33,6 +33,7 @@ pub struct ScenarioRow<'a> {
 pub fn run_table(rows: &[ScenarioRow<'_>]) -> String {
     let mut lines = vec![[
         "scenario".to_string(),
+        "fault".into(),
         "layout".into(),
         "cases".into(),
         "passed".into(),
@@ -45,6 +46,7 @@ pub fn run_table(rows: &[ScenarioRow<'_>]) -> String {
         for l in &row.report.layouts {
             lines.push([
                 row.report.name.clone(),
+                row.report.fault.clone(),
                 l.layout.clone(),
                 l.cases.to_string(),
                 l.passed.to_string(),
@@ -66,6 +68,7 @@ pub fn run_table(rows: &[ScenarioRow<'_>]) -> String {
 pub fn certify_table(report: &Report) -> String {
     let mut lines = vec![[
         "layout".to_string(),
+        "fault".into(),
         "census".into(),
         "points".into(),
         "sites".into(),
@@ -77,6 +80,7 @@ pub fn certify_table(report: &Report) -> String {
     for l in &report.layouts {
         lines.push([
             l.layout.clone(),
+            report.fault.clone(),
             l.census.to_string(),
             format!("{}/{}", l.coverage.points_run, l.coverage.points),
             if l.coverage.sites == 0 {

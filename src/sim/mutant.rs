@@ -59,7 +59,8 @@ mutants! {
 
 impl Mutant {
     /// Can process kills show this bug at all? `no-fsync-rename` loses data
-    /// only when the machine loses power, so it waits for that fault model.
+    /// only when the machine loses power: only a scenario under the
+    /// power-loss fault model catches it.
     pub fn needs_power_loss(self) -> bool {
         self == Mutant::NoFsyncRename
     }

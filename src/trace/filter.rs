@@ -32,6 +32,9 @@ pub(super) enum Kind {
         path: usize,
         follow: bool,
     },
+    /// `sync`, `syncfs`: no path; recorded for the power-loss model, never
+    /// counted.
+    Global,
     /// rename and link: both paths count; a final symlink is not followed,
     /// except for `linkat` with `AT_SYMLINK_FOLLOW` in argument `flags`.
     Two {
@@ -114,6 +117,8 @@ pub(super) mod arch {
         d(libc::SYS_fsync, "fsync", Kind::Fd(0)),
         d(libc::SYS_fdatasync, "fdatasync", Kind::Fd(0)),
         d(libc::SYS_sync_file_range, "sync_file_range", Kind::Fd(0)),
+        d(libc::SYS_sync, "sync", Kind::Global),
+        d(libc::SYS_syncfs, "syncfs", Kind::Global),
         // copy_file_range(fd_in, off_in, fd_out, ...) and sendfile(out_fd,
         // in_fd, ...): the destination decides.
         d(libc::SYS_copy_file_range, "copy_file_range", Kind::Fd(2)),

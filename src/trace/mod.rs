@@ -14,6 +14,8 @@
 //!   killing at the crash point;
 //! * `capture`: pauses at chosen calls, where a sink captures the crash
 //!   state while the calling task is held (see [`run_traced_paused`]).
+//! * `power`: the operations the power-loss model replays (write bytes and
+//!   offsets, open flags, syncs), when [`TraceConfig::power`] asks.
 //!
 //! # How a run goes
 //!
@@ -41,7 +43,8 @@
 //! flags ask for writing, creating or truncating; `openat2` is checked by the
 //! tracer from its `struct open_how`), the write family, rename, link,
 //! symlink, unlink, rmdir, mkdir, truncate, fallocate, the sync calls,
-//! `copy_file_range` and `sendfile`. Every other system call runs at full
+//! `copy_file_range` and `sendfile`, and `sync`/`syncfs` (recorded for the
+//! power-loss model, never counted). Every other system call runs at full
 //! speed. A system call of a foreign ABI (32-bit `int 0x80`) kills the subject
 //! with SIGSYS: it could not be audited, so it fails loudly.
 //!
@@ -90,6 +93,7 @@ use nix::unistd::Pid;
 mod account;
 mod capture;
 mod filter;
+mod power;
 mod resolve;
 mod supervisor;
 #[cfg(test)]
@@ -98,6 +102,7 @@ mod tests;
 use capture::Pauses;
 pub use capture::{Pause, PauseSink};
 use filter::{arch, build_filter};
+pub use power::TracedOp;
 use resolve::Policy;
 use supervisor::{kill_tasks, lock, trace_subject, Shared};
 
@@ -113,6 +118,9 @@ pub struct TraceConfig {
     pub stop_at: Option<u64>,
     /// Watchdog: SIGKILL the subject after this long.
     pub timeout: Option<Duration>,
+    /// Record the operations the power-loss model needs
+    /// ([`TraceOutcome::power`]): costs a copy of every byte written.
+    pub power: bool,
 }
 
 impl TraceConfig {
@@ -165,6 +173,9 @@ pub struct TraceOutcome {
     pub outside: Vec<PathBuf>,
     /// Wall time from spawn to the last task reaped.
     pub wall: Duration,
+    /// With [`TraceConfig::power`]: every operation inside the sandbox,
+    /// and every `sync`, for the power-loss model, in the order seen.
+    pub power: Vec<TracedOp>,
 }
 
 /// Why a traced run could not be made.
@@ -406,6 +417,7 @@ where
         calls: traced.calls,
         outside: traced.outside,
         wall: start.elapsed(),
+        power: traced.power,
     })
 }
 

@@ -22,6 +22,7 @@ pub(super) struct Policy {
     pub(super) sandbox: PathBuf,
     pub(super) exempt: Vec<PathBuf>,
     pub(super) stop_at: Option<u64>,
+    pub(super) power: bool,
 }
 
 impl Policy {
@@ -43,6 +44,7 @@ impl Policy {
             sandbox,
             exempt,
             stop_at: cfg.stop_at,
+            power: cfg.power,
         }
     }
 
@@ -257,6 +259,7 @@ impl Policy {
                 }
             }
             Kind::Fd(fd) => vec![self.fd_target(tid, args[fd])],
+            Kind::Global => Vec::new(),
             Kind::Path { dir, path, follow } => {
                 vec![self.path_target(tid, dir.map(|d| args[d]), args[path], follow)]
             }

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use super::account::Accounting;
 use super::capture::Pauses;
 use super::filter::{arch, lookup};
+use super::power::{Recorder, TracedOp};
 use super::resolve::Policy;
 use super::{io_err, CallRecord, TraceError, TraceExit, FILTER_MARK};
 
@@ -58,6 +59,7 @@ pub(super) struct Traced {
     pub(super) exit: TraceExit,
     pub(super) calls: Vec<CallRecord>,
     pub(super) outside: Vec<std::path::PathBuf>,
+    pub(super) power: Vec<TracedOp>,
 }
 
 /// One `waitid` report.
@@ -165,6 +167,7 @@ pub(super) fn trace_subject(
         main,
         account: Accounting::default(),
         pauses,
+        power: policy.power.then(Recorder::default),
         zombies: Vec::new(),
         killed_at: None,
         main_exit: None,
@@ -240,6 +243,8 @@ pub(super) fn trace_subject(
 struct Tracer<'a, 'p> {
     policy: &'a Policy,
     pauses: Pauses<'p>,
+    /// The operations for the power-loss model, when asked for.
+    power: Option<Recorder>,
     shared: &'a Mutex<Shared>,
     /// The first process: its pid is the process group id.
     main: i32,
@@ -265,6 +270,7 @@ impl Tracer<'_, '_> {
             exit,
             calls: self.account.calls,
             outside: self.account.outside,
+            power: self.power.map(|r| r.ops).unwrap_or_default(),
         }
     }
 
@@ -390,6 +396,10 @@ impl Tracer<'_, '_> {
         if let Some(index) = counted {
             self.pauses
                 .at_call(index, &self.account.calls, &self.account.outside);
+        }
+        if let Some(rec) = self.power.as_mut() {
+            let call = counted.unwrap_or(self.account.calls.len() as u64);
+            rec.observe(self.policy, tid, desc, &args, call);
         }
         if let Some(index) = counted.filter(|i| self.policy.stop_at == Some(*i)) {
             // Leave the task stopped at the entry: SIGKILL ends the stop

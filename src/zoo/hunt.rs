@@ -349,32 +349,64 @@ pub fn replay_command(program: &str, s: &Scenario, case: &Case) -> String {
     report::shell_join(w)
 }
 
+/// The campaign of `s` under its first fault model (see [`run_campaign_for`]).
 fn run_campaign(
     opts: &Options,
     s: &Scenario,
     work: &Path,
 ) -> Result<(Vec<LayoutResult>, Report), HuntError> {
+    let fault = s.faults.first().copied().unwrap_or_default();
+    run_campaign_for(opts, s, fault, work)
+}
+
+/// The campaign of `s` under `fault`, with its report.
+fn run_campaign_for(
+    opts: &Options,
+    s: &Scenario,
+    fault: crate::fault::FaultModel,
+    work: &Path,
+) -> Result<(Vec<LayoutResult>, Report), HuntError> {
     // Cases run on `jobs` workers too: the workers of the hunt then never
     // sit idle while one long scenario finishes.
-    let campaign = s.campaign(&opts.exe, opts.jobs, None);
+    let campaign = s.campaign_for(fault, &opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
     let results = campaign.run(work, &crate::events::Silent)?;
     let path = s.path.display().to_string();
-    let replay =
-        report::ReplayCommand::new(&[opts.program.as_str(), "run", &path], "--layout", &[]);
-    let report = Report::build(&s.name, "kill", s.mode, &results, &replay);
+    // A scenario under several fault models names the one replayed.
+    let tail: Vec<String> = if s.faults.len() > 1 {
+        vec!["--fault".into(), fault.fault.name().into()]
+    } else {
+        Vec::new()
+    };
+    let head = [opts.program.clone(), "run".into(), path];
+    let replay = report::ReplayCommand::new(&head, "--layout", &tail);
+    let report = Report::build(&s.name, fault.fault.name(), s.mode, &results, &replay);
     Ok((results, report))
 }
 
+/// The clean trainer on `s`, under every fault model the scenario names.
 fn clean_one(opts: &Options, work: &Path, s: &Scenario) -> Result<CleanRow, HuntError> {
-    let (_, report) = run_campaign(opts, s, work)?;
-    Ok(CleanRow {
+    let mut row = CleanRow {
         scenario: s.name.clone(),
-        cases: report.cases,
-        as_expected: report.meets(&s.expect),
-        kinds: report.kinds(),
-        replay: report.failures.first().map(|f| f.replay.clone()),
-    })
+        cases: 0,
+        as_expected: true,
+        kinds: Vec::new(),
+        replay: None,
+    };
+    for fault in &s.faults {
+        let (_, report) = run_campaign_for(opts, s, *fault, &work.join(fault.fault.name()))?;
+        row.cases += report.cases;
+        row.as_expected &= report.meets(&s.expect);
+        for k in report.kinds() {
+            if !row.kinds.contains(&k) {
+                row.kinds.push(k);
+            }
+        }
+        if row.replay.is_none() {
+            row.replay = report.failures.first().map(|f| f.replay.clone());
+        }
+    }
+    Ok(row)
 }
 
 fn hunt_one(
@@ -398,7 +430,8 @@ fn hunt_one(
         found_in_reference: false,
         minimal: None,
     };
-    if m.needs_power_loss() {
+    let power = s.is_some_and(|s| s.faults.iter().any(|f| f.is_power_loss()));
+    if m.needs_power_loss() && !power {
         row.verdict = Verdict::NeedsPowerLoss;
         return Ok(row);
     }

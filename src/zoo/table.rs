@@ -103,9 +103,14 @@ pub fn render(report: &ZooReport) -> String {
         .filter(|r| r.verdict == Verdict::Caught)
         .count();
     let waiting = report.mutants.len() - shown;
+    let waiting = if waiting > 0 {
+        format!(", {waiting} waiting for the power-loss fault model")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "zoo: {caught} of {shown} mutants caught, {waiting} waiting for the power-loss fault model: {}",
+        "zoo: {caught} of {shown} mutants caught{waiting}: {}",
         if report.ok { "ok" } else { "NOT ok" }
     );
     out

@@ -132,9 +132,30 @@ impl Io {
         out
     }
 
-    /// Creates `dir` and its parents.
+    /// Creates `dir` and its parents, durably: each directory it creates is
+    /// made durable in its parent (an fsync of the parent), all in one
+    /// operation.
     pub fn mkdir_all(&mut self, dir: &Path) -> std::io::Result<()> {
-        self.run(Call::Mkdir, dir, || std::fs::create_dir_all(dir))
+        self.run(Call::Mkdir, dir, || {
+            let mut missing = Vec::new();
+            let mut p = dir;
+            while p.symlink_metadata().is_err() {
+                missing.push(p);
+                match p.parent() {
+                    Some(parent) => p = parent,
+                    None => break,
+                }
+            }
+            std::fs::create_dir_all(dir)?;
+            for d in missing.iter().rev() {
+                let parent = match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        })
     }
 
     /// Creates the one directory `dir` (its parent must exist).

@@ -1,0 +1,143 @@
+//! A case under the power-loss fault model. The first run is traced and
+//! records what it does inside the sandbox (see [`crate::trace::TracedOp`]);
+//! when it is killed at the plan's first crash point, the sandbox is rolled
+//! back to the most pessimistic state a power cut there may leave, and the
+//! run driver goes on from that state exactly as after a kill (later crash
+//! points are process kills). Each further state (`--states N`) is put in a
+//! fresh sandbox at the same path, with the events file as the killed run
+//! left it, and driven the same way ([`Driver::crashed_elsewhere`]). The
+//! case judges every state; its findings say which state they come from and
+//! what that state dropped.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::driver::{prepare, Driver};
+use super::power;
+use super::{judge_case, CaseOutcome, Reference, Target};
+use crate::inject::{CrashPlan, CrashPoint};
+use crate::power::CrashState;
+use crate::runner::{Exit, RunnerError};
+
+fn sandbox_error(e: std::io::Error) -> RunnerError {
+    RunnerError::Spawn {
+        program: "sandbox".into(),
+        source: e,
+    }
+}
+
+fn power_error(e: power::PowerError) -> RunnerError {
+    RunnerError::Trace(e.to_string())
+}
+
+/// Runs one case of `plan` (whose points are already resolved as
+/// `points`, the first one given) under the power-loss fault model.
+pub(super) fn run_case(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    points: &[CrashPoint],
+    case_dir: &Path,
+) -> Result<CaseOutcome, RunnerError> {
+    let start = Instant::now();
+    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
+    let initial = power::scan(sandbox.root()).map_err(sandbox_error)?;
+    let mut driver = Driver::new(target, reference, sandbox, files).record_power();
+    let first = points.first().copied();
+    let crashed = matches!(driver.run(first)?, Some(o) if o.exit == Exit::Crashed);
+    let Some(first) = first.filter(|_| crashed) else {
+        // The crash point was not reached (or the sandbox was disturbed):
+        // there is no power cut to model.
+        let (obs, sandbox) = driver.finish();
+        return Ok(judge_case(
+            target, reference, plan, &obs, &sandbox, case_dir, start,
+        ));
+    };
+    let ops = driver.take_power_ops();
+    if ops.is_empty() && !crate::trace::tracing_available() {
+        return Err(power_error(power::PowerError::NotRecorded));
+    }
+    let killed_at = match first {
+        CrashPoint::Syscall(k) => Some(k),
+        _ => None,
+    };
+    let seed = power::seed_for(target.seed, &first.to_string());
+    let states = power::states(&initial, &ops, killed_at, &target.fault, seed)
+        .map_err(power_error)?
+        .states;
+    let events = std::fs::read(&driver.files().events).unwrap_or_default();
+    let total = states.len();
+    let mut states = states.into_iter();
+    let Some(pessimistic) = states.next() else {
+        unreachable!("the most pessimistic state is always there")
+    };
+    power::install(&pessimistic, driver.sandbox().root()).map_err(power_error)?;
+    driver.crash_state_replaced();
+    if driver.prepare_next() {
+        driver.drive(&points[1..])?;
+    }
+    let (obs, sandbox) = driver.finish();
+    let mut out = judge_case(target, reference, plan, &obs, &sandbox, case_dir, start);
+    noted(&mut out, 1, total, &pessimistic);
+    out.power_states = total;
+    drop(sandbox);
+    for (j, state) in states.enumerate() {
+        // The same sandbox path, so absolute links in the state stay right.
+        for d in ["sandbox", "harness"] {
+            crate::workspace::remove_tree(&case_dir.join(d)).map_err(sandbox_error)?;
+        }
+        let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
+        power::install(&state, sandbox.root()).map_err(power_error)?;
+        std::fs::write(&files.events, &events).map_err(sandbox_error)?;
+        let mut d = Driver::new(target, reference, sandbox, files);
+        if d.crashed_elsewhere(first) {
+            d.drive(&points[1..])?;
+        }
+        let (obs, sandbox) = d.finish();
+        let mut o = judge_case(target, reference, plan, &obs, &sandbox, case_dir, start);
+        noted(&mut o, j + 2, total, &state);
+        merge(&mut out, o);
+    }
+    out.duration = start.elapsed();
+    Ok(out)
+}
+
+/// Adds to each finding of `o` which power-loss state it comes from and
+/// what that state dropped.
+fn noted(o: &mut CaseOutcome, i: usize, total: usize, state: &CrashState) {
+    let note = if total > 1 {
+        let which = if i == 1 { " (most pessimistic)" } else { "" };
+        format!(
+            "power-loss state {i} of {total}{which}: {}",
+            power::explain(state)
+        )
+    } else {
+        format!(
+            "power loss (most pessimistic state): {}",
+            power::explain(state)
+        )
+    };
+    for f in &mut o.findings {
+        f.detail = format!("{} [{note}]", f.detail);
+    }
+}
+
+/// `other` (a later state of the same case) folded into `out`: one finding
+/// per kind, the earliest state's; the runs made for it (its first run is
+/// the killed run, already counted); its warnings once.
+fn merge(out: &mut CaseOutcome, other: CaseOutcome) {
+    for f in other.findings {
+        if !out.findings.iter().any(|g| g.kind == f.kind) {
+            out.findings.push(f);
+        }
+    }
+    for w in other.warnings {
+        if !out.warnings.contains(&w) {
+            out.warnings.push(w);
+        }
+    }
+    out.runs += other.runs.saturating_sub(1);
+    if out.harness_error.is_none() {
+        out.harness_error = other.harness_error;
+    }
+}
