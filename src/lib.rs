@@ -44,6 +44,11 @@
 //!   seccomp and ptrace supervisor behind `syscall` crash points;
 //!   [`workspace`] the directory of one harness run, locked for its whole
 //!   life, and the removal of those left by dead runs.
+//! * [`commands`] is what each command does, its flags as plain data:
+//!   `run`, `certify`, `zoo`, `census`, `report`, `merge` and `sim` check their
+//!   input, run, print and return the exit status; [`cli`] only parses the
+//!   arguments and calls one of them, and `main.rs` maps errors to exit
+//!   statuses.
 //!
 //! ## A case, by hand
 //!
@@ -106,6 +111,7 @@ pub mod campaign;
 pub mod census;
 pub mod cli;
 pub mod codec;
+pub mod commands;
 pub mod events;
 pub mod fault;
 pub mod inject;
@@ -128,7 +134,6 @@ pub mod sim;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod tools;
 #[allow(unsafe_code)]
 pub mod trace;
 pub mod verdict;
