@@ -361,8 +361,10 @@ impl Campaign {
         // A power-loss case traces its own killed run (see
         // `oracle::power_case`): nothing to record once.
         if self.engine == Engine::Record && !self.target.fault.is_power_loss() {
-            let share: Vec<CrashPlan> = mine.iter().map(|&i| plans[i].clone()).collect();
-            if let Some((store, rec)) = self.record(reference, &share, scratch) {
+            // Every plan's state is recorded, not just this partition's
+            // share: which points share a state is then the same on every
+            // machine, and merged partitions report it as one machine does.
+            if let Some((store, rec)) = self.record(reference, plans, scratch) {
                 let replayer = Replayer::new(&store, &rec);
                 let (indexes, outcomes) = self.run_cases(&cases, &replayer)?;
                 let summary = RecordSummary {

@@ -250,6 +250,17 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[test]
 fn partitions_merge_to_the_single_machine_report() {
+    partitions_merge_with("kill-each");
+}
+
+#[test]
+fn partitions_recorded_once_merge_to_the_single_machine_report() {
+    // Each partition records every point's crash state: the merged report
+    // says which points share a state exactly as the single machine does.
+    partitions_merge_with("record");
+}
+
+fn partitions_merge_with(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let base = [
@@ -261,7 +272,7 @@ fn partitions_merge_to_the_single_machine_report() {
         "--jobs",
         "2",
         "--engine",
-        "kill-each",
+        engine,
     ];
     let whole = run(&[&base[..], &["--json", &p("whole.json")]].concat());
     assert_eq!(whole.status.code(), Some(0), "{}", text(&whole));

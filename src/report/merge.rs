@@ -103,7 +103,9 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
             match layouts.iter_mut().find(|k| k.layout == l.layout) {
                 None => layouts.push(l.clone()),
                 Some(k) => {
-                    // Each partition records its own share's crash states.
+                    // Every partition records every point's crash state,
+                    // so they agree; a report that does not is not trusted
+                    // to say which points share a state.
                     if k.states != l.states {
                         k.states = None;
                     }
