@@ -2,7 +2,7 @@
 //! trainer (clean and with each of its bugs), the simulated trainer as an
 //! external command, and subjects that cannot be certified.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use crashpoint::census::Call;
@@ -12,9 +12,8 @@ use crashpoint::observe::HarnessFiles;
 use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 use crashpoint::runner::{self, Exit, RunRequest, Subject};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{kinds, root, text};
 
 fn trainer() -> String {
     root()
@@ -39,28 +38,6 @@ fn certify(args: &[&str]) -> (Output, serde_json::Value) {
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(serde_json::Value::Null);
     (o, v)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kinds(v: &serde_json::Value) -> Vec<String> {
-    let mut k: Vec<String> = v["failures"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f["kind"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    k.sort();
-    k.dedup();
-    k
 }
 
 #[test]

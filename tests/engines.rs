@@ -11,9 +11,8 @@ use crashpoint::record::Engine;
 use crashpoint::report::Report;
 use crashpoint::scenario::Scenario;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::root;
 
 /// The report as JSON, without what only one engine says (its states).
 fn json(report: &Report) -> serde_json::Value {

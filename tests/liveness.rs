@@ -6,21 +6,12 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{root, text};
 
 const FIXTURE: &str = "tests/fixtures/hostile.py";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `crashpoint ARGS` with `TMPDIR=tmp`, from the project directory.
 fn crashpoint(tmp: &Path, args: &[&str]) -> Command {

@@ -2,12 +2,10 @@
 //! sampled, budgeted or inconclusive run may claim, and that `--cases 6`
 //! catches every window bug of the Python example whatever the seed.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{kinds, root, text};
 
 fn certify(args: &[&str]) -> (Output, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,28 +21,6 @@ fn certify(args: &[&str]) -> (Output, serde_json::Value, String) {
     let raw = std::fs::read_to_string(&json).unwrap_or_default();
     let v = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
     (o, v, raw)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kinds(v: &serde_json::Value) -> Vec<String> {
-    let mut k: Vec<String> = v["failures"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f["kind"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    k.sort();
-    k.dedup();
-    k
 }
 
 /// `--cases 6` on one window bug of the Python example, for seeds 0..5:

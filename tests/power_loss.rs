@@ -4,12 +4,10 @@
 //! unsynced operation the failing state dropped named, and passes process
 //! kills.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{root, text};
 
 fn trainer() -> String {
     root()
@@ -52,14 +50,6 @@ fn certify(extra: &[&str], bug: Option<&str>) -> (Output, serde_json::Value, Str
         .unwrap_or(serde_json::Value::Null);
     let x = std::fs::read_to_string(&junit).unwrap_or_default();
     (o, v, x)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! exactly the single-machine report, failing sandboxes kept, the census.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use crashpoint::inject::Coverage;
 use crashpoint::report::{
@@ -12,23 +11,8 @@ use crashpoint::report::{
 };
 use crashpoint::verdict::FailureKind;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crashpoint"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("crashpoint starts")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{run, text};
 
 fn point(n: u64, call: &str, path: &str, phase: &str) -> PointRecord {
     PointRecord {

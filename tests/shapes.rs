@@ -6,7 +6,6 @@
 //! Crash points that matter are found in the census, so each weakness is
 //! shown by one exact case.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use crashpoint::inject::Mode;
@@ -14,9 +13,8 @@ use crashpoint::layout::Layout;
 use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 use crashpoint::runner::Subject;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{kinds, root, text};
 
 const FIXTURE: &str = "tests/fixtures/shapes_trainer.py";
 
@@ -49,28 +47,6 @@ fn certify_env(
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(serde_json::Value::Null);
     (o, v)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kinds(v: &serde_json::Value) -> Vec<String> {
-    let mut k: Vec<String> = v["failures"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f["kind"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    k.sort();
-    k.dedup();
-    k
 }
 
 fn detail(v: &serde_json::Value, kind: &str) -> String {
