@@ -65,7 +65,7 @@ fn both_engines_give_identical_reports_on_every_scenario() {
             }
             let report = Report::build(
                 &s.name,
-                "kill",
+                crashpoint::fault::Fault::Kill,
                 s.mode,
                 &results,
                 &crashpoint::report::ReplayCommand::default(),

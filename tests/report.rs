@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
+use crashpoint::fault::Fault;
 use crashpoint::inject::Coverage;
+use crashpoint::layout::Layout;
 use crashpoint::report::{
     html, CaseRecord, CaseVerdict, FindingRecord, LayoutRow, PointRecord, ReplayCommand, Report,
 };
@@ -26,7 +28,7 @@ fn point(n: u64, call: &str, path: &str, phase: &str) -> PointRecord {
 
 fn case(index: usize, p: &PointRecord, kinds: &[FailureKind], same: Option<&str>) -> CaseRecord {
     CaseRecord {
-        layout: "relative".into(),
+        layout: Layout::Relative,
         index,
         point: p.point.clone(),
         name: format!("{} {} {}", p.point, p.call, p.path),
@@ -101,7 +103,7 @@ fn sample() -> Report {
         probe,
     ];
     let row = LayoutRow {
-        layout: "relative".into(),
+        layout: Layout::Relative,
         cases: 0,
         passed: 0,
         failures: Default::default(),
@@ -129,7 +131,7 @@ fn sample() -> Report {
         "--layouts",
         &["--", "python3", "t.py"],
     );
-    Report::assemble("python3 t.py", "kill", replay, vec![row], cases)
+    Report::assemble("python3 t.py", Fault::Kill, replay, vec![row], cases)
 }
 
 #[test]
@@ -213,13 +215,7 @@ fn a_report_is_assembled_from_its_cases_alone() {
     // Shuffled cases give the same report.
     let mut cases = r.case_results.clone();
     cases.reverse();
-    let again = Report::assemble(
-        &r.name,
-        &r.fault,
-        r.replay.clone(),
-        r.layouts.clone(),
-        cases,
-    );
+    let again = Report::assemble(&r.name, r.fault, r.replay.clone(), r.layouts.clone(), cases);
     assert_eq!(again, r);
     // The text says what it left out.
     let mut many = r.clone();

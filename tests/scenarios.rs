@@ -151,7 +151,7 @@ fn check_scenario(name: &str) {
             .unwrap_or_else(|e| panic!("{} ({fault}): {e}", s.name));
         let report = Report::build(
             &s.name,
-            fault.fault.name(),
+            fault.fault,
             s.mode,
             &results,
             &crashpoint::report::ReplayCommand::default(),

@@ -164,7 +164,7 @@ pub fn certify(a: CertifyArgs) -> Result<i32, CommandError> {
     let replay = replay(&a, mode, &model).with_env(env);
     let mut r = Report::build(
         &report::shell_join(a.command_words()),
-        model.fault.name(),
+        model.fault,
         mode,
         &results,
         &replay,
@@ -373,7 +373,7 @@ fn print(r: &Report, results: &[LayoutResult], model: &FaultModel) {
     print!("{}", report::certify_table(r));
     for l in &r.layouts {
         if let Some(s) = &l.states {
-            println!("{}", s.line(&l.layout));
+            println!("{}", s.line(l.layout.name()));
         }
     }
     for l in results {

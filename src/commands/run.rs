@@ -234,7 +234,7 @@ pub fn run(a: RunArgs) -> Result<i32, CommandError> {
             live.start_report(&name, &name, a.out.quiet);
             let results: Vec<LayoutResult> = campaign.run_partial(&work, &live)?;
             let replay = run_replay(s, a.mutant, a.max_steps, named_fault(&a, s, fault));
-            let mut r = Report::build(&name, fault.fault.name(), s.mode, &results, &replay);
+            let mut r = Report::build(&name, fault.fault, s.mode, &results, &replay);
             r.set_partition(a.out.partition);
             r.expect = Some(s.expect.text());
             if crate::campaign::interrupted().is_some() {

@@ -3,6 +3,7 @@
 //! offers (what the HTML page draws, run or not).
 
 use crate::inject::{self, CensusEntry, Mode};
+use crate::layout::Layout;
 use crate::oracle::CaseOutcome;
 use crate::verdict::FailureKind;
 
@@ -33,7 +34,7 @@ pub struct FindingRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CaseRecord {
     /// The layout.
-    pub layout: String,
+    pub layout: Layout,
     /// Its place in the layout's plan list (0-based; partitions split by it).
     pub index: usize,
     /// The crash plan, as `--crash` takes it.
@@ -76,7 +77,7 @@ impl CaseRecord {
             }
         }
         CaseRecord {
-            layout: outcome.layout.name().into(),
+            layout: outcome.layout,
             index,
             point: outcome.plan.to_string(),
             name: name::plan(&outcome.plan, census),

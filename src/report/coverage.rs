@@ -121,7 +121,7 @@ pub fn verdict(r: &Report) -> String {
         let cases: std::collections::BTreeSet<(&str, &str)> = r
             .failures
             .iter()
-            .map(|f| (f.layout.as_str(), f.crash.as_str()))
+            .map(|f| (f.layout.name(), f.crash.as_str()))
             .collect();
         let n = cases.len();
         return format!(

@@ -177,7 +177,7 @@ fn report_section(h: &mut String, r: &Report) {
          <span class=\"muted\">fault model: {}, {} cases</span></p>\n",
         esc(&r.name),
         esc(&r.verdict()),
-        esc(&r.fault),
+        esc(r.fault.name()),
         r.cases
     );
     if !r.not_covered.is_empty() {
@@ -306,8 +306,8 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
         h,
         "<section class=\"layout\" id=\"layout-{}\">\n<h2>{}</h2>\n<p class=\"muted\">census of {} \
          calls, {} crash points, {} cases run of {}, {failing} failing</p>\n<div class=\"timeline\">\n",
-        esc(&l.layout),
-        esc(&l.layout),
+        esc(l.layout.name()),
+        esc(l.layout.name()),
         l.census,
         l.census_points.len(),
         cases.len(),
@@ -338,7 +338,7 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
         for p in &l.census_points[i..j] {
             let case = by_point.get(p.point.as_str()).copied();
             let name = case.map_or_else(|| point_name(p), |c| c.name.clone());
-            cell(h, r, &l.layout, &p.point, &name, case);
+            cell(h, r, l.layout.name(), &p.point, &name, case);
         }
         h.push_str("</div></div>\n");
         i = j;
@@ -360,7 +360,7 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
             "<div class=\"group\"><div class=\"glabel\">{label}</div><div class=\"cells\">"
         );
         for c in others {
-            cell(h, r, &l.layout, &c.point, &c.name, Some(c));
+            cell(h, r, l.layout.name(), &c.point, &c.name, Some(c));
         }
         h.push_str("</div></div>\n");
     }

@@ -9,7 +9,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
     let mut j = JReport::new("crashpoint");
     for r in reports {
         let mut suite = TestSuite::new(r.name.as_str());
-        suite.add_property(quick_junit::Property::new("fault", r.fault.as_str()));
+        suite.add_property(quick_junit::Property::new("fault", r.fault.name()));
         for f in r.failures.iter().filter(|f| f.crash == "none") {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(f.kind.name());
@@ -40,7 +40,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
                     s.set_description(format!(
                         "{}\nreplay: {}",
                         text.join("\n"),
-                        r.replay.command(&c.layout, &c.point)
+                        r.replay.command(c.layout.name(), &c.point)
                     ));
                     s
                 }

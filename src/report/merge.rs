@@ -77,7 +77,9 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
         what,
     };
     let mut layouts: Vec<LayoutRow> = Vec::new();
-    let mut cases: BTreeMap<(String, usize), CaseRecord> = BTreeMap::new();
+    // Cases in the campaign's order: by layout as the first report lists
+    // them, then by plan number.
+    let mut cases: BTreeMap<(usize, usize), CaseRecord> = BTreeMap::new();
     let mut interrupted = false;
     for p in &parts {
         if p.fault != first.fault {
@@ -134,11 +136,15 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
             }
         }
         for c in &p.case_results {
-            let key = (c.layout.clone(), c.index);
+            let at = layouts
+                .iter()
+                .position(|l| l.layout == c.layout)
+                .unwrap_or(layouts.len());
+            let key = (at, c.index);
             if cases.insert(key, c.clone()).is_some() {
                 return Err(MergeError::Duplicate {
                     report: name.clone(),
-                    layout: c.layout.clone(),
+                    layout: c.layout.name().into(),
                     point: c.point.clone(),
                 });
             }
@@ -146,7 +152,7 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
     }
     let mut r = Report::assemble(
         &name,
-        &first.fault,
+        first.fault,
         first.replay.clone(),
         layouts,
         cases.into_values().collect(),

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::campaign::LayoutResult;
+use crate::fault::Fault;
 use crate::inject::{Coverage, Mode};
+use crate::layout::Layout;
 use crate::partition::Partition;
 use crate::verdict::{Expect, FailureKind};
 
@@ -38,7 +40,7 @@ pub use table::{
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HarnessError {
     /// The layout.
-    pub layout: String,
+    pub layout: Layout,
     /// The case's crash plan.
     pub crash: String,
     /// What went missing.
@@ -51,7 +53,7 @@ pub struct HarnessError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// The layout.
-    pub layout: String,
+    pub layout: Layout,
     /// The kind, as PROTOCOL.md names it.
     pub kind: FailureKind,
     /// Where the case was killed (its crash plan; `none` for the reference).
@@ -68,7 +70,7 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayoutRow {
     /// The layout.
-    pub layout: String,
+    pub layout: Layout,
     /// Cases run.
     pub cases: usize,
     /// Cases that passed.
@@ -133,7 +135,7 @@ pub struct Report {
     /// Scenario name or command.
     pub name: String,
     /// The fault model covered.
-    pub fault: String,
+    pub fault: Fault,
     /// True when no case failed, every point (and probe) of every layout
     /// ran, and the cases prove something (see [`Report::not_covered`]);
     /// for a partition: every case of its share ran and none failed.
@@ -184,7 +186,7 @@ impl Report {
     /// Builds the report of a campaign's results.
     pub fn build(
         name: &str,
-        fault: &str,
+        fault: Fault,
         mode: Mode,
         results: &[LayoutResult],
         replay: &ReplayCommand,
@@ -194,7 +196,7 @@ impl Report {
         for r in results {
             let census = &r.reference.census;
             layouts.push(LayoutRow {
-                layout: r.layout.name().into(),
+                layout: r.layout,
                 cases: 0,
                 passed: 0,
                 failures: BTreeMap::new(),
@@ -250,17 +252,17 @@ impl Report {
     /// counts and the verdict follow from them alone.
     pub fn assemble(
         name: &str,
-        fault: &str,
+        fault: Fault,
         replay: ReplayCommand,
         mut layouts: Vec<LayoutRow>,
         mut cases: Vec<CaseRecord>,
     ) -> Report {
-        let order: BTreeMap<&str, usize> = layouts
+        let order: BTreeMap<Layout, usize> = layouts
             .iter()
             .enumerate()
-            .map(|(i, l)| (l.layout.as_str(), i))
+            .map(|(i, l)| (l.layout, i))
             .collect();
-        let rank = |c: &CaseRecord| order.get(c.layout.as_str()).copied().unwrap_or(usize::MAX);
+        let rank = |c: &CaseRecord| order.get(&c.layout).copied().unwrap_or(usize::MAX);
         cases.sort_by_key(|c| (rank(c), c.index));
         let mut failures = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
@@ -273,12 +275,12 @@ impl Report {
             for f in &l.reference_findings {
                 *l.failures.entry(f.kind.name().into()).or_default() += 1;
                 failures.push(Failure {
-                    layout: l.layout.clone(),
+                    layout: l.layout,
                     kind: f.kind,
                     crash: "none".into(),
                     name: "none (the uninterrupted run)".into(),
                     detail: f.detail.clone(),
-                    replay: replay.command(&l.layout, "none"),
+                    replay: replay.command(l.layout.name(), "none"),
                 });
             }
             for w in &l.reference_warnings {
@@ -287,21 +289,21 @@ impl Report {
             for c in &mine {
                 if let Some(detail) = &c.harness_error {
                     harness_errors.push(HarnessError {
-                        layout: l.layout.clone(),
+                        layout: l.layout,
                         crash: c.point.clone(),
                         detail: detail.clone(),
-                        replay: replay.command(&l.layout, &c.point),
+                        replay: replay.command(l.layout.name(), &c.point),
                     });
                 }
                 for f in &c.findings {
                     *l.failures.entry(f.kind.name().into()).or_default() += 1;
                     failures.push(Failure {
-                        layout: l.layout.clone(),
+                        layout: l.layout,
                         kind: f.kind,
                         crash: c.point.clone(),
                         name: c.name.clone(),
                         detail: f.detail.clone(),
-                        replay: replay.command(&l.layout, &c.point),
+                        replay: replay.command(l.layout.name(), &c.point),
                     });
                 }
                 for w in &c.warnings {
@@ -313,7 +315,7 @@ impl Report {
         let sum = |f: fn(&LayoutRow) -> usize| layouts.iter().map(f).sum::<usize>();
         Report {
             name: name.to_string(),
-            fault: fault.to_string(),
+            fault,
             certified: failures.is_empty() && harness_errors.is_empty() && not_covered.is_empty(),
             points: sum(|l| l.coverage.points),
             points_run: sum(|l| l.coverage.points_run),

@@ -46,8 +46,8 @@ pub fn run_table(rows: &[ScenarioRow<'_>]) -> String {
         for l in &row.report.layouts {
             lines.push([
                 row.report.name.clone(),
-                row.report.fault.clone(),
-                l.layout.clone(),
+                row.report.fault.name().into(),
+                l.layout.name().into(),
                 l.cases.to_string(),
                 l.passed.to_string(),
                 kinds_cell(&l.failures),
@@ -79,8 +79,8 @@ pub fn certify_table(report: &Report) -> String {
     ]];
     for l in &report.layouts {
         lines.push([
-            l.layout.clone(),
-            report.fault.clone(),
+            l.layout.name().into(),
+            report.fault.name().into(),
             l.census.to_string(),
             format!("{}/{}", l.coverage.points_run, l.coverage.points),
             if l.coverage.sites == 0 {
@@ -136,10 +136,10 @@ pub fn failure_list(report: &Report, per_kind: usize) -> String {
         return String::new();
     }
     let mut out = format!("replay with: {}\n", report.replay.template());
-    let mut shown: BTreeMap<(String, FailureKind), usize> = BTreeMap::new();
+    let mut shown: BTreeMap<(crate::layout::Layout, FailureKind), usize> = BTreeMap::new();
     let mut hidden = 0;
     for f in &report.failures {
-        let n = shown.entry((f.layout.clone(), f.kind)).or_default();
+        let n = shown.entry((f.layout, f.kind)).or_default();
         *n += 1;
         if *n > per_kind {
             hidden += 1;

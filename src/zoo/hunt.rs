@@ -380,7 +380,7 @@ fn run_campaign_for(
     };
     let head = [opts.program.clone(), "run".into(), path];
     let replay = report::ReplayCommand::new(&head, "--layout", &tail);
-    let report = Report::build(&s.name, fault.fault.name(), s.mode, &results, &replay);
+    let report = Report::build(&s.name, fault.fault, s.mode, &results, &replay);
     Ok((results, report))
 }
 
@@ -448,7 +448,7 @@ fn hunt_one(
         .layouts
         .iter()
         .filter(|l| !l.failures.is_empty())
-        .map(|l| l.layout.clone())
+        .map(|l| l.layout.name().to_string())
         .collect();
     let kind = row
         .expected
