@@ -357,8 +357,9 @@ impl Report {
     /// sites)" and why that is not a certification.
     ///
     /// ```
+    /// use crashpoint::fault::Fault;
     /// use crashpoint::report::{Report, ReplayCommand};
-    /// let r = Report::assemble("demo", "kill", ReplayCommand::default(), vec![], vec![]);
+    /// let r = Report::assemble("demo", Fault::Kill, ReplayCommand::default(), vec![], vec![]);
     /// assert_eq!(r.verdict(), "no failure in 0 of 0 points (0 of 0 sites): CERTIFIED");
     /// ```
     pub fn verdict(&self) -> String {
