@@ -13,31 +13,13 @@ use crashpoint::oracle::{self, ResumeMode, Target, Tracing};
 use crashpoint::runner::{self, Exit, RunRequest, Subject};
 
 mod common;
-use common::{kinds, root, text};
+use common::{certify, kinds, root, text};
 
 fn trainer() -> String {
     root()
         .join("examples/python/trainer.py")
         .display()
         .to_string()
-}
-
-fn certify(args: &[&str]) -> (Output, serde_json::Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
-        .current_dir(root())
-        .arg("certify")
-        .arg("--json")
-        .arg(&json)
-        .args(args)
-        .output()
-        .unwrap();
-    let v = std::fs::read_to_string(&json)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (o, v)
 }
 
 #[test]

@@ -2,26 +2,8 @@
 //! sampled, budgeted or inconclusive run may claim, and that `--cases 6`
 //! catches every window bug of the Python example whatever the seed.
 
-use std::process::{Command, Output};
-
 mod common;
-use common::{kinds, root, text};
-
-fn certify(args: &[&str]) -> (Output, serde_json::Value, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
-        .current_dir(root())
-        .arg("certify")
-        .arg("--json")
-        .arg(&json)
-        .args(args)
-        .output()
-        .unwrap();
-    let raw = std::fs::read_to_string(&json).unwrap_or_default();
-    let v = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
-    (o, v, raw)
-}
+use common::{certify_raw as certify, kinds, text};
 
 /// `--cases 6` on one window bug of the Python example, for seeds 0..5:
 /// each must fail with one of `want`.

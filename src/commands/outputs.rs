@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::tools::ReportFiles;
 use super::CommandError;
 use crate::report::Report;
 
@@ -23,15 +24,9 @@ pub struct OutputArgs {
     /// Parallel workers (default: the number of cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
-    /// Write the HTML page of the crash windows here (one self-contained file).
-    #[arg(long)]
-    pub html: Option<PathBuf>,
+    /// The report files.
+    #[command(flatten)]
+    pub files: ReportFiles,
     /// Run only share I of N of every layout's cases (N machines split a sweep; see `merge`).
     #[arg(long, value_name = "I/N", default_value = "1/1")]
     pub partition: crate::partition::Partition,
@@ -45,39 +40,32 @@ pub struct OutputArgs {
 
 /// Writes the report files the flags ask for.
 pub fn write_reports(out: &OutputArgs, reports: &[&Report]) -> Result<(), CommandError> {
-    write_files(&out.json, &out.junit, &out.html, reports)
-}
-
-fn write_files(
-    json: &Option<PathBuf>,
-    junit: &Option<PathBuf>,
-    html: &Option<PathBuf>,
-    reports: &[&Report],
-) -> Result<(), CommandError> {
-    crate::commands::tools::write_files(json.as_deref(), junit.as_deref(), html.as_deref(), reports)
-        .map_err(CommandError::from)
+    Ok(out.files.write(reports)?)
 }
 
 /// The reporters beside a campaign, for these flags.
 pub fn live(out: &OutputArgs) -> Result<crate::live::Live, CommandError> {
     for (flag, p) in [
-        ("--json", &out.json),
-        ("--junit", &out.junit),
-        ("--html", &out.html),
+        ("--json", &out.files.json),
+        ("--junit", &out.files.junit),
+        ("--html", &out.files.html),
     ] {
         check_report_path(flag, p)?;
     }
-    crate::live::Live::new(out.quiet, out.json.as_deref(), out.keep_failed.as_deref()).map_err(
-        |source| CommandError::Write {
-            path: out
-                .keep_failed
-                .as_ref()
-                .or(out.json.as_ref())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            source,
-        },
+    crate::live::Live::new(
+        out.quiet,
+        out.files.json.as_deref(),
+        out.keep_failed.as_deref(),
     )
+    .map_err(|source| CommandError::Write {
+        path: out
+            .keep_failed
+            .as_ref()
+            .or(out.files.json.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    })
 }
 
 /// Says where `--keep-failed` put the failing cases.

@@ -85,15 +85,36 @@ pub struct MergeArgs {
     /// The JSON reports of the partitions (`--partition I/N --json FILE`).
     #[arg(required = true, num_args = 1..)]
     pub results: Vec<PathBuf>,
-    /// Write the joined JSON report here.
+    /// The joined report's files.
+    #[command(flatten)]
+    pub files: ReportFiles,
+}
+
+/// The report files a command writes: `--json`, `--junit`, `--html`.
+#[derive(Debug, Default, Args)]
+pub struct ReportFiles {
+    /// Write the JSON report here (`run` and `certify` also stream its cases
+    /// as JSON Lines beside it).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write JUnit XML here.
+    /// Write a JUnit XML report here.
     #[arg(long)]
     pub junit: Option<PathBuf>,
-    /// Write the HTML page here.
+    /// Write the HTML page of the crash windows here (one self-contained file).
     #[arg(long)]
     pub html: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    /// Writes the files asked for.
+    pub fn write(&self, reports: &[&Report]) -> Result<(), ToolError> {
+        write_files(
+            self.json.as_deref(),
+            self.junit.as_deref(),
+            self.html.as_deref(),
+            reports,
+        )
+    }
 }
 
 /// `w` made absolute when it names an existing file relative to the
@@ -235,12 +256,7 @@ pub fn merge(a: &MergeArgs) -> Result<i32, ToolError> {
             complete = false;
         }
     }
-    write_files(
-        a.json.as_deref(),
-        a.junit.as_deref(),
-        a.html.as_deref(),
-        &refs,
-    )?;
+    a.files.write(&refs)?;
     let ok = complete && refs.iter().all(|r| r.as_expected());
     Ok(if ok { 0 } else { 1 })
 }

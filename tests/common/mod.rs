@@ -47,3 +47,27 @@ pub fn kinds(v: &serde_json::Value) -> Vec<String> {
     k.dedup();
     k
 }
+
+/// Runs `crashpoint certify --json FILE ARGS` from the project directory;
+/// returns its output, the report (`Null` when none was written) and the
+/// report's text.
+pub fn certify_raw(args: &[&str]) -> (Output, serde_json::Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let o = bin()
+        .arg("certify")
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .output()
+        .expect("crashpoint starts");
+    let raw = std::fs::read_to_string(&json).unwrap_or_default();
+    let v = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+    (o, v, raw)
+}
+
+/// [`certify_raw`] without the report's text.
+pub fn certify(args: &[&str]) -> (Output, serde_json::Value) {
+    let (o, v, _) = certify_raw(args);
+    (o, v)
+}
