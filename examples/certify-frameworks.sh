@@ -89,11 +89,13 @@ configs_for() {
             echo "$base-dirpath-link|path|lightning/train.py|--every-n-train-steps 4"
             echo "$base-dirpath-link-last|last|lightning/train.py|--every-n-train-steps 4"
             echo "$base-default_root_dir|path|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
+            echo "$base-default_root_dir-last|last|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
             echo "$base-dirpath-copy|path|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
             ;;
         hf-*)
-            echo "$base-path|path|hf-trainer/train.py|--save-steps 4"
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
+            echo "$base-newest|newest|hf-trainer/train.py|--save-steps 4"
+            echo "$base-path|path|hf-trainer/train.py|--save-steps 4"
             ;;
     esac
 }

@@ -8,7 +8,7 @@
 use crate::observe::{resolution_text, DirSnapshot, EntryKind, Resolution};
 use crate::verdict::{FailureKind, Finding};
 
-use super::shape::{Announced, RefShape};
+use super::shape::{Announced, CkptPath, RefShape};
 
 /// Is `base` the name of a `last*.ckpt` pointer?
 fn is_last(base: &str) -> bool {
@@ -159,16 +159,55 @@ pub fn no_checkpoint(
         fates.push(format!("{} (step {}) {fate}", a.show(snap), a.step));
     }
     let steps: Vec<String> = newest.iter().map(|a| a.step.to_string()).collect();
+    let mut detail = format!(
+        "{when}: the saves of step {} had completed, but nothing loadable is left: {}; no last*.ckpt, best*.ckpt or latest pointer resolves",
+        steps.join(", "),
+        fates.join(", ")
+    );
+    let unannounced = unannounced(shape, snap, saves);
+    if !unannounced.is_empty() {
+        detail += &format!(
+            "; on disk but never announced in a `saved` event (not counted as loadable): {}",
+            unannounced.join(", ")
+        );
+    }
+    detail += &format!("; {}", snap.listing());
     Some(Finding {
         kind: FailureKind::NoCheckpoint,
         run,
-        detail: format!(
-            "{when}: the saves of step {} had completed, but nothing loadable is left: {}; no last*.ckpt, best*.ckpt or latest pointer resolves; {}",
-            steps.join(", "),
-            fates.join(", "),
-            snap.listing()
-        ),
+        detail,
     })
+}
+
+/// The checkpoints in `snap` that no save in `saves` announced: checkpoint
+/// files that are not pointers, and checkpoint directories (with what they
+/// lack when incomplete), as reports show them; at most five.
+fn unannounced(shape: &RefShape, snap: &DirSnapshot, saves: &[Announced]) -> Vec<String> {
+    let announced = |name: &str| {
+        saves
+            .iter()
+            .any(|a| a.at == CkptPath::InDir(name.to_string()))
+    };
+    let mut out: Vec<String> = Vec::new();
+    for e in &snap.entries {
+        if announced(&e.name) {
+            continue;
+        }
+        match e.kind {
+            EntryKind::File { .. } if e.base().ends_with(".ckpt") && !is_pointer(e.base()) => {
+                out.push(e.name.clone())
+            }
+            EntryKind::Dir if shape.patterns.is_checkpoint_dir(e.base()) => {
+                match shape.dir_complete(snap, &e.name) {
+                    Ok(()) => out.push(format!("{}/", e.name)),
+                    Err(why) => out.push(format!("{}/ (incomplete: {why})", e.name)),
+                }
+            }
+            _ => {}
+        }
+    }
+    out.truncate(5);
+    out
 }
 
 #[cfg(test)]
@@ -218,6 +257,31 @@ mod tests {
         );
         // No save announced: nothing is claimed.
         assert_eq!(no_checkpoint(&shape, &s, &[], 1, "x"), None);
+    }
+
+    #[test]
+    fn no_checkpoint_names_the_checkpoints_on_disk_that_were_never_announced() {
+        // Lightning at a step save: the new file is written, top-k evicted
+        // the announced one, and the kill came before the relink and the
+        // event. Nothing the protocol can load is left, but the report must
+        // not hide the file that is there.
+        let s = snap(&[
+            "checkpoints/",
+            "checkpoints/epoch=0-step=8.ckpt",
+            "checkpoints/last.ckpt->!",
+        ]);
+        let shape = RefShape::learn(&s, &s, &[]);
+        let saves = [saved(4, "checkpoints/epoch=0-step=4.ckpt", 1)];
+        let f = no_checkpoint(&shape, &s, &saves, 1, "after crash 1").unwrap();
+        assert!(
+            f.detail.contains("; on disk but never announced in a `saved` event (not counted as loadable): checkpoints/epoch=0-step=8.ckpt; the checkpoint directory held: "),
+            "{}",
+            f.detail
+        );
+        // Only the announced, evicted file: nothing more is said.
+        let s = snap(&["checkpoints/", "checkpoints/last.ckpt->!"]);
+        let f = no_checkpoint(&shape, &s, &saves, 1, "after crash 1").unwrap();
+        assert!(!f.detail.contains("never announced"), "{}", f.detail);
     }
 
     #[test]
