@@ -90,6 +90,7 @@ configs_for() {
             echo "$base-dirpath-link-last|last|lightning/train.py|--every-n-train-steps 4"
             echo "$base-default_root_dir|path|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
             echo "$base-default_root_dir-last|last|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
+            echo "$base-default_root_dir-sub|checkpoints/last.ckpt|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
             echo "$base-dirpath-copy|path|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
             ;;
         hf-*)
