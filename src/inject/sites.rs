@@ -184,9 +184,13 @@ fn names(path: &str, base: &str) -> bool {
 /// the second occurrence of the site that starts a save. With `saved` (the
 /// paths of the subject's `saved` events, in order) that site is the one of
 /// the first call that names the first saved checkpoint (its temporary
-/// file, the file itself or its directory); without events, the first
-/// `create` site that recurs. `None` when no such site recurs (one save, or
-/// none): then every site's first occurrence stands for it.
+/// file, the file itself or its directory). When the second saved
+/// checkpoint has another name, the boundary is that site's first call
+/// naming it: a framework that calls `mkdir -p checkpoint-4` several times
+/// while it writes one save, as the Hugging Face `Trainer` does, is still
+/// in its first save. Without events, the first `create` site that recurs. `None` when no
+/// such site recurs (one save, or none): then every site's first
+/// occurrence stands for it.
 ///
 /// ```
 /// use crashpoint::census::{Call, CensusEntry, Phase};
@@ -208,19 +212,26 @@ fn names(path: &str, base: &str) -> bool {
 /// assert_eq!(first_save_boundary(&census[..4], &[]), None);
 /// ```
 pub fn first_save_boundary(census: &[CensusEntry], saved: &[String]) -> Option<u64> {
-    let base = saved.first().map(|p| {
+    let base_of = |p: &String| {
         p.trim_end_matches('/')
             .rsplit('/')
             .next()
             .unwrap_or_default()
             .to_string()
-    });
+    };
+    let base = saved.first().map(base_of);
+    let next = saved
+        .get(1)
+        .map(base_of)
+        .filter(|n| Some(n) != base.as_ref());
     let sites: Vec<Site> = census.iter().map(|e| site_of(e, None)).collect();
-    let second = |site: &Site, after: u64| {
+    let second = |site: &Site, after: u64, naming: Option<&str>| {
         census
             .iter()
             .zip(&sites)
-            .find(|(e, s)| e.index > after && *s == site)
+            .find(|(e, s)| {
+                e.index > after && *s == site && naming.is_none_or(|n| names(&e.path(), n))
+            })
             .map(|(e, _)| e.index)
     };
     match base {
@@ -229,12 +240,65 @@ pub fn first_save_boundary(census: &[CensusEntry], saved: &[String]) -> Option<u
                 .iter()
                 .zip(&sites)
                 .find(|(e, _)| names(&e.path(), &base))?;
-            second(site, first.index)
+            second(site, first.index, next.as_deref())
         }
         None => census
             .iter()
             .zip(&sites)
             .filter(|(_, s)| s.call == "create")
-            .find_map(|(e, s)| second(s, e.index)),
+            .find_map(|(e, s)| second(s, e.index, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::census::{Call, CensusEntry};
+
+    fn entry(index: u64, call: &str, path: &str) -> CensusEntry {
+        CensusEntry {
+            index,
+            call: Call::from_syscall(call),
+            name: call.into(),
+            paths: path.split(" -> ").map(String::from).collect(),
+            phase: Default::default(),
+            fd: None,
+            offset: None,
+            len: None,
+        }
+    }
+
+    #[test]
+    fn a_site_repeated_inside_the_first_save_does_not_end_it() {
+        // The Hugging Face Trainer's census: `mkdir checkpoint-4` is called
+        // again (EEXIST) while the first save is written; the second save
+        // begins at `mkdir checkpoint-8`.
+        let census = [
+            entry(1, "mkdir", "work/checkpoints"),
+            entry(2, "mkdir", "work/checkpoints/checkpoint-4"),
+            entry(3, "mkdir", "work/checkpoints/checkpoint-4"),
+            entry(4, "openat", "work/checkpoints/checkpoint-4/config.json"),
+            entry(5, "mkdir", "work/checkpoints/checkpoint-4"),
+            entry(
+                6,
+                "openat",
+                "work/checkpoints/checkpoint-4/trainer_state.json",
+            ),
+            entry(7, "mkdir", "work/checkpoints/checkpoint-8"),
+            entry(8, "mkdir", "work/checkpoints/checkpoint-8"),
+            entry(9, "openat", "work/checkpoints/checkpoint-8/config.json"),
+        ];
+        let saved = ["checkpoint-4".to_string(), "checkpoint-8".to_string()];
+        assert_eq!(first_save_boundary(&census, &saved), Some(7));
+        // Every save announced under one name (a `last.ckpt` copy): the
+        // site's second occurrence, as before.
+        let census = [
+            entry(1, "openat", "work/c/.last.ckpt.tmp"),
+            entry(2, "rename", "work/c/.last.ckpt.tmp -> work/c/last.ckpt"),
+            entry(3, "openat", "work/c/.last.ckpt.tmp"),
+            entry(4, "rename", "work/c/.last.ckpt.tmp -> work/c/last.ckpt"),
+        ];
+        let saved = ["last.ckpt".to_string(), "last.ckpt".to_string()];
+        assert_eq!(first_save_boundary(&census, &saved), Some(3));
     }
 }
