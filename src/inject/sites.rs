@@ -230,7 +230,7 @@ pub fn first_save_boundary(census: &[CensusEntry], saved: &[String]) -> Option<u
             .iter()
             .zip(&sites)
             .find(|(e, s)| {
-                e.index > after && *s == site && naming.is_none_or(|n| names(&e.path(), n))
+                e.index > after && *s == site && naming.map_or(true, |n| names(&e.path(), n))
             })
             .map(|(e, _)| e.index)
     };
