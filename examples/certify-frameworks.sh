@@ -92,6 +92,8 @@ configs_for() {
             echo "$base-default_root_dir-last|last|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
             echo "$base-default_root_dir-sub|checkpoints/last.ckpt|lightning/train.py|--every-n-train-steps 4 --root default_root_dir"
             echo "$base-dirpath-copy|path|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
+            echo "$base-dirpath-copy-last|last|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
+            echo "$base-default_root_dir-copy-last|last|lightning/train.py|--every-n-train-steps 4 --root default_root_dir --save-last copy --save-top-k 0"
             ;;
         hf-*)
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
