@@ -45,6 +45,34 @@ fn six_cases_catch_unlink_then_link_for_any_seed() {
 }
 
 #[test]
+fn a_failing_system_call_is_named_with_its_phase() {
+    // The traced census has no phases of its own; they come from the saves.
+    let (o, v, _) = certify(&[
+        "--layouts",
+        "relative",
+        "--cases",
+        "6",
+        "--max-steps",
+        "10",
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+        "--bug",
+        "unlink-then-link",
+    ]);
+    let names: Vec<&str> = v["failures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.iter().any(|n| n
+            .contains("unlink work/checkpoints/last.ckpt (relink last after the save of step ")),
+        "{names:?}\n{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn six_cases_catch_delete_before_save_for_any_seed() {
     six_cases_catch(
         &["--bug", "delete-before-save", "--keep", "1"],

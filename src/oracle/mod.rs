@@ -18,6 +18,7 @@ use crate::verdict::{FailureKind, Finding};
 pub mod checks;
 pub mod driver;
 pub mod obs;
+mod phases;
 mod power;
 mod power_case;
 mod probe;
@@ -292,6 +293,10 @@ pub fn reference(
     }
     if target.mode == Mode::Time {
         ra.census.clear();
+    }
+    // A traced census has no phases of its own: read them off the saves.
+    if target.mode == Mode::Syscall {
+        phases::name_phases(&mut ra.census, &saves);
     }
     let timeout = target
         .timeout

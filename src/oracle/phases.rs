@@ -1,0 +1,230 @@
+//! Phases for a traced census. The simulated trainer names what each of
+//! its operations is for; a traced subject does not, so the phases of its
+//! system calls are read off the checkpoints it announced: the calls from
+//! the first one that touches a saved checkpoint to the last one are that
+//! save (`save of step 8`); later calls on a `last*.ckpt`, `best*.ckpt` or
+//! `latest` pointer are its relink or pointer update, removals of other
+//! checkpoints its rotation, anything else still belongs to it (the fsync
+//! of the directory after the rename). Calls before the first save are the
+//! start. Only calls without a phase are named.
+
+use crate::census::{Call, CensusEntry, Phase, PhaseKind};
+
+use super::checks::shape::{Announced, CkptPath};
+
+/// Does the census path `path` name the checkpoint `name` (relative to the
+/// checkpoint directory), or a file inside it?
+fn touches(path: &str, name: &str) -> bool {
+    let tail = |p: &str| p == name || p.ends_with(&format!("/{name}"));
+    match path.find(&format!("/{name}/")) {
+        Some(_) => true,
+        None => tail(path) || path.starts_with(&format!("{name}/")),
+    }
+}
+
+/// What a call after a save's checkpoint was written does for that save.
+fn after_save(e: &CensusEntry) -> PhaseKind {
+    let last = e.paths.last().map(String::as_str).unwrap_or("");
+    let base = last.rsplit('/').next().unwrap_or(last);
+    let pointer = |prefix: &str| base.starts_with(prefix) && base.contains(".ckpt");
+    if pointer("last") || pointer(".last") {
+        return match e.call {
+            Call::Create | Call::Write | Call::Truncate => PhaseKind::SaveLast,
+            _ => PhaseKind::RelinkLast,
+        };
+    }
+    if pointer("best") || pointer(".best") {
+        return PhaseKind::RelinkBest;
+    }
+    if base == "latest" || base.starts_with(".latest") {
+        return PhaseKind::Pointer;
+    }
+    match e.call {
+        Call::Unlink | Call::Rmdir => PhaseKind::Rotate,
+        _ => PhaseKind::Save,
+    }
+}
+
+/// Names the phase of every call of `census` that has none, from the
+/// reference's announced `saves` (in order).
+///
+/// Save `i` starts at the first call that touches its checkpoint; the
+/// calls between the previous save's last touch and that one (its relink,
+/// the fsync of the directory, the rotation) still follow the previous
+/// save when they are pointer updates, removals or syncs of a directory
+/// that holds it, and belong to save `i` otherwise (its temporary file).
+pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
+    let names: Vec<(u64, &str)> = saves
+        .iter()
+        .filter_map(|a| match &a.at {
+            CkptPath::InDir(n) => Some((a.step, n.as_str())),
+            CkptPath::Elsewhere(_) => None,
+        })
+        .collect();
+    let touching = |i: usize, name: &str| census[i].paths.iter().any(|p| touches(p, name));
+    // The first call touching each save's checkpoint, in order.
+    let mut firsts: Vec<(u64, &str, usize)> = Vec::new();
+    for (step, name) in names {
+        let from = firsts.last().map_or(0, |f| f.2 + 1);
+        if let Some(i) = (from..census.len()).find(|&i| touching(i, name)) {
+            firsts.push((step, name, i));
+        }
+    }
+    let Some(&(_, _, start)) = firsts.first() else {
+        return;
+    };
+    let mut named = Vec::with_capacity(census.len());
+    for i in 0..census.len() {
+        let e = &census[i];
+        if e.phase.kind != PhaseKind::Unknown {
+            named.push(e.phase);
+            continue;
+        }
+        if i < start {
+            // Making the directories is the start; anything else (the
+            // first save's temporary file) is that save.
+            named.push(match e.call {
+                Call::Mkdir => Phase {
+                    kind: PhaseKind::Start,
+                    step: None,
+                },
+                _ => Phase::at(PhaseKind::Save, firsts[0].0),
+            });
+            continue;
+        }
+        // The save whose first touch is at or before this call, and the
+        // next one's first touch.
+        let k = firsts.iter().rposition(|f| f.2 <= i).unwrap_or(0);
+        let (step, name, _) = firsts[k];
+        let kind = if touching(i, name) {
+            PhaseKind::Save
+        } else {
+            after_save(e)
+        };
+        let next = firsts.get(k + 1);
+        // Before the next save's first touch, a pointer update, a removal
+        // or a sync of a directory holding this save's checkpoint follows
+        // this save; other calls (a temporary file) begin the next one.
+        let holds = |p: &str| {
+            (0..census.len()).filter(|&j| touching(j, name)).any(|j| {
+                census[j]
+                    .paths
+                    .iter()
+                    .any(|q| q.starts_with(&format!("{p}/")))
+            })
+        };
+        let follows = kind != PhaseKind::Save
+            || matches!(
+                e.call,
+                Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
+            ) && e.paths.iter().any(|p| holds(p))
+            || touching(i, name);
+        named.push(match next {
+            Some(&(next_step, _, _)) if !follows => Phase::at(kind, next_step),
+            _ => Phase::at(kind, step),
+        });
+    }
+    for (e, p) in census.iter_mut().zip(named) {
+        e.phase = p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(index: u64, call: Call, paths: &[&str]) -> CensusEntry {
+        CensusEntry {
+            index,
+            call,
+            name: call.name().into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            phase: Phase::default(),
+            fd: None,
+            offset: None,
+            len: None,
+        }
+    }
+
+    fn saved(step: u64, name: &str) -> Announced {
+        Announced {
+            step,
+            at: CkptPath::InDir(name.into()),
+            run: 0,
+        }
+    }
+
+    #[test]
+    fn a_lightning_census_is_cut_at_its_saves() {
+        let mut c = vec![
+            call(1, Call::Mkdir, &["work/checkpoints"]),
+            call(2, Call::Create, &["work/checkpoints/.step=4.ckpt.tmp-9"]),
+            call(
+                3,
+                Call::Rename,
+                &[
+                    "work/checkpoints/.step=4.ckpt.tmp-9",
+                    "work/checkpoints/step=4.ckpt",
+                ],
+            ),
+            call(4, Call::Symlink, &["work/checkpoints/last.ckpt"]),
+            call(5, Call::Create, &["work/checkpoints/.step=8.ckpt.tmp-9"]),
+            call(
+                6,
+                Call::Rename,
+                &[
+                    "work/checkpoints/.step=8.ckpt.tmp-9",
+                    "work/checkpoints/step=8.ckpt",
+                ],
+            ),
+            call(7, Call::FsyncDir, &["work/checkpoints"]),
+            call(8, Call::Unlink, &["work/checkpoints/last.ckpt"]),
+            call(9, Call::Symlink, &["work/checkpoints/last.ckpt"]),
+            call(10, Call::Unlink, &["work/checkpoints/step=4.ckpt"]),
+        ];
+        name_phases(&mut c, &[saved(4, "step=4.ckpt"), saved(8, "step=8.ckpt")]);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "start",
+                "save of step 4",
+                "save of step 4",
+                "relink last after the save of step 4",
+                "save of step 8",
+                "save of step 8",
+                "save of step 8",
+                "relink last after the save of step 8",
+                "relink last after the save of step 8",
+                "top-k after the save of step 8",
+            ]
+            .map(|s| s.replace("top-k", PhaseKind::Rotate.name()))
+        );
+    }
+
+    #[test]
+    fn checkpoint_directories_and_phases_already_named_are_kept() {
+        let mut c = vec![
+            call(1, Call::Mkdir, &["work/out/checkpoint-2"]),
+            call(2, Call::Write, &["work/out/checkpoint-2/model.bin"]),
+            call(3, Call::Mkdir, &["work/out/checkpoint-4"]),
+            call(4, Call::Write, &["work/out/checkpoint-4/model.bin"]),
+            call(5, Call::Unlink, &["work/out/checkpoint-2/model.bin"]),
+        ];
+        c[0].phase = Phase::at(PhaseKind::Start, 0);
+        name_phases(
+            &mut c,
+            &[saved(2, "checkpoint-2"), saved(4, "checkpoint-4")],
+        );
+        assert_eq!(c[0].phase, Phase::at(PhaseKind::Start, 0));
+        assert_eq!(c[1].phase, Phase::at(PhaseKind::Save, 2));
+        assert_eq!(c[3].phase, Phase::at(PhaseKind::Save, 4));
+        // The removal of checkpoint-2 after the save of 4 touches
+        // checkpoint-2, but comes after that save was complete.
+        assert_eq!(c[4].phase, Phase::at(PhaseKind::Rotate, 4));
+        // No announced save: nothing is named.
+        let mut bare = vec![call(1, Call::Write, &["work/x"])];
+        name_phases(&mut bare, &[]);
+        assert_eq!(bare[0].phase.kind, PhaseKind::Unknown);
+    }
+}
