@@ -83,11 +83,17 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
         if i < start {
             // Making the directories is the start; anything else (the
             // first save's temporary file) is that save.
+            let start = Phase {
+                kind: PhaseKind::Start,
+                step: None,
+            };
+            let sync = matches!(
+                e.call,
+                Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
+            );
             named.push(match e.call {
-                Call::Mkdir => Phase {
-                    kind: PhaseKind::Start,
-                    step: None,
-                },
+                Call::Mkdir => start,
+                _ if sync && named.last() == Some(&start) => start,
                 _ => Phase::at(PhaseKind::Save, firsts[0].0),
             });
             continue;
@@ -119,8 +125,17 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
                 Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
             ) && e.paths.iter().any(|p| holds(p))
             || touching(i, name);
-        named.push(match next {
-            Some(&(next_step, _, _)) if !follows => Phase::at(kind, next_step),
+        let dir_sync = kind == PhaseKind::Save
+            && !touching(i, name)
+            && matches!(
+                e.call,
+                Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
+            );
+        named.push(match (next, named.last()) {
+            (Some(&(next_step, _, _)), _) if !follows => Phase::at(kind, next_step),
+            // A directory sync right after a pointer update or a removal
+            // makes that change durable: it is part of it.
+            (_, Some(prev)) if dir_sync && prev.step == Some(step) => *prev,
             _ => Phase::at(kind, step),
         });
     }
@@ -168,7 +183,8 @@ mod tests {
                 ],
             ),
             call(4, Call::Symlink, &["work/checkpoints/last.ckpt"]),
-            call(5, Call::Create, &["work/checkpoints/.step=8.ckpt.tmp-9"]),
+            call(5, Call::FsyncDir, &["work/checkpoints"]),
+            call(6, Call::Create, &["work/checkpoints/.step=8.ckpt.tmp-9"]),
             call(
                 6,
                 Call::Rename,
@@ -190,6 +206,7 @@ mod tests {
                 "start",
                 "save of step 4",
                 "save of step 4",
+                "relink last after the save of step 4",
                 "relink last after the save of step 4",
                 "save of step 8",
                 "save of step 8",
