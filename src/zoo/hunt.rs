@@ -346,7 +346,7 @@ pub fn replay_command(program: &str, s: &Scenario, case: &Case) -> String {
     if case.max_steps != s.max_steps {
         w.extend(["--max-steps".into(), case.max_steps.to_string()]);
     }
-    report::shell_join(w)
+    crate::replay::Replay::new(w).to_shell()
 }
 
 /// The campaign of `s` under its first fault model (see [`run_campaign_for`]).
