@@ -119,6 +119,24 @@ impl Recording {
     }
 }
 
+/// The recording of `recorded`, once every one of `wanted` was captured; a
+/// point the run never reached means it did not do what the reference did.
+fn finish(
+    case_dir: &std::path::Path,
+    recorded: BTreeMap<CrashPoint, PointRecord>,
+    mut wanted: impl Iterator<Item = CrashPoint>,
+) -> Result<Recording, RecordError> {
+    if let Some(missing) = wanted.find(|p| !recorded.contains_key(p)) {
+        return Err(RecordError::Diverged(format!(
+            "{missing} was never reached"
+        )));
+    }
+    Ok(Recording {
+        case_dir: case_dir.to_path_buf(),
+        points: recorded,
+    })
+}
+
 /// Why a layout could not be recorded (the campaign then kills each case).
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

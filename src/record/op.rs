@@ -122,16 +122,9 @@ pub fn record(
             res.exit
         )));
     }
-    if let Some(missing) = points
-        .iter()
-        .find(|p| !recorded.contains_key(&CrashPoint::Op(**p)))
-    {
-        return Err(RecordError::Diverged(format!(
-            "op:{missing} was never reached"
-        )));
-    }
-    Ok(Recording {
-        case_dir: case_dir.to_path_buf(),
-        points: recorded,
-    })
+    super::finish(
+        case_dir,
+        recorded,
+        points.iter().map(|p| CrashPoint::Op(*p)),
+    )
 }

@@ -65,18 +65,11 @@ pub fn record(
             )));
         }
     }
-    if let Some(missing) = points
-        .iter()
-        .find(|n| !recorded.contains_key(&CrashPoint::Syscall(**n)))
-    {
-        return Err(RecordError::Diverged(format!(
-            "call {missing} was never reached"
-        )));
-    }
-    Ok(Recording {
-        case_dir: case_dir.to_path_buf(),
-        points: recorded,
-    })
+    super::finish(
+        case_dir,
+        recorded,
+        points.iter().map(|n| CrashPoint::Syscall(*n)),
+    )
 }
 
 fn capture(
