@@ -157,3 +157,150 @@ impl Expect {
         }
     }
 }
+
+/// How many findings of each kind, as a report's layout rows count them.
+/// Kept, printed and serialised in the order of the kinds' names
+/// (alphabetical: `dangling-last`, `dir-mismatch`, `resume-failed`), the
+/// order reports have always shown; in JSON a map from each name to its
+/// count, kinds never seen left out.
+///
+/// ```
+/// use crashpoint::verdict::{FailureKind, KindCounts};
+/// let mut n = KindCounts::default();
+/// n.add(FailureKind::ResumeFailed);
+/// n.add(FailureKind::DanglingLast);
+/// n.add(FailureKind::ResumeFailed);
+/// assert_eq!(n.get(FailureKind::ResumeFailed), 2);
+/// assert_eq!(n["dangling-last"], 1);
+/// assert_eq!(n["hang"], 0);
+/// let order: Vec<FailureKind> = n.iter().map(|(k, _)| k).collect();
+/// assert_eq!(order, [FailureKind::DanglingLast, FailureKind::ResumeFailed]);
+/// assert_eq!(serde_json::to_string(&n).unwrap(), r#"{"dangling-last":1,"resume-failed":2}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindCounts(std::collections::BTreeMap<ByName, usize>);
+
+/// A kind ordered by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByName(FailureKind);
+
+impl Ord for ByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.name().cmp(other.0.name())
+    }
+}
+
+impl PartialOrd for ByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl KindCounts {
+    /// Counts one more finding of `kind`.
+    pub fn add(&mut self, kind: FailureKind) {
+        *self.0.entry(ByName(kind)).or_default() += 1;
+    }
+
+    /// How many findings of `kind` (0 when none).
+    pub fn get(&self, kind: FailureKind) -> usize {
+        self.0.get(&ByName(kind)).copied().unwrap_or(0)
+    }
+
+    /// Each kind seen and its count, in the order of the kinds' names.
+    pub fn iter(&self) -> impl Iterator<Item = (FailureKind, usize)> + '_ {
+        self.0.iter().map(|(k, n)| (k.0, *n))
+    }
+
+    /// Was no finding counted?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many kinds were seen.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl FromIterator<FailureKind> for KindCounts {
+    fn from_iter<I: IntoIterator<Item = FailureKind>>(kinds: I) -> Self {
+        let mut n = KindCounts::default();
+        for k in kinds {
+            n.add(k);
+        }
+        n
+    }
+}
+
+/// The count of the kind so named (0 for a kind never seen or no kind).
+impl std::ops::Index<&str> for KindCounts {
+    type Output = usize;
+    fn index(&self, name: &str) -> &usize {
+        self.0
+            .iter()
+            .find(|(k, _)| k.0.name() == name)
+            .map_or(&0, |(_, n)| n)
+    }
+}
+
+/// The count of `kind` (0 when none).
+impl std::ops::Index<FailureKind> for KindCounts {
+    type Output = usize;
+    fn index(&self, kind: FailureKind) -> &usize {
+        self.0.get(&ByName(kind)).unwrap_or(&0)
+    }
+}
+
+impl serde::Serialize for KindCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, n)| (k.0.name(), n)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KindCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let named = std::collections::BTreeMap::<String, usize>::deserialize(d)?;
+        let mut out = KindCounts::default();
+        for (name, n) in named {
+            let kind: FailureKind = name.parse().map_err(serde::de::Error::custom)?;
+            out.0.insert(ByName(kind), n);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_every_kind_go_in_name_order_and_round_trip_through_json() {
+        // Each kind counted a different number of times, in report order.
+        let counts: KindCounts = FailureKind::ALL
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| std::iter::repeat(*k).take(i + 1))
+            .collect();
+        let mut names: Vec<&str> = FailureKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        let seen: Vec<&str> = counts.iter().map(|(k, _)| k.name()).collect();
+        assert_eq!(seen, names);
+        for (i, k) in FailureKind::ALL.iter().enumerate() {
+            assert_eq!(counts.get(*k), i + 1);
+            assert_eq!(counts[*k], i + 1);
+            assert_eq!(counts[k.name()], i + 1);
+        }
+        let text = serde_json::to_string(&counts).expect("serialises");
+        let as_strings: std::collections::BTreeMap<String, usize> =
+            serde_json::from_str(&text).expect("a map of names");
+        // The same text a map keyed by the names writes.
+        assert_eq!(
+            serde_json::to_string(&as_strings).expect("serialises"),
+            text
+        );
+        let back: KindCounts = serde_json::from_str(&text).expect("deserialises");
+        assert_eq!(back, counts);
+        assert!(serde_json::from_str::<KindCounts>(r#"{"no-such-kind":1}"#).is_err());
+    }
+}

@@ -16,7 +16,7 @@ use crate::fault::Fault;
 use crate::inject::{Coverage, Mode};
 use crate::layout::Layout;
 use crate::partition::Partition;
-use crate::verdict::{Expect, FailureKind};
+use crate::verdict::{Expect, FailureKind, KindCounts};
 
 pub mod case;
 mod coverage;
@@ -76,7 +76,7 @@ pub struct LayoutRow {
     /// Cases that passed.
     pub passed: usize,
     /// Findings by kind.
-    pub failures: BTreeMap<String, usize>,
+    pub failures: KindCounts,
     /// Size of the census the crash points came from.
     pub census: usize,
     /// The reference digest.
@@ -199,7 +199,7 @@ impl Report {
                 layout: r.layout,
                 cases: 0,
                 passed: 0,
-                failures: BTreeMap::new(),
+                failures: KindCounts::default(),
                 census: census.len(),
                 reference_digest: r.reference.state.digest.clone(),
                 planned: r.planned,
@@ -271,9 +271,9 @@ impl Report {
             let mine: Vec<&CaseRecord> = cases.iter().filter(|c| c.layout == l.layout).collect();
             l.cases = mine.len();
             l.passed = mine.iter().filter(|c| c.passed()).count();
-            l.failures = BTreeMap::new();
+            l.failures = KindCounts::default();
             for f in &l.reference_findings {
-                *l.failures.entry(f.kind.name().into()).or_default() += 1;
+                l.failures.add(f.kind);
                 failures.push(Failure {
                     layout: l.layout,
                     kind: f.kind,
@@ -296,7 +296,7 @@ impl Report {
                     });
                 }
                 for f in &c.findings {
-                    *l.failures.entry(f.kind.name().into()).or_default() += 1;
+                    l.failures.add(f.kind);
                     failures.push(Failure {
                         layout: l.layout,
                         kind: f.kind,

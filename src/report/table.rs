@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::verdict::FailureKind;
+use crate::verdict::{FailureKind, KindCounts};
 
 /// Formats "dangling-last×3 resume-failed×3", or "-".
-pub fn kinds_cell(kinds: &BTreeMap<String, usize>) -> String {
+pub fn kinds_cell(kinds: &KindCounts) -> String {
     if kinds.is_empty() {
         return "-".into();
     }
