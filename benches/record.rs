@@ -84,7 +84,11 @@ fn once(engine: Engine) -> (u64, Duration) {
     let work = scratch();
     let before = children_cpu();
     let results = campaign(engine)
-        .run(work.path(), &crashpoint::events::Silent)
+        .run(
+            work.path(),
+            &crashpoint::events::Silent,
+            &crashpoint::pool::Cancel::new(),
+        )
         .expect("campaign");
     let cases = results.iter().map(|r| r.outcomes.len() as u64).sum();
     (cases, children_cpu() - before)
@@ -157,7 +161,11 @@ fn engines(c: &mut Criterion) {
             b.iter(|| {
                 let work = scratch();
                 campaign(engine)
-                    .run(work.path(), &crashpoint::events::Silent)
+                    .run(
+                        work.path(),
+                        &crashpoint::events::Silent,
+                        &crashpoint::pool::Cancel::new(),
+                    )
                     .expect("campaign")
             })
         });

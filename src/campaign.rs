@@ -5,8 +5,7 @@
 //! report whatever the scheduling.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::events::{Event, Reporter};
@@ -16,6 +15,7 @@ use crate::inject::{self, Coverage, CrashPlan, PlanSpec, Selection};
 use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
 use crate::partition::Partition;
+use crate::pool::{Cancel, Pool};
 use crate::record::{self, Engine, Recording, Replayer};
 use crate::store::Store;
 use crate::workspace::remove_tree;
@@ -97,9 +97,10 @@ pub enum CampaignError {
     /// The work directory could not be made.
     #[error("cannot create a work directory: {0}")]
     Io(#[from] std::io::Error),
-    /// The campaign was interrupted (SIGINT/SIGTERM).
+    /// The campaign was cancelled: by this signal (SIGINT, SIGTERM,
+    /// SIGHUP), or by its caller (`None`).
     #[error("interrupted")]
-    Interrupted,
+    Interrupted(Option<i32>),
 }
 
 /// Where workspaces go when no directory is given: `TMPDIR` when it is set
@@ -115,59 +116,6 @@ pub fn default_base() -> PathBuf {
         return shm.to_path_buf();
     }
     std::env::temp_dir()
-}
-
-/// Set when the harness is asked to stop; workers finish their case and quit.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-
-/// The signal that stopped the harness (0: none).
-static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
-
-/// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted this harness, if any.
-pub fn interrupted() -> Option<i32> {
-    match STOPPED_BY.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-/// Makes this process the harness: a child subreaper (orphans of subjects
-/// come back to it to be killed and reaped), and on SIGINT, SIGTERM or
-/// SIGHUP it sets [`STOP`] and kills every live run, so that campaigns
-/// return the cases that finished and the command line can print them,
-/// remove its workspace and exit `128 + signal`. A second signal does not
-/// wait for that: every subject and descendant is killed and the process
-/// exits at once (the next run removes the workspace left behind).
-///
-/// Call it first thing in `main`, before any other thread starts.
-pub fn install_interrupt_handler() {
-    crate::sys::become_subreaper();
-    let installed = crate::sys::on_termination_signals(|sig| {
-        let first = STOPPED_BY
-            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        STOP.store(true, Ordering::SeqCst);
-        crate::sys::stop_all();
-        if first {
-            eprintln!(
-                "crashpoint: {}: stopping every run, removing the sandboxes (again to quit at once)",
-                signal_name(sig)
-            );
-        } else {
-            crate::sys::kill_descendants();
-            std::process::exit(128 + sig);
-        }
-    });
-    if let Err(e) = installed {
-        eprintln!("warning: cannot handle SIGINT/SIGTERM ({e}); an interrupt leaves sandboxes behind until the next run");
-    }
-}
-
-/// `SIGINT` for 2, and so on.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 impl LayoutResult {
@@ -249,33 +197,35 @@ impl Campaign {
     }
 
     /// Runs every layout; `work` is an empty directory for the sandboxes.
-    /// When the harness is stopped (see [`STOP`]) this is
+    /// Once `cancel` is cancelled no case starts and this is
     /// [`CampaignError::Interrupted`]; [`Campaign::run_partial`] returns
     /// what finished instead.
     pub fn run(
         &self,
         work: &Path,
         reporter: &dyn Reporter,
+        cancel: &Cancel,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
-        let out = self.run_partial(work, reporter)?;
-        if stopped() {
-            return Err(CampaignError::Interrupted);
+        let out = self.run_partial(work, reporter, cancel)?;
+        if cancel.is_cancelled() {
+            return Err(CampaignError::Interrupted(cancel.signal()));
         }
         Ok(out)
     }
 
-    /// [`Campaign::run`], except that once the harness is stopped it returns
+    /// [`Campaign::run`], except that once `cancel` is cancelled it returns
     /// the layouts whose reference finished, each with the cases that
     /// finished (the last one may have fewer than its plans, or none).
     pub fn run_partial(
         &self,
         work: &Path,
         reporter: &dyn Reporter,
+        cancel: &Cancel,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
         let begun = Instant::now();
         for (k, &layout) in self.layouts.iter().enumerate() {
-            if stopped() {
+            if cancel.is_cancelled() {
                 break;
             }
             let start = Instant::now();
@@ -292,7 +242,7 @@ impl Campaign {
                 layouts: self.layouts.len(),
             });
             let reference = match oracle::reference(&self.target, layout, &scratch) {
-                Err(_) if stopped() => break,
+                Err(_) if cancel.is_cancelled() => break,
                 r => r?,
             };
             let plans = if reference.findings.is_empty() {
@@ -317,6 +267,7 @@ impl Campaign {
                 &scratch,
                 estimate.as_ref(),
                 reporter,
+                cancel,
             )?;
             let _ = remove_tree(&scratch);
             let coverage = if reference.findings.is_empty() {
@@ -349,6 +300,7 @@ impl Campaign {
         scratch: &Path,
         estimate: Option<&Estimate>,
         reporter: &dyn Reporter,
+        cancel: &Cancel,
     ) -> Result<LayoutCases, CampaignError> {
         let cases = Cases {
             reference,
@@ -357,6 +309,7 @@ impl Campaign {
             scratch,
             estimate,
             reporter,
+            cancel,
         };
         // A power-loss case traces its own killed run (see
         // `oracle::power_case`): nothing to record once.
@@ -427,7 +380,6 @@ impl Campaign {
         cases: &Cases<'_>,
         runs: &dyn Runs,
     ) -> Result<(Vec<usize>, Vec<CaseOutcome>), CampaignError> {
-        type Slot = Option<Result<CaseOutcome, crate::runner::RunnerError>>;
         let Cases {
             reference,
             plans,
@@ -435,85 +387,53 @@ impl Campaign {
             scratch,
             estimate,
             reporter,
+            cancel,
         } = *cases;
-        let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
-        let spent = AtomicBool::new(false);
-        let slots: Mutex<Vec<Slot>> = Mutex::new((0..mine.len()).map(|_| None).collect());
-        let workers = self.jobs.clamp(1, mine.len().max(1));
-        let cpus = crate::sys::allowed_cpus();
-        std::thread::scope(|s| {
-            for w in 0..workers {
-                let cpu = (!cpus.is_empty()).then(|| cpus[w % cpus.len()]);
-                let (next, done, spent, slots) = (&next, &done, &spent, &slots);
-                s.spawn(move || {
-                    if let Some(cpu) = cpu.filter(|_| workers > 1) {
-                        // Subjects inherit the worker thread's CPU.
-                        crate::sys::pin_to_cpu(cpu);
-                    }
-                    loop {
-                        if stopped() || spent.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        // Cases are taken in order and every index taken runs,
-                        // so the cases that ran are always a prefix of the
-                        // share's plans.
-                        if estimate.is_some_and(|e| !e.may_start()) {
-                            spent.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(&i) = mine.get(k) else { return };
-                        let plan = &plans[i];
-                        let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
-                        let r = match plan.probe() {
-                            Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
-                            None => oracle::run_case_with(
-                                &self.target,
-                                reference,
-                                plan,
-                                &case_dir,
-                                runs,
-                            ),
-                        };
-                        if let Ok(outcome) = &r {
-                            reporter.event(&Event::CaseFinished {
-                                layout: reference.layout,
-                                index: i,
-                                plan,
-                                outcome,
-                                dir: &case_dir,
-                                done: done.fetch_add(1, Ordering::SeqCst) + 1,
-                                total: mine.len(),
-                            });
-                        }
-                        let _ = remove_tree(&case_dir);
-                        if let (Some(e), Ok(o)) = (estimate, &r) {
-                            e.finished(o.duration);
-                        }
-                        if let Ok(mut slots) = slots.lock() {
-                            slots[k] = Some(r);
-                        }
-                    }
-                });
-            }
-        });
-        let slots = slots.into_inner().unwrap_or_default();
+        // Cases are taken in order and every case taken runs, so the cases
+        // that ran are always a prefix of the share's plans, the budget's
+        // cut included.
+        let may_start = || estimate.map_or(true, Estimate::may_start);
+        let ran = Pool::new(self.jobs)
+            .pinned()
+            .run_while(mine, cancel, &may_start, |_, &i| {
+                let plan = &plans[i];
+                let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
+                let r = match plan.probe() {
+                    Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
+                    None => oracle::run_case_with(&self.target, reference, plan, &case_dir, runs),
+                };
+                if let Ok(outcome) = &r {
+                    reporter.event(&Event::CaseFinished {
+                        layout: reference.layout,
+                        index: i,
+                        plan,
+                        outcome,
+                        dir: &case_dir,
+                        done: done.fetch_add(1, Ordering::SeqCst) + 1,
+                        total: mine.len(),
+                    });
+                }
+                let _ = remove_tree(&case_dir);
+                if let (Some(e), Ok(o)) = (estimate, &r) {
+                    e.finished(o.duration);
+                }
+                r
+            });
         let mut indexes = Vec::new();
         let mut outcomes = Vec::new();
-        let budget_spent = spent.load(Ordering::SeqCst);
-        for (slot, &i) in slots.into_iter().zip(mine) {
+        for (slot, &i) in ran.results.into_iter().zip(mine) {
             match slot {
                 Some(Ok(o)) => {
                     indexes.push(i);
                     outcomes.push(o);
                 }
                 // Cases cut short by a stop are left out of a partial report.
-                Some(Err(_)) | None if stopped() => {}
+                Some(Err(_)) | None if cancel.is_cancelled() => {}
                 // Cases the budget did not start.
-                None if budget_spent => {}
+                None if ran.gated => {}
                 Some(Err(e)) => return Err(e.into()),
-                None => return Err(CampaignError::Interrupted),
+                None => return Err(CampaignError::Interrupted(cancel.signal())),
             }
         }
         Ok((indexes, outcomes))
@@ -533,9 +453,5 @@ struct Cases<'a> {
     scratch: &'a Path,
     estimate: Option<&'a Estimate>,
     reporter: &'a dyn Reporter,
-}
-
-/// Has the harness been asked to stop?
-fn stopped() -> bool {
-    STOP.load(Ordering::SeqCst) || crate::sys::stopping()
+    cancel: &'a Cancel,
 }

@@ -75,17 +75,19 @@ const ZOO_EXAMPLES: &str = "Examples:
 /// kills whatever its subjects left before it returns.
 pub fn main(cli: Cli) -> Result<i32, CommandError> {
     let harness = !matches!(cli.command, Command::Sim(_));
-    if harness {
-        crate::campaign::install_interrupt_handler();
-    }
+    let cancel = if harness {
+        crate::pool::install_interrupt_handler()
+    } else {
+        crate::pool::Cancel::new()
+    };
     let out = match cli.command {
-        Command::Run(a) => commands::run::run(a),
-        Command::Certify(a) => commands::certify::certify(a),
+        Command::Run(a) => commands::run::run(a, &cancel),
+        Command::Certify(a) => commands::certify::certify(a, &cancel),
         Command::Sim(s) => Ok(commands::sim(&s)),
         Command::Census(a) => commands::census(&a),
         Command::Report(a) => Ok(tools::show(&a)?),
         Command::Merge(a) => Ok(tools::merge(&a)?),
-        Command::Zoo(a) => commands::zoo::zoo(a),
+        Command::Zoo(a) => commands::zoo::zoo(a, &cancel),
     };
     if harness {
         crate::sys::kill_descendants();

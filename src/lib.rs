@@ -121,6 +121,7 @@ pub mod live;
 pub mod observe;
 pub mod oracle;
 pub mod partition;
+pub mod pool;
 pub mod power;
 pub mod progress;
 pub mod protocol;

@@ -58,7 +58,11 @@ fn both_engines_give_identical_reports_on_every_scenario() {
             };
             let work = tempfile::tempdir().expect("tempdir");
             let results = c
-                .run(work.path(), &crashpoint::events::Silent)
+                .run(
+                    work.path(),
+                    &crashpoint::events::Silent,
+                    &crashpoint::pool::Cancel::new(),
+                )
                 .unwrap_or_else(|e| panic!("{}: {e}", s.name));
             if engine == Engine::Record {
                 recorded += results.iter().filter(|r| r.recorded.is_some()).count();

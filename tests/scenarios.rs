@@ -147,7 +147,11 @@ fn check_scenario(name: &str) {
         let work = tempfile::tempdir().expect("tempdir");
         let results = s
             .campaign_for(*fault, exe, 2, None)
-            .run(work.path(), &crashpoint::events::Silent)
+            .run(
+                work.path(),
+                &crashpoint::events::Silent,
+                &crashpoint::pool::Cancel::new(),
+            )
             .unwrap_or_else(|e| panic!("{} ({fault}): {e}", s.name));
         let report = Report::build(
             &s.name,

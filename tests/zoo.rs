@@ -38,7 +38,13 @@ fn zoo() -> &'static ZooReport {
             shrink_attempts: 40,
         };
         let work = tempfile::tempdir().expect("tempdir");
-        hunt::hunt(&opts, work.path(), &|_| {}).unwrap_or_else(|e| panic!("zoo: {e}"))
+        hunt::hunt(
+            &opts,
+            work.path(),
+            &|_| {},
+            &crashpoint::pool::Cancel::new(),
+        )
+        .unwrap_or_else(|e| panic!("zoo: {e}"))
     })
 }
 

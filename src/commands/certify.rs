@@ -18,6 +18,7 @@ use crate::fault::{Fault, FaultModel};
 use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target, Tracing};
+use crate::pool::Cancel;
 use crate::report::{self, Report};
 use crate::runner::Subject;
 use crate::verdict::{FailureKind, Finding};
@@ -143,7 +144,10 @@ fn parse_external_mode(s: &str) -> Result<Mode, String> {
 }
 
 /// Runs `crashpoint certify`; returns the exit status.
-pub fn certify(a: CertifyArgs) -> Result<i32, CommandError> {
+///
+/// `cancel` is the harness's token: once cancelled (a signal) the cases
+/// that finished are reported and the exit status is `128 + signal`.
+pub fn certify(a: CertifyArgs, cancel: &Cancel) -> Result<i32, CommandError> {
     let model = fault_model(&a)?;
     let only = check(&a)?;
     let env = crate::replay::recorded_env(&a.env, |k| std::env::var(k).ok())
@@ -157,8 +161,8 @@ pub fn certify(a: CertifyArgs) -> Result<i32, CommandError> {
         .unwrap_or_else(crate::campaign::default_base);
     let ws = Workspace::create_in(&base).map_err(|e| CommandError::Campaign(e.into()))?;
     live.start_report(&report::shell_join(a.command_words()), "", a.out.quiet);
-    let mut results = campaign.run_partial(ws.path(), &live)?;
-    let stopped_by = crate::campaign::interrupted();
+    let mut results = campaign.run_partial(ws.path(), &live, cancel)?;
+    let stopped_by = cancel.is_cancelled().then(|| cancel.signal().unwrap_or(2));
     let ws_path = ws.path().display().to_string();
     scrub(&mut results, &ws_path, a.strict);
     let replay = replay(&a, mode, &model).with_env(env);

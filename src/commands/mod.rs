@@ -70,9 +70,7 @@ impl CommandError {
     /// The exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CommandError::Campaign(CampaignError::Interrupted) => {
-                128 + crate::campaign::interrupted().unwrap_or(2)
-            }
+            CommandError::Campaign(CampaignError::Interrupted(sig)) => 128 + sig.unwrap_or(2),
             CommandError::Campaign(CampaignError::Reference(
                 crate::oracle::ReferenceError::Disturbed { .. },
             )) => EXIT_UNTRUSTED,
@@ -140,7 +138,7 @@ pub fn parse_plan(s: &Option<String>) -> Result<Option<CrashPlan>, CommandError>
 pub(crate) fn interrupted_exit(sig: i32, cases: usize) -> i32 {
     eprintln!(
         "crashpoint: interrupted by {}: the report above covers the {cases} cases that finished; nothing is certified",
-        crate::campaign::signal_name(sig)
+        crate::pool::signal_name(sig)
     );
     128 + sig
 }

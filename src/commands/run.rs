@@ -16,6 +16,7 @@ use crate::campaign::{Campaign, LayoutResult};
 use crate::fault::{Fault, FaultModel};
 use crate::inject::Mode;
 use crate::layout::Layout;
+use crate::pool::Cancel;
 use crate::report::{self, Report, ScenarioRow};
 use crate::scenario::Scenario;
 use crate::shrink;
@@ -155,7 +156,10 @@ fn shrink_failures(
 }
 
 /// Runs `crashpoint run`; returns the exit status.
-pub fn run(a: RunArgs) -> Result<i32, CommandError> {
+///
+/// `cancel` is the harness's token: once cancelled (a signal) the cases
+/// that finished are reported and the exit status is `128 + signal`.
+pub fn run(a: RunArgs, cancel: &Cancel) -> Result<i32, CommandError> {
     let files = if a.files.is_empty() {
         default_scenarios()?
     } else {
@@ -232,12 +236,12 @@ pub fn run(a: RunArgs) -> Result<i32, CommandError> {
                 s.name.clone()
             };
             live.start_report(&name, &name, a.out.quiet);
-            let results: Vec<LayoutResult> = campaign.run_partial(&work, &live)?;
+            let results: Vec<LayoutResult> = campaign.run_partial(&work, &live, cancel)?;
             let replay = run_replay(s, a.mutant, a.max_steps, named_fault(&a, s, fault));
             let mut r = Report::build(&name, fault.fault, s.mode, &results, &replay);
             r.set_partition(a.out.partition);
             r.expect = Some(s.expect.text());
-            if crate::campaign::interrupted().is_some() {
+            if cancel.is_cancelled() {
                 r.certified = false;
                 r.interrupted = true;
                 reports.push((s, r));
@@ -286,8 +290,8 @@ pub fn run(a: RunArgs) -> Result<i32, CommandError> {
     let refs: Vec<&Report> = rows.iter().map(|r| r.report).collect();
     outputs::print_kept(&live);
     outputs::write_reports(&a.out, &refs)?;
-    if let Some(sig) = crate::campaign::interrupted() {
-        return Ok(interrupted_exit(sig, total));
+    if cancel.is_cancelled() {
+        return Ok(interrupted_exit(cancel.signal().unwrap_or(2), total));
     }
     if !trusted {
         return Ok(EXIT_UNTRUSTED);

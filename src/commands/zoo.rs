@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{jobs, self_name, CommandError, EXIT_FAIL, EXIT_OK};
 use crate::campaign::CampaignError;
+use crate::pool::Cancel;
 use crate::report;
 use crate::sim::Mutant;
 use crate::workspace::Workspace;
@@ -34,7 +35,8 @@ pub struct ZooArgs {
 }
 
 /// Runs `crashpoint zoo`; returns the exit status.
-pub fn zoo(a: ZooArgs) -> Result<i32, CommandError> {
+/// `cancel` is the harness's token (see [`crate::pool::install_interrupt_handler`]).
+pub fn zoo(a: ZooArgs, cancel: &Cancel) -> Result<i32, CommandError> {
     if a.list {
         let width = Mutant::ALL
             .iter()
@@ -62,9 +64,11 @@ pub fn zoo(a: ZooArgs) -> Result<i32, CommandError> {
             eprintln!("  {line}");
         }
     };
-    let report = hunt::hunt(&opts, ws.path(), &tell).map_err(|e| match e {
+    let report = hunt::hunt(&opts, ws.path(), &tell, cancel).map_err(|e| match e {
         hunt::HuntError::Campaign(c) => CommandError::Campaign(c),
-        hunt::HuntError::Interrupted => CommandError::Campaign(CampaignError::Interrupted),
+        hunt::HuntError::Interrupted(sig) => {
+            CommandError::Campaign(CampaignError::Interrupted(sig))
+        }
         other => CommandError::Flag(other.to_string()),
     })?;
     print!("{}", crate::zoo::table::render(&report));

@@ -7,10 +7,9 @@
 //! the report lists them in zoo order whatever the scheduling.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::campaign::{CampaignError, LayoutResult};
+use crate::pool::{Cancel, Pool};
 use crate::report::{self, Report};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::shrink::{self, Case, Failing, Limits, RunnerJudge, ShrinkError, Shrunk};
@@ -202,9 +201,10 @@ pub enum HuntError {
     /// Shrinking could not run a candidate.
     #[error(transparent)]
     Shrink(#[from] ShrinkError),
-    /// A worker stopped without a result (interrupted).
+    /// The hunt was cancelled before every job ran: by this signal, or by
+    /// its caller (`None`).
     #[error("interrupted")]
-    Interrupted,
+    Interrupted(Option<i32>),
 }
 
 /// Progress callback: one line per finished job.
@@ -222,8 +222,14 @@ enum Done {
 
 /// Runs the zoo: every mutant on its scenario, then shrinking, and the
 /// clean trainer on the scenarios `opts.clean` names. `work` is an empty
-/// directory for the sandboxes.
-pub fn hunt(opts: &Options, work: &Path, progress: Progress<'_>) -> Result<ZooReport, HuntError> {
+/// directory for the sandboxes; once `cancel` is cancelled no job starts
+/// and the hunt is [`HuntError::Interrupted`].
+pub fn hunt(
+    opts: &Options,
+    work: &Path,
+    progress: Progress<'_>,
+    cancel: &Cancel,
+) -> Result<ZooReport, HuntError> {
     let files = scenario_files(&opts.dir)?;
     let mut jobs = Vec::new();
     for m in Mutant::ALL.iter().copied() {
@@ -254,7 +260,7 @@ pub fn hunt(opts: &Options, work: &Path, progress: Progress<'_>) -> Result<ZooRe
         }
         jobs.push(Job::Clean(s));
     }
-    let done = run_jobs(opts, work, &jobs, progress)?;
+    let done = run_jobs(opts, work, &jobs, progress, cancel)?;
     let mut mutants = Vec::new();
     let mut clean = Vec::new();
     for d in done {
@@ -289,46 +295,32 @@ fn run_jobs(
     work: &Path,
     jobs: &[Job],
     progress: Progress<'_>,
+    cancel: &Cancel,
 ) -> Result<Vec<Done>, HuntError> {
-    let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<Result<Done, HuntError>>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
-            s.spawn(|| loop {
-                if crate::campaign::STOP.load(Ordering::SeqCst) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = jobs.get(i) else { return };
-                let dir = work.join(format!("job-{i}"));
-                let r = match job {
-                    Job::Mutant(m, s) => {
-                        hunt_one(opts, &dir, *m, s.as_ref()).map(|r| Done::Mutant(Box::new(r)))
-                    }
-                    Job::Clean(s) => clean_one(opts, &dir, s).map(Done::Clean),
-                };
-                let _ = std::fs::remove_dir_all(&dir);
-                if let Ok(d) = &r {
-                    progress(&match d {
-                        Done::Mutant(row) => format!("{}: {}", row.mutant, row.verdict.word()),
-                        Done::Clean(row) => format!(
-                            "clean {}: {}",
-                            row.scenario,
-                            if row.as_expected { "ok" } else { "UNEXPECTED" }
-                        ),
-                    });
-                }
-                if let Ok(mut slots) = slots.lock() {
-                    slots[i] = Some(r);
-                }
+    let ran = Pool::new(opts.jobs).run(jobs, cancel, |i, job| {
+        let dir = work.join(format!("job-{i}"));
+        let r = match job {
+            Job::Mutant(m, s) => {
+                hunt_one(opts, &dir, *m, s.as_ref(), cancel).map(|r| Done::Mutant(Box::new(r)))
+            }
+            Job::Clean(s) => clean_one(opts, &dir, s, cancel).map(Done::Clean),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Ok(d) = &r {
+            progress(&match d {
+                Done::Mutant(row) => format!("{}: {}", row.mutant, row.verdict.word()),
+                Done::Clean(row) => format!(
+                    "clean {}: {}",
+                    row.scenario,
+                    if row.as_expected { "ok" } else { "UNEXPECTED" }
+                ),
             });
         }
+        r
     });
-    let slots = slots.into_inner().unwrap_or_default();
-    slots
+    ran.results
         .into_iter()
-        .map(|s| s.unwrap_or(Err(HuntError::Interrupted)))
+        .map(|s| s.unwrap_or(Err(HuntError::Interrupted(cancel.signal()))))
         .collect()
 }
 
@@ -354,9 +346,10 @@ fn run_campaign(
     opts: &Options,
     s: &Scenario,
     work: &Path,
+    cancel: &Cancel,
 ) -> Result<(Vec<LayoutResult>, Report), HuntError> {
     let fault = s.faults.first().copied().unwrap_or_default();
-    run_campaign_for(opts, s, fault, work)
+    run_campaign_for(opts, s, fault, work, cancel)
 }
 
 /// The campaign of `s` under `fault`, with its report.
@@ -365,12 +358,13 @@ fn run_campaign_for(
     s: &Scenario,
     fault: crate::fault::FaultModel,
     work: &Path,
+    cancel: &Cancel,
 ) -> Result<(Vec<LayoutResult>, Report), HuntError> {
     // Cases run on `jobs` workers too: the workers of the hunt then never
     // sit idle while one long scenario finishes.
     let campaign = s.campaign_for(fault, &opts.exe, opts.jobs, None);
     std::fs::create_dir_all(work).map_err(CampaignError::Io)?;
-    let results = campaign.run(work, &crate::events::Silent)?;
+    let results = campaign.run(work, &crate::events::Silent, cancel)?;
     let path = s.path.display().to_string();
     // A scenario under several fault models names the one replayed.
     let tail: Vec<String> = if s.faults.len() > 1 {
@@ -385,7 +379,12 @@ fn run_campaign_for(
 }
 
 /// The clean trainer on `s`, under every fault model the scenario names.
-fn clean_one(opts: &Options, work: &Path, s: &Scenario) -> Result<CleanRow, HuntError> {
+fn clean_one(
+    opts: &Options,
+    work: &Path,
+    s: &Scenario,
+    cancel: &Cancel,
+) -> Result<CleanRow, HuntError> {
     let mut row = CleanRow {
         scenario: s.name.clone(),
         cases: 0,
@@ -394,7 +393,8 @@ fn clean_one(opts: &Options, work: &Path, s: &Scenario) -> Result<CleanRow, Hunt
         replay: None,
     };
     for fault in &s.faults {
-        let (_, report) = run_campaign_for(opts, s, *fault, &work.join(fault.fault.name()))?;
+        let (_, report) =
+            run_campaign_for(opts, s, *fault, &work.join(fault.fault.name()), cancel)?;
         row.cases += report.cases;
         row.as_expected &= report.meets(&s.expect);
         for k in report.kinds() {
@@ -414,6 +414,7 @@ fn hunt_one(
     work: &Path,
     m: Mutant,
     s: Option<&Scenario>,
+    cancel: &Cancel,
 ) -> Result<MutantRow, HuntError> {
     let mut row = MutantRow {
         mutant: m,
@@ -436,7 +437,7 @@ fn hunt_one(
         return Ok(row);
     }
     let Some(s) = s else { return Ok(row) };
-    let (results, report) = run_campaign(opts, s, &work.join("campaign"))?;
+    let (results, report) = run_campaign(opts, s, &work.join("campaign"), cancel)?;
     row.verdict = if report.meets(&s.expect) && !row.expected.is_empty() {
         Verdict::Caught
     } else {
