@@ -35,7 +35,10 @@
 //!   checks on observations: invariants, what is loadable, digest, directory
 //!   comparison, step accounting); [`campaign`] runs
 //!   every case of a target on parallel workers (crash cases, then three
-//!   misuse probes per layout); [`shrink`] turns a failing case into a
+//!   misuse probes per layout); [`pool`] is the worker pool campaigns and
+//!   the zoo hunt share, results in item order whatever the number of
+//!   workers, and the [`pool::Cancel`] token that the termination signals
+//!   cancel and every caller passes down; [`shrink`] turns a failing case into a
 //!   minimal one; [`report`] prints; [`replay`] makes the shell line that
 //!   reproduces a case, with the environment that selected what ran.
 //! * [`power`] is the power-loss persistence model: from an ordered log of
