@@ -260,15 +260,15 @@ impl Campaign {
             });
             let estimate = deadline
                 .map(|d| Estimate::new(d, budget::initial_cost(reference.duration, self.crashes)));
-            let (indexes, outcomes, recorded) = self.run_layout(
-                &reference,
-                &plans,
-                &mine,
-                &scratch,
-                estimate.as_ref(),
+            let (indexes, outcomes, recorded) = self.run_layout(&Cases {
+                reference: &reference,
+                plans: &plans,
+                mine: &mine,
+                scratch: &scratch,
+                estimate: estimate.as_ref(),
                 reporter,
                 cancel,
-            )?;
+            })?;
             let _ = remove_tree(&scratch);
             let coverage = if reference.findings.is_empty() {
                 self.coverage(&reference, &outcomes, mine.len())
@@ -292,25 +292,8 @@ impl Campaign {
     }
 
     /// The cases of one layout, by the campaign's engine.
-    fn run_layout(
-        &self,
-        reference: &Reference,
-        plans: &[CrashPlan],
-        mine: &[usize],
-        scratch: &Path,
-        estimate: Option<&Estimate>,
-        reporter: &dyn Reporter,
-        cancel: &Cancel,
-    ) -> Result<LayoutCases, CampaignError> {
-        let cases = Cases {
-            reference,
-            plans,
-            mine,
-            scratch,
-            estimate,
-            reporter,
-            cancel,
-        };
+    fn run_layout(&self, cases: &Cases<'_>) -> Result<LayoutCases, CampaignError> {
+        let (reference, plans, scratch) = (cases.reference, cases.plans, cases.scratch);
         // A power-loss case traces its own killed run (see
         // `oracle::power_case`): nothing to record once.
         if self.engine == Engine::Record && !self.target.fault.is_power_loss() {
@@ -319,7 +302,7 @@ impl Campaign {
             // machine, and merged partitions report it as one machine does.
             if let Some((store, rec)) = self.record(reference, plans, scratch) {
                 let replayer = Replayer::new(&store, &rec);
-                let (indexes, outcomes) = self.run_cases(&cases, &replayer)?;
+                let (indexes, outcomes) = self.run_cases(cases, &replayer)?;
                 let summary = RecordSummary {
                     points: rec.points.len(),
                     distinct_states: rec.distinct_states(),
@@ -329,7 +312,7 @@ impl Campaign {
                 return Ok((indexes, outcomes, Some(summary)));
             }
         }
-        let (indexes, outcomes) = self.run_cases(&cases, &KillEach)?;
+        let (indexes, outcomes) = self.run_cases(cases, &KillEach)?;
         Ok((indexes, outcomes, None))
     }
 
