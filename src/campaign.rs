@@ -294,19 +294,31 @@ impl Campaign {
     /// The cases of one layout, by the campaign's engine.
     fn run_layout(&self, cases: &Cases<'_>) -> Result<LayoutCases, CampaignError> {
         let (reference, plans, scratch) = (cases.reference, cases.plans, cases.scratch);
-        // A power-loss case traces its own killed run (see
-        // `oracle::power_case`): nothing to record once.
-        if self.engine == Engine::Record && !self.target.fault.is_power_loss() {
+        if self.engine == Engine::Record {
             // Every plan's state is recorded, not just this partition's
             // share: which points share a state is then the same on every
             // machine, and merged partitions report it as one machine does.
             if let Some((store, rec)) = self.record(reference, plans, scratch) {
+                // Under power loss a point's states are the disk states
+                // built from the operations before it (`record::power`).
+                let (distinct_states, same_as) = if self.target.fault.is_power_loss() {
+                    record::power::shared_states(
+                        &self.target,
+                        reference.layout,
+                        &store,
+                        &rec,
+                        scratch,
+                    )
+                    .unwrap_or_default()
+                } else {
+                    (rec.distinct_states(), rec.same_as())
+                };
                 let replayer = Replayer::new(&store, &rec);
                 let (indexes, outcomes) = self.run_cases(cases, &replayer)?;
                 let summary = RecordSummary {
                     points: rec.points.len(),
-                    distinct_states: rec.distinct_states(),
-                    same_as: rec.same_as().into_iter().collect(),
+                    distinct_states,
+                    same_as: same_as.into_iter().collect(),
                     runs_made: replayer.runs_made(),
                 };
                 return Ok((indexes, outcomes, Some(summary)));
@@ -342,7 +354,10 @@ impl Campaign {
         calls.dedup();
         ops.sort_unstable();
         ops.dedup();
-        if calls.is_empty() && ops.is_empty() {
+        // The recording of `op` points is not traced: it has no operation
+        // log for the power-loss model, and those cases kill their runs.
+        let power_ops = self.target.fault.is_power_loss() && !ops.is_empty();
+        if (calls.is_empty() && ops.is_empty()) || power_ops {
             return None;
         }
         let store = Store::create(scratch.join("store")).ok()?;

@@ -16,6 +16,7 @@ use crate::layout::{Layout, Place, Sandbox};
 use crate::observe::{read_events, read_state, DirSnapshot, HarnessFiles};
 use crate::protocol::Event;
 use crate::runner::{Exit, RunRequest, RunResult, RunnerError};
+use crate::store::StateId;
 
 use super::checks::loadable::surviving;
 use super::checks::shape::{Announced, CkptPath};
@@ -229,14 +230,24 @@ impl<'a> Driver<'a> {
     }
 
     /// Something other than the run replaced the sandbox's tree after the
-    /// last crash (a power-loss state): what the crash left is the tree now.
-    pub fn crash_state_replaced(&mut self) {
+    /// last crash (a power-loss state, named `id` as in
+    /// [`Driver::state_installed`]): what the crash left is the tree now.
+    pub fn crash_state_replaced(&mut self, id: StateId) {
         let snap = self.snapshot();
         if let Some(last) = self.obs.runs.last_mut() {
             if last.exit == Exit::Crashed {
                 last.after = Some(snap);
             }
         }
+        self.state_installed(id);
+    }
+
+    /// The sandbox and the events file hold a state put there by something
+    /// other than a run, named `id` (equal ids: equal trees and events):
+    /// the runs may start the next run from what they remember of it (see
+    /// [`CaseRuns::state_installed`]).
+    pub fn state_installed(&mut self, id: StateId) {
+        self.runs.state_installed(id);
     }
 
     /// The same driver with its runs carried out by `runs` (default:

@@ -30,6 +30,7 @@ use checks::shape::{Announced, RefShape};
 use checks::steps::{differing_fields, short};
 use driver::{describe_exit, plain_paths, Driver};
 pub(crate) use driver::{prepare, request};
+pub use power_case::{initial_tree, state_id, state_ids};
 pub use probe::run_probe;
 pub use resume::ResumeMode;
 pub use runs::{CaseRuns, KillEach, Runs};
@@ -425,9 +426,9 @@ pub fn run_case_with(
         .map(|p| crate::inject::resolve(*p, window))
         .collect();
     if target.fault.is_power_loss() && !points.is_empty() {
-        // The first crash is a power cut (see `power_case`): its runs are
-        // the subject's own, whatever `runs` is.
-        return power_case::run_case(target, reference, plan, &points, case_dir);
+        // The first crash is a power cut (see `power_case`): its disk
+        // states come from the killed run's operations, or the recording's.
+        return power_case::run_case(target, reference, plan, &points, case_dir, runs);
     }
     let case_runs = runs.case(plan, case_dir);
     let start = Instant::now();

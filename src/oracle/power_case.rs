@@ -1,6 +1,8 @@
 //! A case under the power-loss fault model. The first run is traced and
-//! records what it does inside the sandbox (see [`crate::trace::TracedOp`]);
-//! when it is killed at the plan's first crash point, the sandbox is rolled
+//! records what it does inside the sandbox (see [`crate::trace::TracedOp`]),
+//! or, under the record-once engine, its crash state and operations come
+//! from the recording (the operations of the calls before the point); when
+//! it is killed at the plan's first crash point, the sandbox is rolled
 //! back to the most pessimistic state a power cut there may leave, and the
 //! run driver goes on from that state exactly as after a kill (later crash
 //! points are process kills). Each further state (`--states N`) is put in a
@@ -8,16 +10,23 @@
 //! left it, and driven the same way ([`Driver::crashed_elsewhere`]). The
 //! case judges every state; its findings say which state they come from and
 //! what that state dropped.
+//!
+//! Each installed state is named by its tree and events file
+//! ([`state_id`]), so an engine that remembers runs by their start state
+//! resumes equal states once, across points and cases.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use super::driver::{prepare, Driver};
 use super::power;
-use super::{judge_case, CaseOutcome, Reference, Target};
+use super::{judge_case, CaseOutcome, Reference, Runs, Target};
 use crate::inject::{CrashPlan, CrashPoint};
-use crate::power::CrashState;
+use crate::power::{CrashState, Entry};
 use crate::runner::{Exit, RunnerError};
+use crate::store::StateId;
+use crate::trace::TracedOp;
 
 fn sandbox_error(e: std::io::Error) -> RunnerError {
     RunnerError::Spawn {
@@ -30,19 +39,66 @@ fn power_error(e: power::PowerError) -> RunnerError {
     RunnerError::Trace(e.to_string())
 }
 
+/// The name of a power-loss state installed with `events` as the events
+/// file: equal trees and events, equal names (a domain of its own, apart
+/// from the store's manifests).
+pub fn state_id(state: &CrashState, events: &[u8]) -> StateId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"crashpoint power-loss state\0");
+    h.update(&state.fingerprint());
+    h.update(&(events.len() as u64).to_le_bytes());
+    h.update(events);
+    crate::store::Hash(*h.finalize().as_bytes())
+}
+
+/// The layout's sandbox as [`prepare`] builds it under `case_dir`, as the
+/// power-loss model's durable starting tree.
+pub fn initial_tree(
+    layout: crate::layout::Layout,
+    case_dir: &Path,
+) -> std::io::Result<BTreeMap<String, Entry>> {
+    let (sandbox, _) = prepare(layout, case_dir)?;
+    power::scan(sandbox.root())
+}
+
+/// The names ([`state_id`]) of the disk states a case judges after a power
+/// cut at `point`, given the tree the run started from, its operations
+/// before the point and the events file there: two points with the same
+/// names are judged in the same states.
+pub fn state_ids(
+    target: &Target,
+    initial: &BTreeMap<String, Entry>,
+    ops: &[TracedOp],
+    point: CrashPoint,
+    events: &[u8],
+) -> Result<Vec<StateId>, RunnerError> {
+    let killed_at = match point {
+        CrashPoint::Syscall(k) => Some(k),
+        _ => None,
+    };
+    let seed = power::seed_for(target.seed, &point.to_string());
+    let states =
+        power::states(initial, ops, killed_at, &target.fault, seed).map_err(power_error)?;
+    Ok(states.states.iter().map(|s| state_id(s, events)).collect())
+}
+
 /// Runs one case of `plan` (whose points are already resolved as
-/// `points`, the first one given) under the power-loss fault model.
+/// `points`, the first one given) under the power-loss fault model, its
+/// runs carried out by `runs`.
 pub(super) fn run_case(
     target: &Target,
     reference: &Reference,
     plan: &CrashPlan,
     points: &[CrashPoint],
     case_dir: &Path,
+    runs: &dyn Runs,
 ) -> Result<CaseOutcome, RunnerError> {
     let start = Instant::now();
     let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
     let initial = power::scan(sandbox.root()).map_err(sandbox_error)?;
-    let mut driver = Driver::new(target, reference, sandbox, files).record_power();
+    let mut driver = Driver::new(target, reference, sandbox, files)
+        .with_runs(runs.case(plan, case_dir))
+        .record_power();
     let first = points.first().copied();
     let crashed = matches!(driver.run(first)?, Some(o) if o.exit == Exit::Crashed);
     let Some(first) = first.filter(|_| crashed) else {
@@ -72,7 +128,7 @@ pub(super) fn run_case(
         unreachable!("the most pessimistic state is always there")
     };
     power::install(&pessimistic, driver.sandbox().root()).map_err(power_error)?;
-    driver.crash_state_replaced();
+    driver.crash_state_replaced(state_id(&pessimistic, &events));
     if driver.prepare_next() {
         driver.drive(&points[1..])?;
     }
@@ -89,7 +145,9 @@ pub(super) fn run_case(
         let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
         power::install(&state, sandbox.root()).map_err(power_error)?;
         std::fs::write(&files.events, &events).map_err(sandbox_error)?;
-        let mut d = Driver::new(target, reference, sandbox, files);
+        let mut d =
+            Driver::new(target, reference, sandbox, files).with_runs(runs.case(plan, case_dir));
+        d.state_installed(state_id(&state, &events));
         if d.crashed_elsewhere(first) {
             d.drive(&points[1..])?;
         }

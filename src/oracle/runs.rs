@@ -9,6 +9,7 @@ use crate::inject::CrashPlan;
 use crate::layout::Sandbox;
 use crate::observe::HarnessFiles;
 use crate::runner::{self, RunRequest, RunResult, RunnerError};
+use crate::store::StateId;
 
 /// How the runs of a case are carried out: by starting the subject each time
 /// ([`KillEach`]), or, where a run's effect is already known, by putting
@@ -31,6 +32,15 @@ pub trait CaseRuns {
         files: &HarnessFiles,
         req: &RunRequest<'_>,
     ) -> Result<RunResult, RunnerError>;
+
+    /// Something other than a run has put a crash state in the sandbox (a
+    /// power-loss state, over what a crash left), named `id`: equal ids
+    /// stand for equal trees and events files. An engine that remembers
+    /// runs by the state they start from keys the next run by it; by
+    /// default nothing is done.
+    fn state_installed(&mut self, id: StateId) {
+        let _ = id;
+    }
 }
 
 /// The engine that starts the subject for every run and kills it at each

@@ -16,7 +16,10 @@
 //! * [`syscall`]: recording `syscall` points through the tracer's pauses;
 //! * [`op`]: recording the simulated trainer's `op` points through its I/O
 //!   layer's pauses;
-//! * [`replay`]: the engine's runs: materialise, remember, replay.
+//! * [`replay`]: the engine's runs: materialise, remember, replay;
+//! * [`power`]: under the power-loss fault model, the operation log of a
+//!   recorded point (its calls before the point), which the power-loss
+//!   states are built from instead of a killed run's log.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,8 +27,10 @@ use std::path::PathBuf;
 use crate::inject::CrashPoint;
 use crate::runner::RunnerError;
 use crate::store::{Hash, StateId, StoreError};
+use crate::trace::TracedOp;
 
 pub mod op;
+pub mod power;
 pub mod replay;
 pub mod syscall;
 
@@ -90,9 +95,34 @@ pub struct Recording {
     pub case_dir: PathBuf,
     /// Every captured point.
     pub points: BTreeMap<CrashPoint, PointRecord>,
+    /// Under the power-loss fault model, every operation the recording run
+    /// made inside its sandbox, in order (see [`crate::trace::TracedOp`]);
+    /// a point at call `k` is preceded by those with `call < k`
+    /// ([`Recording::power_ops`]). Empty under process kills, and for `op`
+    /// points (their recording is not traced).
+    pub power: Vec<TracedOp>,
 }
 
 impl Recording {
+    /// The operations made before `point` (a `syscall` point; `None` for
+    /// any other point, or when the recording kept no operations).
+    pub fn power_ops(&self, point: CrashPoint) -> Option<&[TracedOp]> {
+        let CrashPoint::Syscall(k) = point else {
+            return None;
+        };
+        if self.power.is_empty() || !self.points.contains_key(&point) {
+            return None;
+        }
+        // As a killed run's log is cut (see `oracle::power`): at the first
+        // operation of call `k` or later.
+        let end = self
+            .power
+            .iter()
+            .position(|t| t.call >= k)
+            .unwrap_or(self.power.len());
+        Some(&self.power[..end])
+    }
+
     /// How many distinct states the points have.
     pub fn distinct_states(&self) -> usize {
         let mut ids: Vec<StateId> = self.points.values().map(|p| p.state).collect();
@@ -134,6 +164,7 @@ fn finish(
     Ok(Recording {
         case_dir: case_dir.to_path_buf(),
         points: recorded,
+        power: Vec::new(),
     })
 }
 

@@ -195,7 +195,12 @@ impl CaseRuns for ReplayCase<'_> {
                 // Nothing was watched here: the recording run was.
                 traced: false,
                 removed: Vec::new(),
-                power: Vec::new(),
+                // Under power loss: the operations before the point, from
+                // which the case builds its disk states.
+                power: match rec.power_ops(point.point).filter(|_| req.power) {
+                    Some(ops) => super::power::relocated(ops, reloc.as_ref()),
+                    None => Vec::new(),
+                },
                 outside: point
                     .outside
                     .iter()
@@ -250,5 +255,9 @@ impl CaseRuns for ReplayCase<'_> {
         result.outside = moved(&result.outside);
         result.removed = moved(&result.removed);
         Ok(result)
+    }
+
+    fn state_installed(&mut self, id: StateId) {
+        self.known = Some(id);
     }
 }

@@ -26,6 +26,8 @@ pub fn record(
     let place = sandbox.place();
     let mut req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
     req.traced = true;
+    // Under power loss the run also keeps the operations the model replays.
+    req.power = target.fault.is_power_loss();
     let root = sandbox.root().to_path_buf();
     let mut cap = Capturer::new(store, &root, Some(&files.events));
     let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
@@ -65,11 +67,13 @@ pub fn record(
             )));
         }
     }
-    super::finish(
+    let mut rec = super::finish(
         case_dir,
         recorded,
         points.iter().map(|n| CrashPoint::Syscall(*n)),
-    )
+    )?;
+    rec.power = res.power;
+    Ok(rec)
 }
 
 fn capture(
