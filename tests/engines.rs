@@ -85,13 +85,21 @@ fn both_engines_give_identical_reports_on_every_scenario() {
 }
 
 fn certify(engine: &str, bug: Option<&str>) -> serde_json::Value {
+    let mut v = certify_raw(engine, bug, &["--layouts", "relative,relocated"]);
+    strip_states(&mut v);
+    v
+}
+
+/// The JSON report of `certify` with `engine` and `extra` flags, with the
+/// pids of temporary file names taken out (states kept).
+fn certify_raw(engine: &str, bug: Option<&str>, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("report.json");
     let script: PathBuf = root().join("examples/python/trainer.py");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crashpoint"));
     cmd.current_dir(root())
         .args(["certify", "--engine", engine, "--jobs", "2", "--cases", "6"])
-        .args(["--layouts", "relative,relocated"])
+        .args(extra)
         .arg("--json")
         .arg(&out)
         .arg("--")
@@ -110,7 +118,6 @@ fn certify(engine: &str, bug: Option<&str>) -> serde_json::Value {
     // names of crash points carry it too, so it is taken out everywhere.
     let text = without_pid(&std::fs::read_to_string(&out).expect("report"));
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    strip_states(&mut v);
     // The example names its temporary files after its pid, which differs
     // from one run to the next whatever the engine: leftover-file warnings
     // are compared with the number taken out, as a set.
@@ -160,4 +167,78 @@ fn both_engines_give_identical_reports_on_the_python_example_and_its_bugs() {
             assert_eq!(a["certified"], serde_json::Value::Bool(false), "{bug:?}");
         }
     }
+}
+
+#[test]
+fn both_engines_give_identical_reports_under_power_loss_on_the_python_example() {
+    let extra = [
+        "--layouts",
+        "relative",
+        "--fault",
+        "power-loss",
+        "--states",
+        "2",
+    ];
+    for bug in [None, Some("no-fsync")] {
+        let mut a = certify_raw("kill-each", bug, &extra);
+        let mut b = certify_raw("record", bug, &extra);
+        // The record engine recorded the layout and built its states from
+        // the recording; the kill-each engine recorded nothing.
+        let states = &b["layouts"][0]["states"];
+        assert!(
+            states["points"].as_u64().is_some_and(|n| n >= 6),
+            "{bug:?}: {b}"
+        );
+        assert!(a["layouts"][0].get("states").is_none(), "{bug:?}");
+        strip_states(&mut a);
+        strip_states(&mut b);
+        assert_eq!(a, b, "{bug:?}: the engines disagree under power loss");
+        let failed = a["failures"].as_array().is_some_and(|f| !f.is_empty());
+        assert_eq!(failed, bug.is_some(), "{bug:?}: the verdict: {a}");
+    }
+}
+
+#[test]
+fn both_engines_give_identical_reports_under_power_loss_on_a_zoo_scenario_traced() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
+    let file = root().join("scenarios/zoo-no-fsync-rename.toml");
+    let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.faults.iter().any(|f| f.is_power_loss()), "{}", s.name);
+    let mut reports = Vec::new();
+    for engine in [Engine::KillEach, Engine::Record] {
+        let mut c = s.campaign(exe, 2, None);
+        // Traced points, which the record engine records with their
+        // operations (its `op` points are not traced).
+        c.target.mode = crashpoint::inject::Mode::Syscall;
+        c.engine = engine;
+        c.selection = Selection::Sample(8);
+        let work = tempfile::tempdir().expect("tempdir");
+        let results = c
+            .run(work.path(), &crashpoint::events::Silent)
+            .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        assert_eq!(
+            results.iter().all(|r| r.recorded.is_some()),
+            engine == Engine::Record,
+            "{engine:?}: what was recorded"
+        );
+        let report = Report::build(
+            &s.name,
+            crashpoint::fault::Fault::PowerLoss,
+            c.target.mode,
+            &results,
+            &crashpoint::report::ReplayCommand::default(),
+        );
+        reports.push(json(&report));
+    }
+    assert_eq!(
+        reports[0], reports[1],
+        "the engines disagree under power loss"
+    );
+    assert!(
+        reports[0]["failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["kind"] == "no-checkpoint")),
+        "power loss catches no-fsync-rename: {}",
+        reports[0]
+    );
 }
