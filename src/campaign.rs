@@ -118,27 +118,6 @@ pub fn default_base() -> PathBuf {
     std::env::temp_dir()
 }
 
-impl LayoutResult {
-    /// Under the power-loss fault model, how many disk states its cases'
-    /// first crashes were judged in, in words (`None` when there were
-    /// none: a process kill).
-    pub fn power_states_line(&self) -> Option<String> {
-        let per_point: Vec<usize> = self
-            .outcomes
-            .iter()
-            .map(|o| o.power_states)
-            .filter(|n| *n > 0)
-            .collect();
-        let (lo, hi) = (per_point.iter().min()?, per_point.iter().max()?);
-        let total: usize = per_point.iter().sum();
-        Some(format!(
-            "{}: power loss: {total} disk states judged at {} crash points ({lo} to {hi} per point)",
-            self.layout.name(),
-            per_point.len()
-        ))
-    }
-}
-
 impl Campaign {
     fn spec<'a>(&self, reference: &'a Reference, selection: Selection) -> PlanSpec<'a> {
         PlanSpec {

@@ -243,3 +243,99 @@ fn run_takes_the_fault_model_and_its_states_from_the_command_line() {
         text(&o)
     );
 }
+
+/// `crashpoint certify` of the simulated trainer with the `no-fsync-rename`
+/// mutant under power loss (`extra` flags added), its JSON report in `json`.
+fn certify_sim(json: &std::path::Path, extra: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_crashpoint");
+    Command::new(exe)
+        .current_dir(root())
+        .args([
+            "certify",
+            "--quiet",
+            "--fault",
+            "power-loss",
+            "--states",
+            "2",
+        ])
+        .args(["--layouts", "relative", "--cases", "8", "--max-steps", "10"])
+        .args(["--jobs", "2", "--json"])
+        .arg(json)
+        .args(extra)
+        .args(["--", exe, "sim", "--mutant", "no-fsync-rename"])
+        .args(["--every-n-steps", "5"])
+        .output()
+        .expect("crashpoint runs")
+}
+
+#[test]
+fn power_loss_states_judged_are_in_the_json_and_partitions_merge_to_the_same_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| dir.path().join(n);
+    let whole = certify_sim(&p("whole.json"), &[]);
+    assert_eq!(whole.status.code(), Some(1), "{}", text(&whole));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("whole.json")).expect("json"))
+            .expect("parses");
+    // The count of disk states judged is the cases' own, summed.
+    let row = &v["layouts"][0]["power_states"];
+    let cases = v["case_results"].as_array().expect("cases");
+    let per_case: Vec<u64> = cases
+        .iter()
+        .filter_map(|c| c["power_states"].as_u64())
+        .collect();
+    assert_eq!(per_case.len(), 8, "the 8 crash cases, not the probes: {v}");
+    assert_eq!(row["judged"].as_u64(), Some(per_case.iter().sum()), "{row}");
+    assert_eq!(row["points"], 8, "{row}");
+    assert_eq!(
+        row["min_per_point"].as_u64(),
+        per_case.iter().min().copied()
+    );
+    assert_eq!(
+        row["max_per_point"].as_u64(),
+        per_case.iter().max().copied()
+    );
+    assert!(
+        row["max_per_point"]
+            .as_u64()
+            .is_some_and(|n| n > 1 && n <= 3),
+        "{row}"
+    );
+    for i in 1..=2 {
+        let part = format!("{i}/2");
+        let o = certify_sim(&p(&format!("p{i}.json")), &["--partition", &part]);
+        assert!(o.status.code().is_some_and(|c| c < 2), "{}", text(&o));
+    }
+    let merged = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .arg("merge")
+        .args([p("p2.json"), p("p1.json")])
+        .arg("--json")
+        .arg(p("merged.json"))
+        .output()
+        .expect("merge runs");
+    assert_eq!(merged.status.code(), Some(1), "{}", text(&merged));
+    assert_eq!(
+        std::fs::read_to_string(p("merged.json")).expect("merged"),
+        std::fs::read_to_string(p("whole.json")).expect("whole"),
+        "merged partitions differ from the single machine's report"
+    );
+    // Under process kills there is no such field.
+    let kill = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .current_dir(root())
+        .args([
+            "certify",
+            "--quiet",
+            "--layouts",
+            "relative",
+            "--cases",
+            "2",
+        ])
+        .args(["--json"])
+        .arg(p("kill.json"))
+        .args(["--", env!("CARGO_BIN_EXE_crashpoint"), "sim"])
+        .output()
+        .expect("crashpoint runs");
+    assert!(kill.status.code().is_some_and(|c| c < 2), "{}", text(&kill));
+    let k = std::fs::read_to_string(p("kill.json")).expect("json");
+    assert!(!k.contains("power_states"), "{k}");
+}

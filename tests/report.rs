@@ -48,6 +48,7 @@ fn case(index: usize, p: &PointRecord, kinds: &[FailureKind], same: Option<&str>
             .collect(),
         warnings: Vec::new(),
         harness_error: None,
+        power_states: 0,
         same_state_as: same.map(String::from),
         duration_ms: None,
     }
@@ -125,6 +126,7 @@ fn sample() -> Report {
         reference_warnings: Vec::new(),
         duration: Default::default(),
         states: None,
+        power_states: None,
     };
     let replay = ReplayCommand::new(
         &["crashpoint", "certify"],

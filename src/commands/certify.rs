@@ -181,7 +181,7 @@ pub fn certify(a: CertifyArgs, cancel: &Cancel) -> Result<i32, CommandError> {
         r.certified = false;
         r.interrupted = true;
     }
-    print(&r, &results, &model);
+    print(&r, &model);
     outputs::print_kept(&live);
     outputs::write_reports(&a.out, &[&r])?;
     if let Some(sig) = stopped_by {
@@ -373,16 +373,16 @@ fn replay(a: &CertifyArgs, mode: Mode, model: &FaultModel) -> report::ReplayComm
 
 /// Prints the table, recorded and power-loss states, failures, warnings,
 /// coverage and the verdict line.
-fn print(r: &Report, results: &[LayoutResult], model: &FaultModel) {
+fn print(r: &Report, model: &FaultModel) {
     print!("{}", report::certify_table(r));
     for l in &r.layouts {
         if let Some(s) = &l.states {
             println!("{}", s.line(l.layout.name()));
         }
     }
-    for l in results {
-        if let Some(line) = l.power_states_line() {
-            println!("{line}");
+    for l in &r.layouts {
+        if let Some(p) = &l.power_states {
+            println!("{}", p.line(l.layout.name()));
         }
     }
     print!("{}", report::failure_list(r, 3));

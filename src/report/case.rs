@@ -57,6 +57,10 @@ pub struct CaseRecord {
     /// Why the harness could not judge the case (its sandbox was disturbed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_error: Option<String>,
+    /// Under the power-loss fault model, the disk states its first crash
+    /// was judged in (absent: a process kill, or the point was not reached).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub power_states: usize,
     /// The crash point whose recorded crash state this case shared (when
     /// crash states are recorded once and resumed for every equal state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +102,7 @@ impl CaseRecord {
                 .collect(),
             warnings: outcome.warnings.clone(),
             harness_error: outcome.harness_error.clone(),
+            power_states: outcome.power_states,
             same_state_as: None,
             duration_ms: None,
         }
@@ -111,6 +116,50 @@ impl CaseRecord {
     /// The first crash point of its plan (`syscall:45` of `syscall:45,syscall:3`).
     pub fn first_point(&self) -> &str {
         self.point.split(',').next().unwrap_or(&self.point)
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Under the power-loss fault model, how many disk states a layout's cases
+/// judged their first crashes in (counted from its case records, so a
+/// merged report counts what the single machine's does).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PowerStatesRow {
+    /// Disk states judged, over every case.
+    pub judged: usize,
+    /// Cases whose first crash was a power cut (crash points judged).
+    pub points: usize,
+    /// The fewest states one point was judged in.
+    pub min_per_point: usize,
+    /// The most states one point was judged in.
+    pub max_per_point: usize,
+}
+
+impl PowerStatesRow {
+    /// The count of `cases` (`None`: no case was a power cut).
+    pub fn of<'c>(cases: impl IntoIterator<Item = &'c CaseRecord>) -> Option<PowerStatesRow> {
+        let per_point: Vec<usize> = cases
+            .into_iter()
+            .map(|c| c.power_states)
+            .filter(|n| *n > 0)
+            .collect();
+        Some(PowerStatesRow {
+            judged: per_point.iter().sum(),
+            points: per_point.len(),
+            min_per_point: *per_point.iter().min()?,
+            max_per_point: *per_point.iter().max()?,
+        })
+    }
+
+    /// One line for the text report.
+    pub fn line(&self, layout: &str) -> String {
+        format!(
+            "{layout}: power loss: {} disk states judged at {} crash points ({} to {} per point)",
+            self.judged, self.points, self.min_per_point, self.max_per_point
+        )
     }
 }
 

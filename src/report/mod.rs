@@ -28,7 +28,7 @@ pub mod name;
 mod table;
 
 pub use crate::replay::{shell_join, ReplayCommand};
-pub use case::{CaseRecord, CaseVerdict, FindingRecord, PointRecord};
+pub use case::{CaseRecord, CaseVerdict, FindingRecord, PointRecord, PowerStatesRow};
 pub use junit::junit;
 pub use table::{
     census, certify_table, failure_list, harness_error_list, kinds_cell, render, run_table,
@@ -102,6 +102,10 @@ pub struct LayoutRow {
     /// The crash states the record-once engine recorded, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<StatesRow>,
+    /// Under the power-loss fault model, the disk states its cases were
+    /// judged in (absent under process kills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_states: Option<PowerStatesRow>,
 }
 
 /// What the record-once engine recorded for a layout.
@@ -231,6 +235,7 @@ impl Report {
                         .collect(),
                     runs_made: s.runs_made,
                 }),
+                power_states: None,
             });
             let same: BTreeMap<String, String> = r
                 .recorded
@@ -271,6 +276,7 @@ impl Report {
             let mine: Vec<&CaseRecord> = cases.iter().filter(|c| c.layout == l.layout).collect();
             l.cases = mine.len();
             l.passed = mine.iter().filter(|c| c.passed()).count();
+            l.power_states = PowerStatesRow::of(mine.iter().copied());
             l.failures = KindCounts::default();
             for f in &l.reference_findings {
                 l.failures.add(f.kind);
