@@ -579,9 +579,9 @@ fn run_traced(
             name: c.name.to_string(),
             paths: c.paths.iter().map(|p| rel(p)).collect(),
             phase: Phase::default(),
-            fd: None,
-            offset: None,
-            len: None,
+            fd: c.fd,
+            offset: c.offset,
+            len: c.len,
         })
         .collect();
     Ok(RunResult {

@@ -2,6 +2,8 @@
 //! sampled, budgeted or inconclusive run may claim, and that `--cases 6`
 //! catches every window bug of the Python example whatever the seed.
 
+use std::process::Command;
+
 mod common;
 use common::{certify_raw as certify, kinds, text};
 
@@ -298,4 +300,41 @@ fn sandboxes_live_in_the_sandbox_dir() {
     let (o, _, _) = certify(&["--sandbox-dir", "/no/such/dir", "--", "python3"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--sandbox-dir /no/such/dir: not a directory"));
+}
+
+#[test]
+fn the_traced_census_shows_each_write_with_its_descriptor_offset_and_length() {
+    // The torn-write bug writes each checkpoint in place in four pieces of
+    // equal size (the last one shorter or equal), one after the other.
+    let o = Command::new(env!("CARGO_BIN_EXE_crashpoint"))
+        .current_dir(common::root())
+        .args(["census", "--layouts", "relative", "--max-steps", "5", "--"])
+        .args([
+            "python3",
+            "examples/python/trainer.py",
+            "--bug",
+            "torn-write",
+        ])
+        .output()
+        .expect("census runs");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(" fd ") && t.contains(" offset ") && t.contains(" len "),
+        "{t}"
+    );
+    let writes: Vec<(String, u64, u64)> = t
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&"write") && f.get(2) == Some(&"work/checkpoints/step=5.ckpt"))
+        .filter_map(|f| Some((f[3].to_string(), f[4].parse().ok()?, f[5].parse().ok()?)))
+        .collect();
+    assert_eq!(writes.len(), 4, "{t}");
+    let size = writes[0].2;
+    assert!(size > 0, "{t}");
+    for (k, (fd, offset, len)) in writes.iter().enumerate() {
+        assert_eq!(fd, &writes[0].0, "one descriptor: {t}");
+        assert_eq!(*offset, k as u64 * size, "piece {k}: {t}");
+        assert!(*len == size || (k == 3 && *len <= size), "piece {k}: {t}");
+    }
 }

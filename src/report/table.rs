@@ -224,19 +224,29 @@ pub fn summary(r: &Report) -> String {
 
 /// The numbered census of a layout, then its sites with how many calls
 /// each has: what `crashpoint census` prints.
+///
+/// Where the census knows a call's descriptor, offset and length (the
+/// tracer's writes, truncations and syncs), they get columns of their own.
 pub fn census(layout: &str, census: &[crate::inject::CensusEntry]) -> String {
     let mut lines = vec![[
         "#".to_string(),
         "call".into(),
         "path".into(),
+        "fd".into(),
+        "offset".into(),
+        "len".into(),
         "phase".into(),
     ]];
+    let show = |v: Option<String>| v.unwrap_or_default();
     let mut sites: Vec<(String, usize, u64)> = Vec::new();
     for e in census {
         lines.push([
             e.index.to_string(),
             e.call.name().into(),
             e.path(),
+            show(e.fd.map(|v| v.to_string())),
+            show(e.offset.map(|v| v.to_string())),
+            show(e.len.map(|v| v.to_string())),
             super::case::phase_text(e),
         ]);
         let site = super::name::site_of(e);
@@ -246,7 +256,18 @@ pub fn census(layout: &str, census: &[crate::inject::CensusEntry]) -> String {
         }
     }
     let mut out = format!("{layout}: census of {} calls\n", census.len());
-    out += &render(&lines);
+    let extents = census
+        .iter()
+        .any(|e| e.fd.is_some() || e.offset.is_some() || e.len.is_some());
+    if extents {
+        out += &render(&lines);
+    } else {
+        let plain: Vec<[String; 4]> = lines
+            .into_iter()
+            .map(|[i, c, p, _, _, _, ph]| [i, c, p, ph])
+            .collect();
+        out += &render(&plain);
+    }
     let _ = writeln!(out, "{layout}: {} sites", sites.len());
     let mut rows = vec![["site".to_string(), "calls".into(), "first".into()]];
     for (s, n, first) in sites {

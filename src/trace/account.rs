@@ -54,12 +54,16 @@ impl Accounting {
         }
         let index = self.calls.len() as u64 + 1;
         let pid = self.tgid_of(tid);
+        let at = super::extent::of(tid, desc.name, args);
         self.calls.push(CallRecord {
             index,
             name: desc.name,
             paths,
             pid,
             tid,
+            fd: at.fd,
+            offset: at.offset,
+            len: at.len,
         });
         Some(index)
     }

@@ -92,6 +92,7 @@ use nix::unistd::Pid;
 
 mod account;
 mod capture;
+mod extent;
 mod filter;
 mod power;
 mod resolve;
@@ -146,6 +147,15 @@ pub struct CallRecord {
     pub pid: i32,
     /// Thread id of the caller (equal to `pid` for a single-threaded process).
     pub tid: i32,
+    /// The descriptor the call is made on (`write`, `ftruncate`, `fsync`,
+    /// ...), as the caller numbers it.
+    pub fd: Option<i32>,
+    /// The file offset a write or range call starts at, read at its entry
+    /// (the end of the file for an `O_APPEND` write).
+    pub offset: Option<u64>,
+    /// The bytes a write or range call covers; for a truncation, the new
+    /// length.
+    pub len: Option<u64>,
 }
 
 /// How a traced run ended.

@@ -22,6 +22,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use super::extent::{fdinfo, read_u64, write_offset};
 use super::filter::SysDesc;
 use super::resolve::{read_cstring, read_tracee, Class, Policy, Target};
 use crate::power::{FileRef, Handle, Op, OpenFlags, Rope, SyncMode};
@@ -60,36 +61,6 @@ fn rel(policy: &Policy, p: &Path) -> Option<String> {
     let r = p.strip_prefix(&policy.sandbox).ok()?;
     let s = r.to_str()?;
     Some(if s.is_empty() { ".".into() } else { s.into() })
-}
-
-/// `pos` and `flags` of descriptor `fd` of `tid`.
-fn fdinfo(tid: i32, fd: u64) -> Option<(u64, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{}", fd as i32)).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-    };
-    let pos = field("pos:")?.parse().ok()?;
-    let flags = i32::from_str_radix(&field("flags:")?, 8).ok()?;
-    Some((pos, flags))
-}
-
-/// Where a write through `fd` lands: `O_APPEND` writes at the end.
-fn write_offset(tid: i32, fd: u64) -> Option<(u64, i32)> {
-    let (pos, flags) = fdinfo(tid, fd)?;
-    if flags & libc::O_APPEND != 0 {
-        let len = std::fs::metadata(format!("/proc/{tid}/fd/{}", fd as i32))
-            .ok()?
-            .len();
-        return Some((len, flags));
-    }
-    Some((pos, flags))
-}
-
-fn read_u64(tid: i32, addr: u64) -> Option<u64> {
-    let mut b = [0u8; 8];
-    (read_tracee(tid, addr, &mut b)? == 8).then(|| u64::from_ne_bytes(b))
 }
 
 /// `len` bytes at `addr` in the tracee.

@@ -451,3 +451,52 @@ fn a_missing_command_is_reported_as_not_found() {
         "{err:?}"
     );
 }
+
+#[test]
+fn writes_truncations_and_syncs_carry_their_descriptor_offset_and_length() {
+    let (_s, sandbox) = dir();
+    let script = r#"
+import os, sys
+p = os.path.join(sys.argv[1], "f")
+fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"x" * 100)
+os.pwrite(fd, b"y" * 7, 1000)
+os.writev(fd, [b"abc", b"defg"])
+os.ftruncate(fd, 4096)
+os.fsync(fd)
+os.close(fd)
+a = os.open(p, os.O_WRONLY | os.O_APPEND)
+os.write(a, b"tail!")
+os.close(a)
+"#;
+    let out = run_traced(python(script, &[&sandbox]), &config(&sandbox)).expect("run");
+    assert_eq!(out.exit, TraceExit::Exited(0));
+    let got: Vec<(&str, Option<u64>, Option<u64>)> = out
+        .calls
+        .iter()
+        .map(|c| (c.name, c.offset, c.len))
+        .collect();
+    assert_eq!(
+        got[1..],
+        [
+            ("write", Some(0), Some(100)),
+            ("pwrite64", Some(1000), Some(7)),
+            // The position after the first write: pwrite does not move it.
+            ("writev", Some(100), Some(7)),
+            ("ftruncate", None, Some(4096)),
+            ("fsync", None, None),
+            // Opened again, without O_TRUNC: the census counts the open.
+            ("openat", None, None),
+            // O_APPEND: at the end of the file, whatever the position.
+            ("write", Some(4096), Some(5)),
+        ],
+        "{:#?}",
+        out.calls
+    );
+    let fds: Vec<Option<i32>> = out.calls.iter().map(|c| c.fd).collect();
+    let first = fds[1];
+    assert!(first.is_some_and(|fd| fd > 2), "{fds:?}");
+    assert_eq!(fds[0], None, "an open has no descriptor yet");
+    assert!(fds[1..6].iter().all(|f| *f == first), "{fds:?}");
+    assert!(fds[7].is_some(), "{fds:?}");
+}
