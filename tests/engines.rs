@@ -214,7 +214,11 @@ fn both_engines_give_identical_reports_under_power_loss_on_a_zoo_scenario_traced
         c.selection = Selection::Sample(8);
         let work = tempfile::tempdir().expect("tempdir");
         let results = c
-            .run(work.path(), &crashpoint::events::Silent)
+            .run(
+                work.path(),
+                &crashpoint::events::Silent,
+                &crashpoint::pool::Cancel::new(),
+            )
             .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
         assert_eq!(
             results.iter().all(|r| r.recorded.is_some()),
