@@ -37,6 +37,7 @@ fn cases(c: &mut Criterion) {
             program: exe.clone().into(),
             args: vec!["sim".into()],
             sim: true,
+            preload: Vec::new(),
         },
         mode: Mode::Op,
         max_steps: 20,
@@ -130,6 +131,7 @@ fn subject(c: &mut Criterion) {
         program: "python3".into(),
         args: vec![script.into()],
         sim: false,
+        preload: Vec::new(),
     };
     let work = tempfile::tempdir().expect("tempdir");
     let mut g = c.benchmark_group("python-subject");
@@ -182,6 +184,7 @@ fn resume(c: &mut Criterion) {
         program: "python3".into(),
         args: vec![script.into()],
         sim: false,
+        preload: Vec::new(),
     };
     let work = tempfile::tempdir().expect("tempdir");
     let seed = work.path().join("seed");

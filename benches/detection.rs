@@ -179,6 +179,7 @@ fn main() {
                     program: "python3".into(),
                     args,
                     sim: false,
+                    preload: Vec::new(),
                 },
                 mode: Mode::Syscall,
                 max_steps: 20,

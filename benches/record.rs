@@ -49,6 +49,7 @@ fn campaign(engine: Engine) -> Campaign {
                 program: exe().into(),
                 args: vec!["sim".into()],
                 sim: true,
+                preload: Vec::new(),
             },
             mode: Mode::Op,
             max_steps: 20,
@@ -119,6 +120,7 @@ fn one_life(dir: &Path) {
         program: exe().into(),
         args: vec!["sim".into()],
         sim: true,
+        preload: Vec::new(),
     };
     let r = runner::run(&subject, &req).expect("runs");
     assert_eq!(r.exit, Exit::Code(0));

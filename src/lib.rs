@@ -67,7 +67,7 @@
 //! use crashpoint::runner::Subject;
 //!
 //! let target = Target {
-//!     subject: Subject { program: "crashpoint".into(), args: vec!["sim".into()], sim: true },
+//!     subject: Subject { program: "crashpoint".into(), args: vec!["sim".into()], sim: true, preload: vec![] },
 //!     mode: Mode::Op,
 //!     max_steps: 20,
 //!     seed: 0,
@@ -141,5 +141,6 @@ pub mod sys;
 #[allow(unsafe_code)]
 pub mod trace;
 pub mod verdict;
+pub mod warm;
 pub mod workspace;
 pub mod zoo;

@@ -31,6 +31,9 @@ pub struct Subject {
     pub args: Vec<OsString>,
     /// True for `crashpoint sim`: takes `op` crash points and writes an op census.
     pub sim: bool,
+    /// Python modules to import once per worker, for warm starts of the
+    /// untraced runs (see [`crate::warm`]); empty: every run starts cold.
+    pub preload: Vec<String>,
 }
 
 /// Everything one run needs.
@@ -146,6 +149,22 @@ pub enum RunnerError {
 }
 
 impl Subject {
+    /// An external command (not the simulated trainer), started cold: the
+    /// program, then its arguments.
+    pub fn external(mut words: Vec<OsString>) -> Subject {
+        let program = if words.is_empty() {
+            OsString::new()
+        } else {
+            words.remove(0)
+        };
+        Subject {
+            program,
+            args: words,
+            sim: false,
+            preload: Vec::new(),
+        }
+    }
+
     /// The command for one run, with the protocol environment set.
     fn command(&self, req: &RunRequest<'_>) -> Command {
         let mut cmd = Command::new(&self.program);
@@ -201,6 +220,8 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     // early (see `run_traced`).
     let result = if req.traced || req.power || matches!(req.crash, Some(CrashPoint::Syscall(_))) {
         run_traced(cmd, subject, req, None)
+    } else if crate::warm::applies(subject, req) {
+        crate::warm::run(subject, &cmd, req)
     } else {
         run_plain(cmd, subject, req, None)
     };

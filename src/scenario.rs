@@ -478,6 +478,7 @@ impl Scenario {
                     program: sim_exe.as_os_str().to_os_string(),
                     args,
                     sim: true,
+                    preload: Vec::new(),
                 },
                 mode: s.mode,
                 max_steps: s.max_steps,

@@ -196,6 +196,17 @@ pub fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
     Ok(child)
 }
 
+/// Registers `leader`, a descendant of this process that another of its
+/// children forked (a warm-started run, see [`crate::warm`]), as a live
+/// run tagged like `cmd`'s: [`stop_all`] kills its group, other runs'
+/// sweeps leave it alone, and [`end_run`] ends it as usual.
+pub fn adopt(leader: u32, cmd: &Command) {
+    if let Ok(leader) = i32::try_from(leader) {
+        let _gate = gate_shared();
+        registry().live.insert(leader, tag_of(cmd));
+    }
+}
+
 /// Ends the run whose first process is `leader`: it is no longer live, and
 /// with `sweep`, everything it left (the rest of its process group, and any
 /// descendant of the harness that carries its tag) is SIGKILLed and, where

@@ -167,6 +167,7 @@ fn target() -> Target {
                 "3".into(),
             ],
             sim: true,
+            preload: Vec::new(),
         },
         mode: Mode::Op,
         max_steps: 10,

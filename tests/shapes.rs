@@ -72,6 +72,7 @@ fn point(fixture: &[&str], kind: &str, path_end: &str, nth: usize) -> String {
             program: "python3".into(),
             args,
             sim: false,
+            preload: Vec::new(),
         },
         mode: Mode::Syscall,
         max_steps: 8,

@@ -142,6 +142,7 @@ fn target(shape: Shape, pointer: Pointer, limit: u64) -> Target {
             program: EXE.into(),
             args,
             sim: true,
+            preload: Vec::new(),
         },
         mode: Mode::Op,
         max_steps: 10,

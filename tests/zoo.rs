@@ -198,6 +198,7 @@ fn sim_target(settings: &SimSettings, max_steps: u64, resume: ResumeMode) -> Tar
             program: EXE.into(),
             args,
             sim: true,
+            preload: Vec::new(),
         },
         mode: Mode::Op,
         max_steps,

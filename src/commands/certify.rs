@@ -90,6 +90,14 @@ pub struct CertifyArgs {
     /// and removals in it, go unseen).
     #[arg(long)]
     pub no_trace_resume: bool,
+    /// Warm starts: import these Python modules (comma-separated, e.g.
+    /// torch,lightning.pytorch) once per worker in the subject's own
+    /// interpreter, and fork every untraced run from it. For a command
+    /// `PYTHON SCRIPT ...` or `PYTHON -m MODULE ...`; resume runs are then
+    /// untraced. The second reference run is warm-started and must agree
+    /// with the cold one.
+    #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+    pub preload: Vec<String>,
     /// Workers and report files.
     #[command(flatten)]
     pub out: OutputArgs,
@@ -225,13 +233,19 @@ fn check(a: &CertifyArgs) -> Result<Option<CrashPlan>, CommandError> {
     }
     let here = std::env::current_dir()
         .map_err(|e| CommandError::Flag(format!("cannot read the current directory: {e}")))?;
-    let probe = Subject {
-        program: a.command[0].clone(),
-        args: Vec::new(),
-        sim: false,
-    };
+    let probe = Subject::external(vec![a.command[0].clone()]);
     crate::runner::check_program(&probe, &here)
         .map_err(|e| CommandError::Campaign(CampaignError::Runner(e)))?;
+    if !a.preload.is_empty() {
+        crate::warm::check(&Subject::external(a.command.clone()), &a.preload)
+            .map_err(|e| CommandError::Flag(e.to_string()))?;
+        if a.mode == Some(Mode::Time) {
+            return Err(CommandError::Flag(
+                "--preload goes with syscall mode (time-mode kills are timed from a cold start)"
+                    .into(),
+            ));
+        }
+    }
     if only.is_some() && a.layouts.len() != 1 {
         return Err(CommandError::Flag(
             "--crash replays one case: give exactly one layout in --layouts".into(),
@@ -282,7 +296,10 @@ fn campaign(a: &CertifyArgs, mode: Mode, fault: FaultModel, only: Option<CrashPl
     };
     Campaign {
         target: Target {
-            subject: super::tools::external_subject(&a.command),
+            subject: Subject {
+                preload: a.preload.clone(),
+                ..super::tools::external_subject(&a.command)
+            },
             mode,
             max_steps: a.max_steps,
             seed: a.seed,
@@ -290,7 +307,7 @@ fn campaign(a: &CertifyArgs, mode: Mode, fault: FaultModel, only: Option<CrashPl
             timeout: a.timeout.map(Duration::from_secs),
             // `time` mode is the mode without the tracer (for machines
             // that refuse it): its runs are not traced.
-            tracing: match (mode, a.no_trace_resume) {
+            tracing: match (mode, a.no_trace_resume || !a.preload.is_empty()) {
                 (Mode::Syscall, false) => Tracing::Every,
                 (Mode::Syscall, true) => Tracing::NotResumes,
                 _ => Tracing::Needed,
@@ -356,6 +373,9 @@ fn replay(a: &CertifyArgs, mode: Mode, model: &FaultModel) -> report::ReplayComm
     }
     if a.no_trace_resume {
         tail.push("--no-trace-resume".into());
+    }
+    if !a.preload.is_empty() {
+        tail.extend(["--preload".into(), a.preload.join(",")]);
     }
     for name in &a.env {
         tail.extend(["--env".into(), name.clone()]);

@@ -142,6 +142,7 @@ pub fn external_subject(command: &[OsString]) -> Subject {
         program: resolved.first().cloned().unwrap_or_default(),
         args: resolved.get(1..).unwrap_or_default().to_vec(),
         sim: false,
+        preload: Vec::new(),
     }
 }
 

@@ -135,6 +135,15 @@ pub enum ReferenceError {
         /// What differed.
         detail: String,
     },
+    /// The warm-started reference run (`--preload`) disagrees with the cold
+    /// one: the preloaded modules change what the subject computes.
+    #[error("the warm-started run in layout {layout} disagrees with the cold one: {detail}; the --preload modules change what the subject computes (drop --preload, or preload fewer modules)")]
+    WarmDiffers {
+        /// The layout.
+        layout: Layout,
+        /// What differed.
+        detail: String,
+    },
     /// The uninterrupted run itself failed.
     #[error("the uninterrupted reference run in layout {layout} failed: {detail}")]
     Unusable {
@@ -218,7 +227,9 @@ pub fn reference(
         let (sandbox, files) = prepare(layout, &case_dir)?;
         let place = sandbox.place();
         let mut req = request(target, &sandbox, &place, &files, None, limit);
-        req.traced = target.tracing.traced(false);
+        // With warm starts, the second run is one (untraced): it must agree
+        // with the first, cold one.
+        req.traced = target.tracing.traced(false) && target.subject.preload.is_empty();
         if i == 0 {
             req.op_log = target.subject.sim.then_some(files.op_log.as_path());
             req.traced |= target.mode == Mode::Syscall;
@@ -273,15 +284,20 @@ pub fn reference(
     };
     if sa.digest != sb.digest {
         let parts = differing_fields(&sa.fields, &sb.fields);
-        return Err(ReferenceError::Nondeterministic {
+        let error = if target.subject.preload.is_empty() {
+            |layout, detail| ReferenceError::Nondeterministic { layout, detail }
+        } else {
+            |layout, detail| ReferenceError::WarmDiffers { layout, detail }
+        };
+        return Err(error(
             layout,
-            detail: format!(
+            format!(
                 "digest {} vs {}{}",
                 short(&sa.digest),
                 short(&sb.digest),
                 parts
             ),
-        });
+        ));
     }
     let duration = ra.duration.max(rb.duration);
     // Both runs' writes outside, once each; a time-mode census is not one.
