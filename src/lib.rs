@@ -29,7 +29,9 @@
 //!   print); [`verdict`] the failure kinds, findings and expected verdicts.
 //! * [`census`] is the typed list of numbered operations where crashes can
 //!   land, from the sim's I/O layer or the tracer; [`inject`] turns a census into crash plans; [`runner`] runs one process
-//!   in its own process group with a watchdog; [`observe`] reads what it left.
+//!   in its own process group with a watchdog ([`warm`]: or forks it from a
+//!   Python that imported the subject's framework once); [`observe`] reads
+//!   what it left.
 //! * [`oracle`] runs references and cases ([`oracle::driver`]: spawn, crash,
 //!   resume until a run exits 0) and judges them ([`oracle::checks`]: pure
 //!   checks on observations: invariants, what is loadable, digest, directory

@@ -130,6 +130,7 @@ Examples:
   crashpoint certify -- python3 train.py
   crashpoint certify --budget 10m --jobs 2 --json out.json --html out.html -- python3 train.py
   crashpoint certify --partition 1/3 --json p1.json --keep-failed failed/ -- ./train.sh
+  crashpoint certify --preload torch,lightning.pytorch -- python train.py
   crashpoint certify --layouts relative --crash syscall:17 -- python3 train.py";
 impl CertifyArgs {
     /// The subject's command, as text.
