@@ -335,6 +335,13 @@ pub fn run(subject: &Subject, cmd: &Command, req: &RunRequest<'_>) -> Result<Run
     })
 }
 
+/// Stops the calling thread's server, if it has one (workers' servers stop
+/// when their threads end; the command line calls this for the main
+/// thread's, which made the warm reference runs).
+pub fn shutdown() {
+    let _ = SERVER.try_with(|cell| cell.borrow_mut().take());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
