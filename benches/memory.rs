@@ -80,7 +80,11 @@ fn main() {
         tempfile::tempdir()
     }
     .expect("tempdir");
-    let sizes: &[usize] = if quick { &[100, 1_000] } else { &[100, 1_000, 10_000] };
+    let sizes: &[usize] = if quick {
+        &[100, 1_000]
+    } else {
+        &[100, 1_000, 10_000]
+    };
     let mut rows = Vec::new();
     for &total in sizes {
         let file = scenario(work.path(), total.div_ceil(7));

@@ -90,7 +90,13 @@ fn a_subject_that_a_warm_start_changes_is_refused() {
 fn bad_uses_of_preload_are_refused_before_anything_runs() {
     let cases: [(&[&str], &str); 4] = [
         (
-            &["--preload", "torch", "--", "bash", "tests/fixtures/saves-only-at-the-end.sh"],
+            &[
+                "--preload",
+                "torch",
+                "--",
+                "bash",
+                "tests/fixtures/saves-only-at-the-end.sh",
+            ],
             "--preload needs the command to be `PYTHON SCRIPT",
         ),
         (
@@ -98,7 +104,15 @@ fn bad_uses_of_preload_are_refused_before_anything_runs() {
             "`not-a-module` is not a Python module name",
         ),
         (
-            &["--preload", "torch", "--mode", "time", "--", "python3", TRAINER],
+            &[
+                "--preload",
+                "torch",
+                "--mode",
+                "time",
+                "--",
+                "python3",
+                TRAINER,
+            ],
             "--preload goes with syscall mode",
         ),
         (

@@ -65,7 +65,9 @@ pub fn check(subject: &Subject, modules: &[String]) -> Result<(), WarmError> {
     for m in modules {
         let ok = !m.is_empty()
             && m.split('.').all(|part| {
-                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                part.chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphabetic() || c == '_')
                     && part.chars().all(|c| c.is_alphanumeric() || c == '_')
             });
         if !ok {
@@ -83,7 +85,10 @@ pub fn check(subject: &Subject, modules: &[String]) -> Result<(), WarmError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let first = subject.args.first().map(|a| a.to_string_lossy().into_owned());
+    let first = subject
+        .args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned());
     let second_ok = subject.args.get(1).is_some();
     let python = program.starts_with("python") || program == "py";
     match first.as_deref() {
@@ -229,7 +234,11 @@ impl Server {
                 .map(str::to_string)
                 .ok_or_else(|| failed("an argument or variable that is not UTF-8"))
         };
-        let argv = subject.args.iter().map(text).collect::<Result<Vec<_>, _>>()?;
+        let argv = subject
+            .args
+            .iter()
+            .map(text)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut env = serde_json::Map::new();
         for (k, v) in environment(cmd) {
             env.insert(text(&k)?, text(&v.clone())?.into());
@@ -315,7 +324,11 @@ fn stderr_file(req: &RunRequest<'_>) -> PathBuf {
 
 /// Makes the run `cmd` (built for `req`) as a fork of this worker's server,
 /// starting the server first if it is not running.
-pub fn run(subject: &Subject, cmd: &Command, req: &RunRequest<'_>) -> Result<RunResult, RunnerError> {
+pub fn run(
+    subject: &Subject,
+    cmd: &Command,
+    req: &RunRequest<'_>,
+) -> Result<RunResult, RunnerError> {
     SERVER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let key = (subject.program.clone(), subject.preload.clone());
