@@ -203,31 +203,36 @@ fn sandboxes(site: &Site, layout: &str) -> Vec<String> {
 fn a_hostile_subject_leaves_nothing_behind() {
     // Both runners: traced (system-call mode, which also sees the write
     // outside the sandbox) and plain (time mode).
+    // And warm starts (`--preload`): its resume runs are forks of a
+    // server that imported a module once.
     let mut modes = vec!["time"];
     if tracing() {
-        modes.push("syscall");
+        modes.extend(["syscall", "warm"]);
     }
-    for mode in modes {
+    for name in modes {
+        let (mode, warm) = match name {
+            "warm" => ("syscall", true),
+            m => (m, false),
+        };
         let site = Site::new("hostile");
         let json = site.path("report.json");
-        let o = site
-            .certify(
-                &[
-                    "--layouts",
-                    "relative,symlinked-dir",
-                    "--mode",
-                    mode,
-                    "--max-steps",
-                    "3",
-                    "--cases",
-                    "3",
-                    "--json",
-                    json.to_str().unwrap(),
-                ],
-                "hostile",
-            )
-            .output()
-            .unwrap();
+        let mut flags = vec![
+            "--layouts",
+            "relative,symlinked-dir",
+            "--mode",
+            mode,
+            "--max-steps",
+            "3",
+            "--cases",
+            "3",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if warm {
+            flags.extend(["--preload", "json"]);
+        }
+        let o = site.certify(&flags, "hostile").output().unwrap();
+        let mode = name;
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{mode}: {t}");
         // The link to `/` is reported, and cost nothing.
@@ -266,7 +271,7 @@ fn a_hostile_subject_leaves_nothing_behind() {
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let warnings = report["warnings"].to_string();
         let outside = site.path("outside/written").display().to_string();
-        if mode == "syscall" {
+        if mode != "time" {
             // Reported as a warning, in the table's notes and the JSON.
             assert!(
                 t.contains(&format!("wrote-outside: {outside}")),
@@ -387,6 +392,48 @@ fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
     let cases: usize = cols[5].parse().unwrap();
     assert!((1..15).contains(&cases), "{row}");
     assert!(t.contains("INTERRUPTED, NOT certified"), "{t}");
+    assert!(t.contains("interrupted by SIGINT"), "{t}");
+    site.assert_victim_intact("after SIGINT");
+}
+
+#[test]
+fn sigint_during_warm_started_runs_leaves_nothing_behind() {
+    if !tracing() {
+        eprintln!("system-call tracing is refused here: --preload needs syscall mode");
+        return;
+    }
+    let site = Site::new("sigint-warm");
+    let child = site
+        .certify(
+            &[
+                "--layouts",
+                "relative",
+                "--max-steps",
+                "3",
+                "--cases",
+                "12",
+                "--jobs",
+                "2",
+                "--preload",
+                "json",
+            ],
+            "slow",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "a third case to start", || {
+        sandboxes(&site, "relative")
+            .iter()
+            .any(|n| n == "case-000002" || n == "case-000003")
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the subject's worker and daemon",
+        || site.sleepers_running(),
+    );
+    let t = interrupt(&site, child, Signal::SIGINT, 130);
     assert!(t.contains("interrupted by SIGINT"), "{t}");
     site.assert_victim_intact("after SIGINT");
 }

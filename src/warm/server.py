@@ -10,7 +10,9 @@
 # status of SystemExit or of an uncaught exception) ends it. The server
 # answers "pid N", then, once the child is gone, "exit N", "signal N" or
 # "timeout". It kills the child's whole group before it reaps the child, so
-# the group id cannot have been reused when it is killed.
+# the group id cannot have been reused when it is killed; and since it is a
+# child subreaper, whatever the run left that escaped its group (a daemon)
+# is re-parented to it and killed before the answer, too.
 import ctypes
 import json
 import os
@@ -39,8 +41,50 @@ except BaseException as _e:  # noqa: BLE001 (reported, then the server ends)
 _libc = None
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
+    # PR_SET_CHILD_SUBREAPER: orphans of a run come back to the server.
+    _libc.prctl(36, 1, 0, 0, 0)
 except OSError:
     pass
+
+
+def children():
+    """The server's children (every one is a run's: runs come one at a time)."""
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == me:
+            out.append(int(name))
+    return out
+
+
+def sweep():
+    """Kills and reaps every child left, and what is re-parented meanwhile."""
+    deadline = time.monotonic() + 3
+    while True:
+        left = children()
+        if not left or time.monotonic() > deadline:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.002)
+                break
 
 
 def become_run(req):
@@ -112,6 +156,7 @@ for line in sys.stdin:
     except OSError:
         pass
     _, status = os.waitpid(pid, 0)
+    sweep()
     if timed_out:
         say("timeout")
     elif os.WIFSIGNALED(status):
