@@ -78,6 +78,8 @@ pub struct RecordSummary {
     pub same_as: Vec<(CrashPoint, CrashPoint)>,
     /// Subject runs the cases made (the rest were put in place).
     pub runs_made: usize,
+    /// Later crash points (`--crashes 2` or more) recorded in resume runs.
+    pub later_points: usize,
 }
 
 /// The case directory the recording runs in: as long as a case's
@@ -292,13 +294,14 @@ impl Campaign {
                 } else {
                     (rec.distinct_states(), rec.same_as())
                 };
-                let replayer = Replayer::new(&store, &rec);
+                let replayer = Replayer::new(&store, &rec, plans);
                 let (indexes, outcomes) = self.run_cases(cases, &replayer)?;
                 let summary = RecordSummary {
                     points: rec.points.len(),
                     distinct_states,
                     same_as: same_as.into_iter().collect(),
                     runs_made: replayer.runs_made(),
+                    later_points: replayer.later_points(),
                 };
                 return Ok((indexes, outcomes, Some(summary)));
             }

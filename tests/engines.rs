@@ -39,48 +39,114 @@ fn strip_states(v: &mut serde_json::Value) {
     }
 }
 
+/// A scenario's campaign by `engine`, at most six cases per layout, with
+/// `crashes` crashes per case when given: its results and report.
+fn campaign(
+    s: &Scenario,
+    engine: Engine,
+    crashes: Option<u32>,
+) -> (Vec<crashpoint::campaign::LayoutResult>, serde_json::Value) {
+    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
+    let mut c = s.campaign(exe, 2, None);
+    c.engine = engine;
+    c.selection = match c.selection {
+        Selection::All => Selection::Sample(6),
+        Selection::Sample(n) => Selection::Sample(n.min(6)),
+    };
+    if let Some(n) = crashes {
+        c.crashes = n;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let results = c
+        .run(
+            work.path(),
+            &crashpoint::events::Silent,
+            &crashpoint::pool::Cancel::new(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    let report = Report::build(
+        &s.name,
+        crashpoint::fault::Fault::Kill,
+        s.mode,
+        &results,
+        &crashpoint::report::ReplayCommand::default(),
+    );
+    (results, json(&report))
+}
+
 #[test]
 fn both_engines_give_identical_reports_on_every_scenario() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
     let dir = root().join("scenarios");
     let files = crashpoint::scenario::files_in(&dir).expect("scenarios/ exists");
     assert!(files.len() >= 20, "found only {} scenarios", files.len());
     let mut recorded = 0;
     for f in &files {
         let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
-        let mut reports = Vec::new();
-        for engine in [Engine::KillEach, Engine::Record] {
-            let mut c = s.campaign(exe, 2, None);
-            c.engine = engine;
-            c.selection = match c.selection {
-                Selection::All => Selection::Sample(6),
-                Selection::Sample(n) => Selection::Sample(n.min(6)),
-            };
-            let work = tempfile::tempdir().expect("tempdir");
-            let results = c
-                .run(
-                    work.path(),
-                    &crashpoint::events::Silent,
-                    &crashpoint::pool::Cancel::new(),
-                )
-                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-            if engine == Engine::Record {
-                recorded += results.iter().filter(|r| r.recorded.is_some()).count();
-            }
-            let report = Report::build(
-                &s.name,
-                crashpoint::fault::Fault::Kill,
-                s.mode,
-                &results,
-                &crashpoint::report::ReplayCommand::default(),
-            );
-            reports.push(json(&report));
-        }
-        assert_eq!(reports[0], reports[1], "{}: the engines disagree", s.name);
+        let (_, a) = campaign(&s, Engine::KillEach, None);
+        let (results, b) = campaign(&s, Engine::Record, None);
+        recorded += results.iter().filter(|r| r.recorded.is_some()).count();
+        assert_eq!(a, b, "{}: the engines disagree", s.name);
     }
     assert!(
         recorded > 20,
         "the record engine recorded only {recorded} layouts"
+    );
+}
+
+/// Subject runs the cases (not the probes) of `results` started.
+fn case_runs(results: &[crashpoint::campaign::LayoutResult]) -> usize {
+    results
+        .iter()
+        .flat_map(|r| &r.outcomes)
+        .filter(|o| o.plan.probe().is_none())
+        .map(|o| o.runs)
+        .sum()
+}
+
+#[test]
+fn both_engines_agree_with_later_crashes_and_record_makes_fewer_runs() {
+    // Layouts that move between runs, shapes, and mutants a second crash
+    // in the resume run catches; three crashes on two of them.
+    let cases: &[(&str, u32)] = &[
+        ("relative", 2),
+        ("relocated", 2),
+        ("other-cwd", 2),
+        ("shape-dir-latest", 2),
+        ("zoo-torn-write", 2),
+        ("zoo-cwd-relative-link", 2),
+        ("relative", 3),
+        ("zoo-last-lost-on-early-resume", 3),
+    ];
+    let (mut killed, mut made, mut later, mut unreached) = (0, 0, 0, 0);
+    for (name, crashes) in cases {
+        let f = root().join("scenarios").join(format!("{name}.toml"));
+        let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        let (kill_results, a) = campaign(&s, Engine::KillEach, Some(*crashes));
+        let (results, b) = campaign(&s, Engine::Record, Some(*crashes));
+        assert_eq!(a, b, "{name} --crashes {crashes}: the engines disagree");
+        for r in &results {
+            let rec = r
+                .recorded
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: {} was not recorded", r.layout.name()));
+            // The layout's recording run, and the runs the cases made.
+            made += 1 + rec.runs_made;
+            later += rec.later_points;
+        }
+        killed += case_runs(&kill_results);
+        unreached += results
+            .iter()
+            .flat_map(|r| &r.outcomes)
+            .filter(|o| o.plan.probe().is_none() && o.crashes_hit < o.plan.points.len())
+            .count();
+    }
+    assert!(later > 0, "no later crash point was recorded");
+    // Some later point was never reached (the resume ended first): those
+    // agree too, and the check above covered them.
+    assert!(unreached > 0, "every later point was reached");
+    assert!(
+        made < killed,
+        "record made {made} subject runs, kill-each {killed}"
     );
 }
 
@@ -245,4 +311,25 @@ fn both_engines_give_identical_reports_under_power_loss_on_a_zoo_scenario_traced
         "power loss catches no-fsync-rename: {}",
         reports[0]
     );
+}
+
+#[test]
+fn both_engines_give_identical_reports_on_the_python_example_with_later_crashes() {
+    for (bug, crashes) in [(None, 2), (Some("torn-write"), 2), (None, 3)] {
+        let n = crashes.to_string();
+        let flags = ["--layouts", "relative,relocated", "--crashes", &n];
+        let mut a = certify_raw("kill-each", bug, &flags);
+        let mut b = certify_raw("record", bug, &flags);
+        strip_states(&mut a);
+        strip_states(&mut b);
+        assert_eq!(a, b, "{bug:?} --crashes {crashes}: the engines disagree");
+        if bug.is_none() {
+            // The clean trainer survives a second and third crash too.
+            let failed = a["failures"].as_array().is_some_and(|f| !f.is_empty());
+            assert!(
+                !failed,
+                "--crashes {crashes}: the clean trainer failed: {a}"
+            );
+        }
+    }
 }

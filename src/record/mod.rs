@@ -29,6 +29,7 @@ use crate::runner::RunnerError;
 use crate::store::{Hash, StateId, StoreError};
 use crate::trace::TracedOp;
 
+pub mod later;
 pub mod op;
 pub mod power;
 pub mod replay;

@@ -11,7 +11,7 @@ use super::{PointRecord, RecordError, Recording};
 use crate::inject::CrashPoint;
 use crate::oracle::{self, Reference, Target};
 use crate::protocol::{OpCrash, When};
-use crate::runner::{self, Exit};
+use crate::runner::{self, Exit, RunRequest, RunResult, Subject};
 use crate::store::{Capturer, Node, Store, StoreError};
 
 /// A path the trainer names (relative to its working directory `cwd`), as
@@ -50,9 +50,37 @@ pub fn record(
     let (sandbox, files) = oracle::prepare(reference.layout, case_dir)?;
     let place = sandbox.place();
     let req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
-    let root = sandbox.root().to_path_buf();
+    let (res, recorded) = record_run(&target.subject, &req, &files.events, points, store)?;
+    if res.exit != Exit::Code(0) {
+        return Err(RecordError::Diverged(format!(
+            "it ended with {:?}",
+            res.exit
+        )));
+    }
+    super::finish(
+        case_dir,
+        recorded,
+        points.iter().map(|p| CrashPoint::Op(*p)),
+    )
+}
+
+/// Makes the simulated trainer's run `req` (in the sandbox it names, with
+/// its events in `events`) to its end with its I/O layer pausing, and
+/// captures the state at each of `points` it reaches. A `mid` point of an
+/// operation that is not a write is where a kill there lands: before the
+/// operation. How the run ended is the caller's to judge: a point it never
+/// reached is simply not in the map.
+pub fn record_run(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    points: &[OpCrash],
+    store: &Store,
+) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
+    let root = req.sandbox.to_path_buf();
+    let cwd = req.place.cwd.clone();
     let wanted: BTreeSet<OpCrash> = points.iter().copied().collect();
-    let mut cap = Capturer::new(store, &root, Some(&files.events));
+    let mut cap = Capturer::new(store, &root, Some(events));
     let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
     let mut failed: Option<StoreError> = None;
     let mut dirty: Vec<PathBuf> = Vec::new();
@@ -63,13 +91,27 @@ pub fn record(
         };
         if at.when != When::Before {
             for p in paths {
-                let r = resolve(&place.cwd, p);
+                let r = resolve(&cwd, p);
                 if !dirty.contains(&r) {
                     dirty.push(r);
                 }
             }
         }
-        if !wanted.contains(&at) || failed.is_some() {
+        // The points this pause stands for: itself, and before an
+        // operation its `mid` too (a write pauses at `mid` again and
+        // replaces it; any other operation is killed before it).
+        let mid = OpCrash {
+            when: When::Mid,
+            ..at
+        };
+        let mut here: Vec<OpCrash> = Vec::new();
+        if wanted.contains(&at) {
+            here.push(at);
+        }
+        if at.when == When::Before && wanted.contains(&mid) {
+            here.push(mid);
+        }
+        if here.is_empty() || failed.is_some() {
             return;
         }
         let first = prev.is_none();
@@ -88,7 +130,7 @@ pub fn record(
                 return;
             }
         };
-        let changed = dirty
+        let changed: Vec<(PathBuf, Option<crate::store::Hash>)> = dirty
             .drain(..)
             .filter_map(|abs| abs.strip_prefix(&root).ok().map(Path::to_path_buf))
             .map(|rel| {
@@ -101,30 +143,23 @@ pub fn record(
             .collect();
         let from = prev.unwrap_or(at.index);
         prev = Some(at.index);
-        recorded.insert(
-            CrashPoint::Op(at),
-            PointRecord {
-                point: CrashPoint::Op(at),
-                state,
-                calls: from..at.index,
-                changed: if first { Vec::new() } else { changed },
-                outside: Vec::new(),
-            },
-        );
+        for point in here {
+            let point = CrashPoint::Op(point);
+            recorded.insert(
+                point,
+                PointRecord {
+                    point,
+                    state,
+                    calls: from..at.index,
+                    changed: if first { Vec::new() } else { changed.clone() },
+                    outside: Vec::new(),
+                },
+            );
+        }
     };
-    let res = runner::run_op_paused(&target.subject, &req, &mut on_pause)?;
+    let res = runner::run_op_paused(subject, req, &mut on_pause)?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    if res.exit != Exit::Code(0) {
-        return Err(RecordError::Diverged(format!(
-            "it ended with {:?}",
-            res.exit
-        )));
-    }
-    super::finish(
-        case_dir,
-        recorded,
-        points.iter().map(|p| CrashPoint::Op(*p)),
-    )
+    Ok((res, recorded))
 }

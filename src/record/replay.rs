@@ -9,25 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::Recording;
+use super::later::{self, Memo, Resumed, RunAt, Wanted};
+use super::{PointRecord, Recording};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::layout::Sandbox;
 use crate::observe::HarnessFiles;
 use crate::oracle::{CaseRuns, Runs, Target};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError};
 use crate::store::{materialise, Capturer, Manifest, Relocation, StateId, Store, StoreError};
-
-/// What a remembered run did.
-#[derive(Debug, Clone)]
-struct Memo {
-    result: RunResult,
-    /// The state it left.
-    after: StateId,
-    /// Its state file, if it wrote one.
-    state_file: Option<Vec<u8>>,
-    /// The case directory it ran in.
-    case_dir: PathBuf,
-}
 
 /// A run is the same as another when it starts from the same state, is
 /// the same run of its case (so the layout has moved the same way) and has
@@ -36,33 +25,60 @@ type MemoKey = (StateId, usize, Option<CrashPoint>, bool);
 
 type Slot = Arc<OnceLock<Result<Memo, String>>>;
 
+/// A recorded resume run is the same as another when it starts from the
+/// same state, is the same run of its case and has the same resume request.
+type LaterKey = (StateId, usize, bool);
+
+type LaterSlot = Arc<OnceLock<Result<Resumed, String>>>;
+
 /// The engine for one layout: its recording and the runs remembered so far.
 #[derive(Debug)]
 pub struct Replayer<'r> {
     store: &'r Store,
     recording: &'r Recording,
     memo: Mutex<HashMap<MemoKey, Slot>>,
+    later: Mutex<HashMap<LaterKey, LaterSlot>>,
+    wanted: Wanted,
     resumes: std::sync::atomic::AtomicUsize,
+    recorded_later: std::sync::atomic::AtomicUsize,
 }
 
 impl<'r> Replayer<'r> {
-    /// Replays `recording`, whose states are in `store`.
-    pub fn new(store: &'r Store, recording: &'r Recording) -> Replayer<'r> {
+    /// Replays `recording`, whose states are in `store`, for the cases of
+    /// `plans`: their later crash points are recorded once per start state
+    /// (see [`super::later`]).
+    pub fn new(store: &'r Store, recording: &'r Recording, plans: &[CrashPlan]) -> Replayer<'r> {
         Replayer {
             store,
             recording,
             memo: Mutex::new(HashMap::new()),
+            later: Mutex::new(HashMap::new()),
+            wanted: Wanted::of(plans, recording),
             resumes: Default::default(),
+            recorded_later: Default::default(),
         }
     }
 
-    /// Runs actually started so far (distinct resumes).
+    /// Runs actually started so far (distinct resumes, the recorded resume
+    /// runs of later crashes included).
     pub fn runs_made(&self) -> usize {
         self.resumes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Later crash points (second crash or after) whose states were
+    /// recorded so far, over every recorded resume run.
+    pub fn later_points(&self) -> usize {
+        self.recorded_later
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn slot(&self, key: MemoKey) -> Slot {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(m.entry(key).or_default())
+    }
+
+    fn later_slot(&self, key: LaterKey) -> LaterSlot {
+        let mut m = self.later.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(m.entry(key).or_default())
     }
 }
@@ -170,6 +186,117 @@ impl ReplayCase<'_> {
     }
 }
 
+impl ReplayCase<'_> {
+    /// The result of a run killed at a recorded point: its state was put in
+    /// place (relocated by `reloc`); nothing was watched here.
+    fn crashed(point: &PointRecord, reloc: Option<&Relocation>) -> RunResult {
+        RunResult {
+            exit: Exit::Crashed,
+            stderr_tail: String::new(),
+            duration: Duration::ZERO,
+            census: Vec::new(),
+            // Nothing was watched here: the recording run was.
+            traced: false,
+            removed: Vec::new(),
+            power: Vec::new(),
+            outside: point
+                .outside
+                .iter()
+                .map(|p| PathBuf::from(relocate_str(reloc, &p.to_string_lossy())))
+                .collect(),
+        }
+    }
+
+    /// Puts what the remembered run `memo` left in place (the sandbox, the
+    /// events, the state file) and gives how it ended, relocated.
+    fn replay(
+        &self,
+        memo: &Memo,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+    ) -> Result<RunResult, RunnerError> {
+        let reloc = self.put_in_place(&memo.after, &memo.case_dir, sandbox, files)?;
+        let _ = std::fs::remove_file(&files.state);
+        if let Some(bytes) = &memo.state_file {
+            let bytes = reloc
+                .as_ref()
+                .and_then(|r| r.apply(bytes))
+                .unwrap_or_else(|| bytes.clone());
+            std::fs::write(&files.state, bytes).map_err(|e| RunnerError::Spawn {
+                program: "state file".into(),
+                source: e,
+            })?;
+        }
+        let mut result = memo.result.clone();
+        result.stderr_tail = relocate_str(reloc.as_ref(), &result.stderr_tail);
+        let moved = |v: &[PathBuf]| -> Vec<PathBuf> {
+            v.iter()
+                .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
+                .collect()
+        };
+        result.outside = moved(&result.outside);
+        result.removed = moved(&result.removed);
+        Ok(result)
+    }
+
+    /// Run `run`, from the known state `start`, killed at the later crash
+    /// point `point`: from the resume run recorded once from `start` (made
+    /// here when no case made it yet). `None`: that recording failed in
+    /// another case, the run is to be made as without one.
+    fn later(
+        &mut self,
+        at: RunAt<'_, '_>,
+        start: StateId,
+        point: CrashPoint,
+    ) -> Result<Option<RunResult>, RunnerError> {
+        let RunAt {
+            run,
+            sandbox,
+            files,
+            req,
+            ..
+        } = at;
+        let slot = self.r.later_slot((start, run, req.resume.is_some()));
+        let mut made_here = false;
+        let got = slot.get_or_init(|| {
+            made_here = true;
+            self.r
+                .resumes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wanted = self.r.wanted.from(run, &start);
+            let rec = later::record_resume(self.r.store, at, point, &wanted, self.case_dir);
+            if let Ok(r) = &rec {
+                self.r
+                    .recorded_later
+                    .fetch_add(r.points.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            rec.map_err(|e| e.to_string())
+        });
+        let rec = match got {
+            Ok(r) => r,
+            Err(e) if made_here => return Err(RunnerError::Trace(e.clone())),
+            Err(_) => return Ok(None),
+        };
+        match rec.points.get(&point) {
+            Some(p) => {
+                let reloc = self.put_in_place(&p.state, &rec.end.case_dir, sandbox, files)?;
+                let _ = std::fs::remove_file(&files.state);
+                self.known = Some(p.state);
+                Ok(Some(Self::crashed(p, reloc.as_ref())))
+            }
+            // The run ended before it got there: as a killed run would.
+            None => {
+                self.known = Some(rec.end.after);
+                if made_here {
+                    Ok(Some(rec.end.result.clone()))
+                } else {
+                    self.replay(&rec.end, sandbox, files).map(Some)
+                }
+            }
+        }
+    }
+}
+
 impl CaseRuns for ReplayCase<'_> {
     fn run(
         &mut self,
@@ -187,30 +314,34 @@ impl CaseRuns for ReplayCase<'_> {
         if let Some(point) = recorded.filter(|_| !self.plan.points.is_empty()) {
             let reloc = self.put_in_place(&point.state, &rec.case_dir, sandbox, files)?;
             self.known = Some(point.state);
-            return Ok(RunResult {
-                exit: Exit::Crashed,
-                stderr_tail: String::new(),
-                duration: Duration::ZERO,
-                census: Vec::new(),
-                // Nothing was watched here: the recording run was.
-                traced: false,
-                removed: Vec::new(),
-                // Under power loss: the operations before the point, from
-                // which the case builds its disk states.
-                power: match rec.power_ops(point.point).filter(|_| req.power) {
-                    Some(ops) => super::power::relocated(ops, reloc.as_ref()),
-                    None => Vec::new(),
-                },
-                outside: point
-                    .outside
-                    .iter()
-                    .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
-                    .collect(),
-            });
+            let mut result = Self::crashed(point, reloc.as_ref());
+            // Under power loss: the operations before the point, from
+            // which the case builds its disk states.
+            if let Some(ops) = rec.power_ops(point.point).filter(|_| req.power) {
+                result.power = super::power::relocated(ops, reloc.as_ref());
+            }
+            return Ok(result);
         }
         let Some(start) = self.known else {
             return runner::run(&target.subject, req);
         };
+        // A later crash point wanted from this start state: from the resume
+        // run recorded once from there.
+        let later = req.crash.filter(|c| {
+            run >= 2 && later::recordable(target, *c) && self.r.wanted.from(run, &start).contains(c)
+        });
+        if let Some(point) = later {
+            let at = RunAt {
+                target,
+                run,
+                sandbox,
+                files,
+                req,
+            };
+            if let Some(result) = self.later(at, start, point)? {
+                return Ok(result);
+            }
+        }
         let slot = self.r.slot((start, run, req.crash, req.resume.is_some()));
         let mut made_here = false;
         let memo = slot.get_or_init(|| {
@@ -219,7 +350,7 @@ impl CaseRuns for ReplayCase<'_> {
                 .map_err(|e| e.to_string())
         });
         let memo = match memo {
-            Ok(m) => m.clone(),
+            Ok(m) => m,
             Err(e) if made_here => {
                 return Err(RunnerError::Trace(e.clone()));
             }
@@ -231,30 +362,9 @@ impl CaseRuns for ReplayCase<'_> {
         };
         self.known = Some(memo.after);
         if made_here {
-            return Ok(memo.result);
+            return Ok(memo.result.clone());
         }
-        let reloc = self.put_in_place(&memo.after, &memo.case_dir, sandbox, files)?;
-        let _ = std::fs::remove_file(&files.state);
-        if let Some(bytes) = &memo.state_file {
-            let bytes = reloc
-                .as_ref()
-                .and_then(|r| r.apply(bytes))
-                .unwrap_or_else(|| bytes.clone());
-            std::fs::write(&files.state, bytes).map_err(|e| RunnerError::Spawn {
-                program: "state file".into(),
-                source: e,
-            })?;
-        }
-        let mut result = memo.result;
-        result.stderr_tail = relocate_str(reloc.as_ref(), &result.stderr_tail);
-        let moved = |v: &[PathBuf]| -> Vec<PathBuf> {
-            v.iter()
-                .map(|p| PathBuf::from(relocate_str(reloc.as_ref(), &p.to_string_lossy())))
-                .collect()
-        };
-        result.outside = moved(&result.outside);
-        result.removed = moved(&result.removed);
-        Ok(result)
+        self.replay(memo, sandbox, files)
     }
 
     fn state_installed(&mut self, id: StateId) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{PointRecord, RecordError, Recording};
 use crate::inject::CrashPoint;
 use crate::oracle::{self, Reference, Target};
-use crate::runner::{self, Exit};
+use crate::runner::{self, Exit, RunRequest, RunResult, Subject};
 use crate::store::{Capturer, Node, Store, StoreError};
 use crate::trace::Pause;
 
@@ -25,30 +25,9 @@ pub fn record(
     let (sandbox, files) = oracle::prepare(reference.layout, case_dir)?;
     let place = sandbox.place();
     let mut req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
-    req.traced = true;
     // Under power loss the run also keeps the operations the model replays.
     req.power = target.fault.is_power_loss();
-    let root = sandbox.root().to_path_buf();
-    let mut cap = Capturer::new(store, &root, Some(&files.events));
-    let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
-    let mut failed: Option<StoreError> = None;
-    let mut prev: Option<u64> = None;
-    let mut sink = |p: &Pause<'_>| {
-        if failed.is_some() {
-            return;
-        }
-        match capture(&mut cap, &root, prev, p) {
-            Ok(rec) => {
-                recorded.insert(rec.point, rec);
-            }
-            Err(e) => failed = Some(e),
-        }
-        prev = Some(p.index);
-    };
-    let res = runner::run_paused(&target.subject, &req, points.to_vec(), &mut sink)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
+    let (res, recorded) = record_run(&target.subject, &req, &files.events, points, store)?;
     if res.exit != Exit::Code(0) {
         return Err(RecordError::Diverged(format!(
             "it ended with {:?}",
@@ -74,6 +53,42 @@ pub fn record(
     )?;
     rec.power = res.power;
     Ok(rec)
+}
+
+/// Makes the run `req` (in the sandbox it names, with its events in
+/// `events`) traced to its end, paused at the entry of calls `points` of
+/// its own numbering, and captures the state at each pause it reaches.
+/// How the run ended is the caller's to judge: a point it never reached is
+/// simply not in the map.
+pub fn record_run(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    points: &[u64],
+    store: &Store,
+) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
+    let root = req.sandbox.to_path_buf();
+    let mut cap = Capturer::new(store, &root, Some(events));
+    let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
+    let mut failed: Option<StoreError> = None;
+    let mut prev: Option<u64> = None;
+    let mut sink = |p: &Pause<'_>| {
+        if failed.is_some() {
+            return;
+        }
+        match capture(&mut cap, &root, prev, p) {
+            Ok(rec) => {
+                recorded.insert(rec.point, rec);
+            }
+            Err(e) => failed = Some(e),
+        }
+        prev = Some(p.index);
+    };
+    let res = runner::run_paused(subject, req, points.to_vec(), &mut sink)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok((res, recorded))
 }
 
 fn capture(

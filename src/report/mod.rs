@@ -121,13 +121,21 @@ pub struct StatesRow {
     /// Subject runs the cases made (not in JSON).
     #[serde(skip)]
     pub runs_made: usize,
+    /// Later crash points recorded in resume runs (not in JSON: a
+    /// partition records only those its share needs).
+    #[serde(skip)]
+    pub later_points: usize,
 }
 
 impl StatesRow {
     /// One line for the text report.
     pub fn line(&self, layout: &str) -> String {
+        let later = match self.later_points {
+            0 => String::new(),
+            n => format!(", {n} later crash points recorded in resume runs"),
+        };
         format!(
-            "{layout}: {} crash points recorded once, {} distinct states; {} subject runs for the cases",
+            "{layout}: {} crash points recorded once, {} distinct states{later}; {} subject runs for the cases",
             self.points, self.distinct, self.runs_made
         )
     }
@@ -234,6 +242,7 @@ impl Report {
                         .map(|(p, f)| format!("{p} same state as {f}"))
                         .collect(),
                     runs_made: s.runs_made,
+                    later_points: s.later_points,
                 }),
                 power_states: None,
             });
