@@ -167,3 +167,60 @@ pub(super) fn record_resume(
         points,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Hash;
+
+    fn rec(states: &[(u64, u8)]) -> Recording {
+        let points = states
+            .iter()
+            .map(|(n, s)| {
+                let p = CrashPoint::Syscall(*n);
+                let r = PointRecord {
+                    point: p,
+                    state: Hash([*s; 32]),
+                    calls: 0..0,
+                    changed: Vec::new(),
+                    outside: Vec::new(),
+                };
+                (p, r)
+            })
+            .collect();
+        Recording {
+            case_dir: "/r".into(),
+            points,
+        }
+    }
+
+    fn plan(points: &[u64]) -> CrashPlan {
+        CrashPlan {
+            points: points.iter().map(|n| CrashPoint::Syscall(*n)).collect(),
+        }
+    }
+
+    #[test]
+    fn second_points_are_wanted_from_the_first_crash_state_they_follow() {
+        // Points 11 and 12 have one state, 13 another.
+        let r = rec(&[(11, 1), (12, 1), (13, 2)]);
+        let plans = [plan(&[11, 4, 9]), plan(&[12, 2, 3]), plan(&[13, 5, 9])];
+        let w = Wanted::of(&plans, &r);
+        let p =
+            |v: &[u64]| -> Vec<CrashPoint> { v.iter().map(|n| CrashPoint::Syscall(*n)).collect() };
+        assert_eq!(w.from(2, &Hash([1; 32])), p(&[2, 4]));
+        assert_eq!(w.from(2, &Hash([2; 32])), p(&[5]));
+        assert_eq!(w.from(2, &Hash([3; 32])), p(&[]));
+        // Third crashes: every plan's, from any state.
+        assert_eq!(w.from(3, &Hash([7; 32])), p(&[3, 9]));
+        assert_eq!(w.from(4, &Hash([7; 32])), p(&[]));
+        assert_eq!(w.from(1, &Hash([1; 32])), p(&[]));
+    }
+
+    #[test]
+    fn plans_whose_first_point_was_not_recorded_want_nothing() {
+        let r = rec(&[(11, 1)]);
+        let w = Wanted::of(&[plan(&[20, 4])], &r);
+        assert!(w.from(2, &Hash([1; 32])).is_empty());
+    }
+}

@@ -13,9 +13,16 @@
 //! same state get its effect put in place ([`replay`]). Two crash points
 //! whose states are equal thus cost one resume.
 //!
+//! Later crashes (`--crashes 2` or more) land in resume runs: each resume
+//! run wanted with a crash from a known start state is recorded once, to
+//! its end, paused at every later point wanted from that state, and each
+//! case materialises its own later crash state ([`later`]).
+//!
 //! * [`syscall`]: recording `syscall` points through the tracer's pauses;
 //! * [`op`]: recording the simulated trainer's `op` points through its I/O
 //!   layer's pauses;
+//! * [`later`]: which later points are wanted from which start state, and
+//!   the recording of a resume run;
 //! * [`replay`]: the engine's runs: materialise, remember, replay;
 //! * [`power`]: under the power-loss fault model, the operation log of a
 //!   recorded point (its calls before the point), which the power-loss
