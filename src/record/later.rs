@@ -191,6 +191,7 @@ mod tests {
         Recording {
             case_dir: "/r".into(),
             points,
+            power: Vec::new(),
         }
     }
 
