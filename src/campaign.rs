@@ -205,6 +205,12 @@ impl Campaign {
     ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
         let begun = Instant::now();
+        if !self.target.subject.preload.is_empty() {
+            // Warm starts: the servers import while the cold runs run (one
+            // for the warm reference run, one per worker).
+            crate::runner::warm::prestart(&self.target.subject, &work.join("warm"), self.jobs + 1)
+                .map_err(CampaignError::Runner)?;
+        }
         for (k, &layout) in self.layouts.iter().enumerate() {
             if cancel.is_cancelled() {
                 break;

@@ -90,7 +90,7 @@ pub fn main(cli: Cli) -> Result<i32, CommandError> {
         Command::Zoo(a) => commands::zoo::zoo(a, &cancel),
     };
     if harness {
-        crate::warm::shutdown();
+        crate::runner::warm::shutdown();
         crate::sys::kill_descendants();
     }
     out

@@ -29,7 +29,7 @@
 //!   print); [`verdict`] the failure kinds, findings and expected verdicts.
 //! * [`census`] is the typed list of numbered operations where crashes can
 //!   land, from the sim's I/O layer or the tracer; [`inject`] turns a census into crash plans; [`runner`] runs one process
-//!   in its own process group with a watchdog ([`warm`]: or forks it from a
+//!   in its own process group with a watchdog ([`runner::warm`]: or forks it from a
 //!   Python that imported the subject's framework once); [`observe`] reads
 //!   what it left.
 //! * [`oracle`] runs references and cases ([`oracle::driver`]: spawn, crash,
@@ -143,6 +143,5 @@ pub mod sys;
 #[allow(unsafe_code)]
 pub mod trace;
 pub mod verdict;
-pub mod warm;
 pub mod workspace;
 pub mod zoo;

@@ -197,7 +197,7 @@ pub fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
 }
 
 /// Registers `leader`, a descendant of this process that another of its
-/// children forked (a warm-started run, see [`crate::warm`]), as a live
+/// children forked (a warm-started run of `--preload`), as a live
 /// run tagged like `cmd`'s: [`stop_all`] kills its group, other runs'
 /// sweeps leave it alone, and [`end_run`] ends it as usual.
 pub fn adopt(leader: u32, cmd: &Command) {

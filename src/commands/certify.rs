@@ -238,7 +238,7 @@ fn check(a: &CertifyArgs) -> Result<Option<CrashPlan>, CommandError> {
     crate::runner::check_program(&probe, &here)
         .map_err(|e| CommandError::Campaign(CampaignError::Runner(e)))?;
     if !a.preload.is_empty() {
-        crate::warm::check(&Subject::external(a.command.clone()), &a.preload)
+        crate::runner::warm::check(&Subject::external(a.command.clone()), &a.preload)
             .map_err(|e| CommandError::Flag(e.to_string()))?;
         if a.mode == Some(Mode::Time) {
             return Err(CommandError::Flag(

@@ -1,5 +1,5 @@
 //! Progress of a campaign on stderr, fed by the campaign's typed events
-//! ([`crate::campaign::Event`]): a bar on a terminal ([`bar`]), throttled
+//! ([`crate::events::Event`]): a bar on a terminal ([`bar`]), throttled
 //! plain lines in a CI log ([`plain`]), nothing with `--quiet`.
 
 pub mod bar;

@@ -10,7 +10,7 @@
 //!   or link target; the events written so far), its text form and its id;
 //! * [`capture`]: keeps the manifest of a live sandbox up to date from the
 //!   paths that changed since the last captured point;
-//! * [`materialise`]: rebuilds a state in a fresh directory.
+//! * [`materialise`](mod@materialise): rebuilds a state in a fresh directory.
 //!
 //! ```
 //! use crashpoint::store::Store;

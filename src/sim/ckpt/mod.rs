@@ -1,4 +1,4 @@
-//! Checkpoints: the file [`format`] and the directory format [`parts`], the
+//! Checkpoints: the file [`format`](mod@format) and the directory format [`parts`], the
 //! numbered I/O layer [`io`] every file operation goes through, the
 //! `ModelCheckpoint`-like [`policy`] and its bookkeeping [`topk`], and
 //! [`resume`]-path resolution.

@@ -14,7 +14,7 @@
 //! variables, and each run inherits their state (and the interpreter's
 //! hash seed). A subject whose result depends on that is caught: the
 //! second reference run is warm-started and must agree with the first,
-//! cold and traced one, bit for bit ([`crate::oracle::reference`]).
+//! cold and traced one, bit for bit (the oracle's reference runs).
 //! Traced runs (the census, the recording, killed runs) and time crash
 //! points are never warm-started; resume runs are then untraced.
 //!
@@ -29,7 +29,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::runner::{Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL};
@@ -57,9 +57,9 @@ pub enum WarmError {
 /// ```
 /// use crashpoint::runner::Subject;
 /// let s = Subject::external(vec!["python3".into(), "train.py".into()]);
-/// assert!(crashpoint::warm::check(&s, &["torch".into()]).is_ok());
+/// assert!(crashpoint::runner::warm::check(&s, &["torch".into()]).is_ok());
 /// let sh = Subject::external(vec!["./train.sh".into()]);
-/// assert!(crashpoint::warm::check(&sh, &["torch".into()]).is_err());
+/// assert!(crashpoint::runner::warm::check(&sh, &["torch".into()]).is_err());
 /// ```
 pub fn check(subject: &Subject, modules: &[String]) -> Result<(), WarmError> {
     for m in modules {
@@ -112,15 +112,41 @@ pub fn applies(subject: &Subject, req: &RunRequest<'_>) -> bool {
 /// One worker's server: the interpreter with the modules imported.
 struct Server {
     /// What it was started for: the program and its preload list.
-    key: (OsString, Vec<String>),
+    key: Key,
     child: Child,
     input: ChildStdin,
     output: BufReader<ChildStdout>,
+    /// Has it said "ready" (its imports done)?
+    ready: bool,
+    /// Started by [`prestart`]: it outlives the thread that takes it, and
+    /// goes back to the idle ones when that thread ends.
+    shared: bool,
+}
+
+/// A server's program and preload list.
+type Key = (OsString, Vec<String>);
+
+/// A thread's server; when the thread ends, a shared one is given back.
+struct Slot(Option<Server>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take().filter(|s| s.shared && s.ready) {
+            idle().push(s);
+        }
+    }
 }
 
 thread_local! {
-    /// Each worker thread's server (its runs are pinned with it).
-    static SERVER: RefCell<Option<Server>> = const { RefCell::new(None) };
+    /// The server this thread's runs go to, once it took one.
+    static SERVER: RefCell<Slot> = const { RefCell::new(Slot(None)) };
+}
+
+/// Servers started ahead ([`prestart`]) that no thread has taken yet.
+static IDLE: Mutex<Vec<Server>> = Mutex::new(Vec::new());
+
+fn idle() -> std::sync::MutexGuard<'static, Vec<Server>> {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for Server {
@@ -153,7 +179,8 @@ fn environment(cmd: &Command) -> BTreeMap<OsString, OsString> {
 
 impl Server {
     /// Starts the server for `subject` with the environment `run` (a run's
-    /// command) gives, minus the protocol variables.
+    /// command) gives, minus the protocol variables; it imports in the
+    /// background ([`Server::wait_ready`]).
     fn start(subject: &Subject, run: &Command) -> Result<Server, RunnerError> {
         let mut cmd = Command::new(&subject.program);
         // The script's directory, where the run finds its own modules.
@@ -193,14 +220,26 @@ impl Server {
         let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(failed("no pipes to the server"));
         };
-        let mut server = Server {
+        Ok(Server {
             key: (subject.program.clone(), subject.preload.clone()),
             child,
             input,
             output: BufReader::new(output),
-        };
-        match server.line().as_deref() {
-            Some("ready") => Ok(server),
+            ready: false,
+            shared: false,
+        })
+    }
+
+    /// Waits until its imports are done.
+    fn wait_ready(&mut self, subject: &Subject) -> Result<(), RunnerError> {
+        if self.ready {
+            return Ok(());
+        }
+        match self.line().as_deref() {
+            Some("ready") => {
+                self.ready = true;
+                Ok(())
+            }
             Some(l) if l.starts_with("error ") => Err(failed(format!(
                 "cannot import the --preload modules {}: {}",
                 subject.preload.join(","),
@@ -250,6 +289,8 @@ impl Server {
             "env": env,
             "stderr": stderr.to_string_lossy(),
             "timeout": req.timeout.as_secs_f64(),
+            // The calling worker's CPUs: the run is pinned as a cold one is.
+            "cpus": crate::sys::allowed_cpus(),
         });
         let start = Instant::now();
         writeln!(self.input, "{request}")
@@ -330,16 +371,28 @@ pub fn run(
     req: &RunRequest<'_>,
 ) -> Result<RunResult, RunnerError> {
     SERVER.with(|cell| {
-        let mut slot = cell.borrow_mut();
+        let slot = &mut cell.borrow_mut().0;
         let key = (subject.program.clone(), subject.preload.clone());
         if slot.as_ref().is_some_and(|s| s.key != key) {
             *slot = None;
         }
         let server = match slot.as_mut() {
             Some(s) => s,
-            None => slot.insert(Server::start(subject, cmd)?),
+            None => {
+                let taken = {
+                    let mut idle = idle();
+                    let at = idle.iter().position(|s| s.key == key);
+                    at.map(|i| idle.swap_remove(i))
+                };
+                match taken {
+                    Some(s) => slot.insert(s),
+                    None => slot.insert(Server::start(subject, cmd)?),
+                }
+            }
         };
-        let out = server.run(subject, cmd, req, &stderr_file(req));
+        let out = server
+            .wait_ready(subject)
+            .and_then(|_| server.run(subject, cmd, req, &stderr_file(req)));
         if out.is_err() {
             // A server that failed a run is not trusted with the next.
             *slot = None;
@@ -348,11 +401,39 @@ pub fn run(
     })
 }
 
-/// Stops the calling thread's server, if it has one (workers' servers stop
-/// when their threads end; the command line calls this for the main
-/// thread's, which made the warm reference runs).
+/// Starts `n` servers for `subject` now, so that their imports run while
+/// the cold runs (the traced reference and the recording) do; the threads
+/// that make warm runs later take them. `dir` holds the `HOME` and
+/// `TMPDIR` the imports see (inside the harness's workspace). Call it from
+/// a thread that lives as long as the servers should: each dies with the
+/// thread that started it.
+pub fn prestart(subject: &Subject, dir: &Path, n: usize) -> Result<(), RunnerError> {
+    let io = |e: std::io::Error| failed(format!("cannot make {}: {e}", dir.display()));
+    let mut env = Command::new("true");
+    for d in ["home", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(io)?;
+    }
+    env.env("HOME", dir.join("home"))
+        .env("TMPDIR", dir.join("tmp"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    for v in crate::protocol::ALL_VARS {
+        env.env_remove(v);
+    }
+    let key = (subject.program.clone(), subject.preload.clone());
+    let have = idle().iter().filter(|s| s.key == key).count();
+    for _ in have..n {
+        let mut s = Server::start(subject, &env)?;
+        s.shared = true;
+        idle().push(s);
+    }
+    Ok(())
+}
+
+/// Stops the calling thread's server and every idle one (workers' servers
+/// stop when their threads end; the command line calls this at its end).
 pub fn shutdown() {
-    let _ = SERVER.try_with(|cell| cell.borrow_mut().take());
+    let _ = SERVER.try_with(|cell| cell.borrow_mut().0.take());
+    idle().clear();
 }
 
 #[cfg(test)]

@@ -103,6 +103,8 @@ def become_run(req):
     os.close(err)
     os.close(null)
     sys.stdin = open(0, "r", closefd=False)
+    if req.get("cpus"):
+        os.sched_setaffinity(0, req["cpus"])
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
