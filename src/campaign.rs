@@ -228,7 +228,10 @@ impl Campaign {
                 position: k + 1,
                 layouts: self.layouts.len(),
             });
-            let reference = match oracle::reference(&self.target, layout, &scratch) {
+            let reference = oracle::reference(&self.target, layout, &scratch);
+            // The warm reference run's server goes to a worker.
+            crate::runner::warm::release();
+            let reference = match reference {
                 Err(_) if cancel.is_cancelled() => break,
                 r => r?,
             };

@@ -17,9 +17,9 @@ pub use check::check_program;
 use check::spawn_error;
 pub use plain::run_op_paused;
 use plain::run_plain;
+use std::time::Duration;
 pub use traced::run_paused;
 use traced::run_traced;
-use std::time::Duration;
 
 use crate::census::CensusEntry;
 use crate::inject::CrashPoint;

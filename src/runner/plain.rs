@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use super::{check_program, spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL};
+use super::{
+    check_program, spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL,
+};
 use crate::inject::CrashPoint;
 use crate::protocol;
 

@@ -127,4 +127,3 @@ pub(super) fn run_traced(
         power: out.power,
     })
 }
-

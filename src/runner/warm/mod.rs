@@ -429,6 +429,17 @@ pub fn prestart(subject: &Subject, dir: &Path, n: usize) -> Result<(), RunnerErr
     Ok(())
 }
 
+/// Gives the calling thread's server back to the idle ones (if [`prestart`]
+/// started it), for another thread to take: the reference runs' thread
+/// calls it before the workers start.
+pub fn release() {
+    let _ = SERVER.try_with(|cell| {
+        let server = cell.borrow_mut().0.take();
+        // Dropping the slot gives a shared, ready server back.
+        drop(Slot(server));
+    });
+}
+
 /// Stops the calling thread's server and every idle one (workers' servers
 /// stop when their threads end; the command line calls this at its end).
 pub fn shutdown() {
