@@ -147,7 +147,7 @@ impl FromStr for CrashPoint {
 }
 
 /// The crash points of one case, in the order the runs meet them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CrashPlan {
     /// One point per crash.
     pub points: Vec<CrashPoint>,
@@ -188,6 +188,38 @@ impl FromStr for CrashPlan {
         Ok(plan)
     }
 }
+
+/// Crash points and plans are written as `--crash` takes them (`syscall:17`,
+/// `op:3:mid,syscall:2`, `none`) in reports, and read back from them:
+///
+/// ```
+/// use crashpoint::inject::CrashPlan;
+/// let plan: CrashPlan = "op:3:mid,syscall:2".parse().unwrap();
+/// let text = serde_json::to_string(&plan).unwrap();
+/// assert_eq!(text, "\"op:3:mid,syscall:2\"");
+/// assert_eq!(serde_json::from_str::<CrashPlan>(&text).unwrap(), plan);
+/// assert_eq!(serde_json::to_string(&CrashPlan::default()).unwrap(), "\"none\"");
+/// assert!(serde_json::from_str::<CrashPlan>("\"syscall:0\"").is_err());
+/// ```
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_as_text!(CrashPoint);
+serde_as_text!(CrashPlan);
 
 impl CrashPlan {
     /// The probe this plan runs, if it is a probe rather than crashes.

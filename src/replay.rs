@@ -103,7 +103,7 @@ impl ReplayCommand {
     }
 
     /// The command that replays `plan` (`none` for no crash) in `layout`.
-    pub fn command(&self, layout: &str, plan: &str) -> String {
+    pub fn command(&self, layout: &str, plan: &(impl std::fmt::Display + ?Sized)) -> String {
         let mut words = self.head.clone();
         words.extend([
             self.layout_flag.clone(),

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crashpoint::fault::Fault;
-use crashpoint::inject::Coverage;
+use crashpoint::inject::{Coverage, CrashPlan, CrashPoint};
 use crashpoint::layout::Layout;
 use crashpoint::report::{
     html, CaseRecord, CaseVerdict, FindingRecord, LayoutRow, PointRecord, ReplayCommand, Report,
@@ -18,7 +18,7 @@ use common::{run, text};
 
 fn point(n: u64, call: &str, path: &str, phase: &str) -> PointRecord {
     PointRecord {
-        point: format!("syscall:{n}"),
+        point: CrashPoint::Syscall(n),
         call: call.into(),
         path: path.into(),
         phase: phase.into(),
@@ -30,7 +30,9 @@ fn case(index: usize, p: &PointRecord, kinds: &[FailureKind], same: Option<&str>
     CaseRecord {
         layout: Layout::Relative,
         index,
-        point: p.point.clone(),
+        point: CrashPlan {
+            points: vec![p.point],
+        },
         name: format!("{} {} {}", p.point, p.call, p.path),
         site: p.site.clone(),
         verdict: if kinds.is_empty() {
@@ -49,7 +51,7 @@ fn case(index: usize, p: &PointRecord, kinds: &[FailureKind], same: Option<&str>
         warnings: Vec::new(),
         harness_error: None,
         power_states: 0,
-        same_state_as: same.map(String::from),
+        same_state_as: same.map(|s| s.parse().expect("a crash point")),
         duration_ms: None,
     }
 }
@@ -92,7 +94,7 @@ fn sample() -> Report {
     ];
     let pl = FailureKind::ProgressLost;
     let mut probe = case(6, &points[0], &[], None);
-    probe.point = "probe:missing".into();
+    probe.point = "probe:missing".parse().expect("a plan");
     probe.name = "probe:missing (resume from a missing file)".into();
     probe.site = "probe".into();
     let cases = vec![

@@ -2,7 +2,7 @@
 //! and the streamed JSON Lines hold), and every crash point a layout's census
 //! offers (what the HTML page draws, run or not).
 
-use crate::inject::{self, CensusEntry, Mode};
+use crate::inject::{self, CensusEntry, CrashPlan, CrashPoint, Mode};
 use crate::layout::Layout;
 use crate::oracle::CaseOutcome;
 use crate::verdict::FailureKind;
@@ -37,8 +37,8 @@ pub struct CaseRecord {
     pub layout: Layout,
     /// Its place in the layout's plan list (0-based; partitions split by it).
     pub index: usize,
-    /// The crash plan, as `--crash` takes it.
-    pub point: String,
+    /// The crash plan (written as `--crash` takes it).
+    pub point: CrashPlan,
     /// The plan named: call, path, phase of its first point.
     pub name: String,
     /// The site of its first point (call and path, numbers as `#`).
@@ -64,7 +64,7 @@ pub struct CaseRecord {
     /// The crash point whose recorded crash state this case shared (when
     /// crash states are recorded once and resumed for every equal state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub same_state_as: Option<String>,
+    pub same_state_as: Option<CrashPoint>,
     /// Wall time in milliseconds: only in the streamed JSON Lines, so that
     /// the final JSON stays the same for the same seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +83,7 @@ impl CaseRecord {
         CaseRecord {
             layout: outcome.layout,
             index,
-            point: outcome.plan.to_string(),
+            point: outcome.plan.clone(),
             name: name::plan(&outcome.plan, census),
             site: name::plan_site(&outcome.plan, census),
             verdict: match (&outcome.harness_error, outcome.findings.is_empty()) {
@@ -113,9 +113,10 @@ impl CaseRecord {
         self.verdict == CaseVerdict::Passed
     }
 
-    /// The first crash point of its plan (`syscall:45` of `syscall:45,syscall:3`).
-    pub fn first_point(&self) -> &str {
-        self.point.split(',').next().unwrap_or(&self.point)
+    /// The first crash point of its plan (`syscall:45` of `syscall:45,syscall:3`;
+    /// none for a plan without crashes).
+    pub fn first_point(&self) -> Option<CrashPoint> {
+        self.point.points.first().copied()
     }
 }
 
@@ -166,8 +167,8 @@ impl PowerStatesRow {
 /// A crash point the census offers, run or not.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PointRecord {
-    /// The point, as `--crash` takes it.
-    pub point: String,
+    /// The point (written as `--crash` takes it).
+    pub point: CrashPoint,
     /// The call (`symlink`, `write`, ...).
     pub call: String,
     /// Its path(s), relative to the sandbox.
@@ -186,7 +187,7 @@ pub fn points(mode: Mode, census: &[CensusEntry]) -> Vec<PointRecord> {
         .filter_map(|p| {
             let e = name::entry(p, census)?;
             Some(PointRecord {
-                point: p.to_string(),
+                point: *p,
                 call: e.call.name().into(),
                 path: e.path(),
                 phase: phase_text(e),

@@ -118,10 +118,10 @@ pub fn verdict(r: &Report) -> String {
         );
     }
     if !r.failures.is_empty() {
-        let cases: std::collections::BTreeSet<(&str, &str)> = r
+        let cases: std::collections::BTreeSet<(&str, &crate::inject::CrashPlan)> = r
             .failures
             .iter()
-            .map(|f| (f.layout.name(), f.crash.as_str()))
+            .map(|f| (f.layout.name(), &f.crash))
             .collect();
         let n = cases.len();
         return format!(

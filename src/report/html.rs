@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use super::{CaseRecord, LayoutRow, PointRecord, Report};
+use crate::inject::CrashPoint;
 use crate::verdict::FailureKind;
 
 const CSS: &str = include_str!("html/page.css");
@@ -266,9 +267,8 @@ fn cell(
     let detail: Vec<&str> = case
         .map(|c| c.findings.iter().map(|f| f.detail.as_str()).collect())
         .unwrap_or_default();
-    let replay = r
-        .replay
-        .command(layout, case.map_or(point, |c| c.point.as_str()));
+    let plan = case.map_or_else(|| point.to_string(), |c| c.point.to_string());
+    let replay = r.replay.command(layout, &plan);
     let label = format!("{name}: {outcome}");
     let _ = writeln!(
         h,
@@ -299,8 +299,11 @@ fn point_name(p: &PointRecord) -> String {
 }
 
 fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecord]) {
-    let by_point: HashMap<&str, &CaseRecord> =
-        cases.iter().rev().map(|c| (c.first_point(), *c)).collect();
+    let by_point: HashMap<CrashPoint, &CaseRecord> = cases
+        .iter()
+        .rev()
+        .filter_map(|c| Some((c.first_point()?, *c)))
+        .collect();
     let failing = cases.iter().filter(|c| !c.passed()).count();
     let _ = write!(
         h,
@@ -336,18 +339,18 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
             esc(&label)
         );
         for p in &l.census_points[i..j] {
-            let case = by_point.get(p.point.as_str()).copied();
+            let case = by_point.get(&p.point).copied();
             let name = case.map_or_else(|| point_name(p), |c| c.name.clone());
-            cell(h, r, l.layout.name(), &p.point, &name, case);
+            cell(h, r, l.layout.name(), &p.point.to_string(), &name, case);
         }
         h.push_str("</div></div>\n");
         i = j;
     }
-    let known: std::collections::HashSet<&str> =
-        l.census_points.iter().map(|p| p.point.as_str()).collect();
+    let known: std::collections::HashSet<CrashPoint> =
+        l.census_points.iter().map(|p| p.point).collect();
     let others: Vec<&&CaseRecord> = cases
         .iter()
-        .filter(|c| !known.contains(c.first_point()))
+        .filter(|c| !c.first_point().is_some_and(|f| known.contains(&f)))
         .collect();
     if !others.is_empty() {
         let label = if others.iter().all(|c| c.site == "probe") {
@@ -360,7 +363,14 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
             "<div class=\"group\"><div class=\"glabel\">{label}</div><div class=\"cells\">"
         );
         for c in others {
-            cell(h, r, l.layout.name(), &c.point, &c.name, Some(c));
+            cell(
+                h,
+                r,
+                l.layout.name(),
+                &c.point.to_string(),
+                &c.name,
+                Some(c),
+            );
         }
         h.push_str("</div></div>\n");
     }

@@ -10,7 +10,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
     for r in reports {
         let mut suite = TestSuite::new(r.name.as_str());
         suite.add_property(quick_junit::Property::new("fault", r.fault.name()));
-        for f in r.failures.iter().filter(|f| f.crash == "none") {
+        for f in r.failures.iter().filter(|f| f.crash.points.is_empty()) {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(f.kind.name());
             status.set_type(f.kind.name());

@@ -145,7 +145,7 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
                 return Err(MergeError::Duplicate {
                     report: name.clone(),
                     layout: c.layout.name().into(),
-                    point: c.point.clone(),
+                    point: c.point.to_string(),
                 });
             }
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::campaign::LayoutResult;
 use crate::fault::Fault;
-use crate::inject::{Coverage, Mode};
+use crate::inject::{Coverage, CrashPlan, CrashPoint, Mode};
 use crate::layout::Layout;
 use crate::partition::Partition;
 use crate::verdict::{Expect, FailureKind, KindCounts};
@@ -42,7 +42,7 @@ pub struct HarnessError {
     /// The layout.
     pub layout: Layout,
     /// The case's crash plan.
-    pub crash: String,
+    pub crash: CrashPlan,
     /// What went missing.
     pub detail: String,
     /// The command that runs exactly this case again.
@@ -57,7 +57,7 @@ pub struct Failure {
     /// The kind, as PROTOCOL.md names it.
     pub kind: FailureKind,
     /// Where the case was killed (its crash plan; `none` for the reference).
-    pub crash: String,
+    pub crash: CrashPlan,
     /// The crash point named: its call, path and phase.
     pub name: String,
     /// What exactly was seen.
@@ -246,15 +246,15 @@ impl Report {
                 }),
                 power_states: None,
             });
-            let same: BTreeMap<String, String> = r
+            let same: BTreeMap<CrashPoint, CrashPoint> = r
                 .recorded
                 .iter()
                 .flat_map(|s| &s.same_as)
-                .map(|(p, f)| (p.to_string(), f.to_string()))
+                .map(|(p, f)| (*p, *f))
                 .collect();
             for (&i, o) in r.indexes.iter().zip(&r.outcomes) {
                 let mut c = CaseRecord::of(i, o, census);
-                c.same_state_as = same.get(c.first_point()).cloned();
+                c.same_state_as = c.first_point().and_then(|p| same.get(&p).copied());
                 cases.push(c);
             }
         }
@@ -292,7 +292,7 @@ impl Report {
                 failures.push(Failure {
                     layout: l.layout,
                     kind: f.kind,
-                    crash: "none".into(),
+                    crash: CrashPlan::default(),
                     name: "none (the uninterrupted run)".into(),
                     detail: f.detail.clone(),
                     replay: replay.command(l.layout.name(), "none"),
