@@ -22,14 +22,14 @@ fn exe() -> PathBuf {
     p.join("crashpoint")
 }
 
-/// Seven layouts of a 40-step run saving every step and keeping the best
-/// three: well over 1,500 op points each, so `points` per layout reaches
-/// 10,000 cases in all.
+/// Seven layouts of a 100-step run saving every step and keeping the best
+/// three: over 1,500 op points each, so `points` per layout reaches 10,000
+/// cases in all.
 fn scenario(dir: &Path, per_layout: usize) -> PathBuf {
     let path = dir.join(format!("memory-{per_layout}.toml"));
     let text = format!(
         "description = \"memory: {per_layout} crash points per layout\"\n\
-         max_steps = 40\n\n[trainer]\nevery_n_steps = 1\nsave_top_k = 3\nmonitor = \"min\"\n\n[crash]\npoints = {per_layout}\n"
+         max_steps = 100\n\n[trainer]\nevery_n_steps = 1\nsave_top_k = 3\nmonitor = \"min\"\n\n[crash]\npoints = {per_layout}\n"
     );
     std::fs::write(&path, text).expect("write scenario");
     path
@@ -92,6 +92,10 @@ fn main() {
         eprintln!(
             "memory/{total}: {cases} cases, peak RSS {:.1} MiB, {secs:.0} s",
             kib as f64 / 1024.0
+        );
+        assert!(
+            cases as usize >= total,
+            "memory/{total}: only {cases} cases: the scenario offers too few points"
         );
         rows.push((total, cases, kib));
     }

@@ -365,19 +365,7 @@ fn start_slow(site: &Site, cases: &str, mode: &str) -> Child {
 fn sigint_in_the_middle_of_a_run_stops_cleanly_with_a_partial_table() {
     let site = Site::new("sigint");
     let child = start_slow(&site, "12", if tracing() { "syscall" } else { "time" });
-    // Ready when the reference is done and a case has finished: its
-    // successors' sandboxes exist (two workers: case-000000 and case-000001 first).
-    wait_until(Duration::from_secs(60), "a third case to start", || {
-        sandboxes(&site, "relative")
-            .iter()
-            .any(|n| n == "case-000002" || n == "case-000003")
-    });
-    // And a case's subject is running right now, with its worker and daemon.
-    wait_until(
-        Duration::from_secs(30),
-        "the subject's worker and daemon",
-        || site.sleepers_running(),
-    );
+    cases_under_way(&site);
     let t = interrupt(&site, child, Signal::SIGINT, 130);
     assert!(
         t.contains("layout    fault  census  points  sites  cases"),
@@ -423,8 +411,19 @@ fn sigint_during_warm_started_runs_leaves_nothing_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    cases_under_way(&site);
+    let t = interrupt(&site, child, Signal::SIGINT, 130);
+    assert!(t.contains("interrupted by SIGINT"), "{t}");
+    site.assert_victim_intact("after SIGINT");
+}
+
+/// Waits until the reference is done and a case has finished (its
+/// successors' sandboxes exist: two workers take case-000000 and
+/// case-000001 first), and a case's subject is running right now, with its
+/// worker and daemon.
+fn cases_under_way(site: &Site) {
     wait_until(Duration::from_secs(60), "a third case to start", || {
-        sandboxes(&site, "relative")
+        sandboxes(site, "relative")
             .iter()
             .any(|n| n == "case-000002" || n == "case-000003")
     });
@@ -433,9 +432,6 @@ fn sigint_during_warm_started_runs_leaves_nothing_behind() {
         "the subject's worker and daemon",
         || site.sleepers_running(),
     );
-    let t = interrupt(&site, child, Signal::SIGINT, 130);
-    assert!(t.contains("interrupted by SIGINT"), "{t}");
-    site.assert_victim_intact("after SIGINT");
 }
 
 /// Sends `sig` to a running crashpoint, waits for it, and checks its exit

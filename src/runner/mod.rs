@@ -111,6 +111,23 @@ pub struct RunResult {
     pub power: Vec<crate::trace::TracedOp>,
 }
 
+impl RunResult {
+    /// What an untraced run shows: how it ended, its stderr's tail, its
+    /// wall time (no census, nothing seen of its calls).
+    pub fn untraced(exit: Exit, stderr_tail: String, duration: Duration) -> RunResult {
+        RunResult {
+            exit,
+            stderr_tail,
+            duration,
+            census: Vec::new(),
+            outside: Vec::new(),
+            traced: false,
+            removed: Vec::new(),
+            power: Vec::new(),
+        }
+    }
+}
+
 /// Why a run could not be carried out at all (not: why the subject failed).
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {

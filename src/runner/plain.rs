@@ -175,14 +175,5 @@ pub(super) fn run_plain(
         },
         (None, Err(e)) => return Err(spawn_error(subject, e)),
     };
-    Ok(RunResult {
-        exit,
-        stderr_tail,
-        duration,
-        census: Vec::new(),
-        outside: Vec::new(),
-        traced: false,
-        removed: Vec::new(),
-        power: Vec::new(),
-    })
+    Ok(RunResult::untraced(exit, stderr_tail, duration))
 }

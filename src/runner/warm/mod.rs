@@ -331,16 +331,7 @@ impl Server {
             }
             return Err(failed("the server died during a run"));
         };
-        Ok(RunResult {
-            exit,
-            stderr_tail,
-            duration,
-            census: Vec::new(),
-            outside: Vec::new(),
-            traced: false,
-            removed: Vec::new(),
-            power: Vec::new(),
-        })
+        Ok(RunResult::untraced(exit, stderr_tail, duration))
     }
 }
 
