@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo bench`; the ratio case/floor is the figure to watch.
 
+mod common;
+use common::exe;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -19,16 +22,6 @@ use crashpoint::sim::ckpt::format::{decode, encode, Checkpoint};
 use crashpoint::sim::ckpt::policy::TopK;
 use crashpoint::sim::{Dataset, SimConfig, SimState};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-
-fn exe() -> PathBuf {
-    // Benches run from target/release/deps; the binary sits one level up.
-    let mut p = std::env::current_exe().expect("bench executable");
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("crashpoint")
-}
 
 fn cases(c: &mut Criterion) {
     let exe = exe();

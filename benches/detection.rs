@@ -17,8 +17,11 @@
 //! `cargo bench --bench detection` (add `-- --quick` for fewer time-mode
 //! seeds); it prints one table.
 
+mod common;
+use common::exe;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crashpoint::inject::{self, CrashPlan, CrashPoint, Mode, PlanSpec, Selection};
 use crashpoint::layout::Layout;
@@ -28,15 +31,6 @@ use crashpoint::scenario::Scenario;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn exe() -> PathBuf {
-    let mut p = std::env::current_exe().expect("bench executable");
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("crashpoint")
-}
 
 struct Row {
     subject: String,

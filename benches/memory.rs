@@ -9,18 +9,12 @@
 //! Run with `cargo bench --bench memory` (several minutes: the 10,000-case
 //! campaign is real); `-- --quick` stops at 1,000 cases.
 
+mod common;
+use common::exe;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn exe() -> PathBuf {
-    let mut p = std::env::current_exe().expect("bench executable");
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("crashpoint")
-}
 
 /// Seven layouts of a 100-step run saving every step and keeping the best
 /// three: over 1,500 op points each, so `points` per layout reaches 10,000

@@ -12,7 +12,10 @@
 //!
 //! Run with `cargo bench --bench record`.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::exe;
+
+use std::path::Path;
 use std::time::Duration;
 
 use crashpoint::campaign::Campaign;
@@ -23,15 +26,6 @@ use crashpoint::oracle::{ResumeMode, Target, Tracing};
 use crashpoint::record::Engine;
 use crashpoint::runner::{self, Exit, RunRequest, Subject};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-
-fn exe() -> PathBuf {
-    let mut p = std::env::current_exe().expect("bench executable");
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("crashpoint")
-}
 
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");

@@ -111,6 +111,23 @@ pub struct RunResult {
     pub power: Vec<crate::trace::TracedOp>,
 }
 
+/// The request of a paused run (a recording: it runs to its end, so its
+/// crash point is dropped), once the harness is not stopping and the
+/// program can start.
+fn paused_request<'a>(
+    subject: &Subject,
+    req: &RunRequest<'a>,
+) -> Result<RunRequest<'a>, RunnerError> {
+    if crate::sys::stopping() {
+        return Err(RunnerError::Interrupted);
+    }
+    check_program(subject, &req.place.cwd)?;
+    Ok(RunRequest {
+        crash: None,
+        ..req.clone()
+    })
+}
+
 impl RunResult {
     /// What an untraced run shows: how it ended, its stderr's tail, its
     /// wall time (no census, nothing seen of its calls).

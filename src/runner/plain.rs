@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use super::{
-    check_program, spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL,
-};
+use super::{spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL};
 use crate::inject::CrashPoint;
 use crate::protocol;
 
@@ -84,14 +82,7 @@ pub fn run_op_paused(
     req: &RunRequest<'_>,
     on_pause: &mut dyn FnMut(&str),
 ) -> Result<RunResult, RunnerError> {
-    if crate::sys::stopping() {
-        return Err(RunnerError::Interrupted);
-    }
-    check_program(subject, &req.place.cwd)?;
-    let req = RunRequest {
-        crash: None,
-        ..req.clone()
-    };
+    let req = super::paused_request(subject, req)?;
     let mut cmd = subject.command(&req);
     cmd.env(protocol::OP_PAUSE, "1")
         .stdin(Stdio::piped())

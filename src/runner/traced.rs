@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::plain::Tail;
-use super::{check_program, spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject};
+use super::{spawn_error, Exit, RunRequest, RunResult, RunnerError, Subject};
 use crate::census::{Call, CensusEntry, Phase};
 use crate::inject::CrashPoint;
 
@@ -19,14 +19,7 @@ pub fn run_paused(
     at: Vec<u64>,
     sink: &mut crate::trace::PauseSink<'_>,
 ) -> Result<RunResult, RunnerError> {
-    if crate::sys::stopping() {
-        return Err(RunnerError::Interrupted);
-    }
-    check_program(subject, &req.place.cwd)?;
-    let req = RunRequest {
-        crash: None,
-        ..req.clone()
-    };
+    let req = super::paused_request(subject, req)?;
     let cmd = subject.command(&req);
     let result = run_traced(cmd, subject, &req, Some((at, sink)));
     if crate::sys::stopping() {
