@@ -12,7 +12,7 @@ use crashpoint::report::Report;
 use crashpoint::scenario::Scenario;
 
 mod common;
-use common::root;
+use common::{root, run_campaign};
 
 /// The report as JSON, without what only one engine says (its states).
 fn json(report: &Report) -> serde_json::Value {
@@ -56,14 +56,7 @@ fn campaign(
     if let Some(n) = crashes {
         c.crashes = n;
     }
-    let work = tempfile::tempdir().expect("tempdir");
-    let results = c
-        .run(
-            work.path(),
-            &crashpoint::events::Silent,
-            &crashpoint::pool::Cancel::new(),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    let results = run_campaign(&c).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let report = Report::build(
         &s.name,
         crashpoint::fault::Fault::Kill,
@@ -278,14 +271,7 @@ fn both_engines_give_identical_reports_under_power_loss_on_a_zoo_scenario_traced
         c.target.mode = crashpoint::inject::Mode::Syscall;
         c.engine = engine;
         c.selection = Selection::Sample(8);
-        let work = tempfile::tempdir().expect("tempdir");
-        let results = c
-            .run(
-                work.path(),
-                &crashpoint::events::Silent,
-                &crashpoint::pool::Cancel::new(),
-            )
-            .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        let results = run_campaign(&c).unwrap_or_else(|e| panic!("{engine:?}: {e}"));
         assert_eq!(
             results.iter().all(|r| r.recorded.is_some()),
             engine == Engine::Record,

@@ -6,6 +6,8 @@
 //! `latest` file), the whole final tree too: directories and their files
 //! with sizes, links and what they resolve to, what `latest` names.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,14 +146,7 @@ fn check_scenario(name: &str) {
     let file = scenario_dir().join(format!("{name}.toml"));
     let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
     for (i, fault) in s.faults.iter().enumerate() {
-        let work = tempfile::tempdir().expect("tempdir");
-        let results = s
-            .campaign_for(*fault, exe, 2, None)
-            .run(
-                work.path(),
-                &crashpoint::events::Silent,
-                &crashpoint::pool::Cancel::new(),
-            )
+        let results = common::run_campaign(&s.campaign_for(*fault, exe, 2, None))
             .unwrap_or_else(|e| panic!("{} ({fault}): {e}", s.name));
         let report = Report::build(
             &s.name,

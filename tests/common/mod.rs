@@ -71,3 +71,16 @@ pub fn certify(args: &[&str]) -> (Output, serde_json::Value) {
     let (o, v, _) = certify_raw(args);
     (o, v)
 }
+
+/// Runs `campaign` to its end in a fresh temporary directory, reporting
+/// nothing, never cancelled.
+pub fn run_campaign(
+    campaign: &crashpoint::campaign::Campaign,
+) -> Result<Vec<crashpoint::campaign::LayoutResult>, crashpoint::campaign::CampaignError> {
+    let work = tempfile::tempdir().expect("tempdir");
+    campaign.run(
+        work.path(),
+        &crashpoint::events::Silent,
+        &crashpoint::pool::Cancel::new(),
+    )
+}
