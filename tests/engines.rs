@@ -125,6 +125,22 @@ fn both_engines_agree_with_later_crashes_and_record_makes_fewer_runs() {
             // The layout's recording run, and the runs the cases made.
             made += 1 + rec.runs_made;
             later += rec.later_points;
+            // Each recorded later point is wanted by some plan from the
+            // state its run started in: at most one point per distinct
+            // prefix of the plans' points (a resume run that paused at
+            // every plan's point would capture many more).
+            let plans: Vec<_> = r.outcomes.iter().map(|o| &o.plan.points).collect();
+            let prefixes: std::collections::BTreeSet<_> = plans
+                .iter()
+                .flat_map(|p| (2..=p.len()).map(|k| &p[..k]))
+                .collect();
+            assert!(
+                rec.later_points <= prefixes.len(),
+                "{name} --crashes {crashes} {}: {} later points recorded, {} wanted",
+                r.layout.name(),
+                rec.later_points,
+                prefixes.len()
+            );
         }
         killed += case_runs(&kill_results);
         unreached += results

@@ -8,12 +8,15 @@
 //! first) ends the case's run as the recorded run ended, as a killed run
 //! whose point never comes does.
 //!
-//! The points wanted from a start state: for the second crash, exactly the
-//! second points of the plans whose first crash has that state (known from
-//! the first recording); for the third and later crashes, which start
-//! state a plan reaches is only known once the runs before it were made,
-//! so every plan's point of that crash is wanted from every start state
-//! (one pause more each: a capture, not a run).
+//! The points wanted from a start state are exactly the next points of the
+//! plans that reach that state. For the second crash: the second points of
+//! the plans whose first crash has that state (known from the first
+//! recording). For the third and later crashes: the plans that share the
+//! case's history, every earlier crash state equal to the case's (each
+//! known from the recorded resume run the case itself went through, which
+//! holds every plan of that history). A resume run is thus recorded once
+//! per history of crash states (its [`Lineage`]), paused only where a plan
+//! of that history crashes next.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -52,43 +55,105 @@ pub(super) struct Resumed {
 /// Which later points are wanted from which start state.
 #[derive(Debug, Default)]
 pub(super) struct Wanted {
+    /// Every plan of the layout.
+    plans: Vec<CrashPlan>,
+    /// The plans (by index) with a later crash, by their first crash state.
+    family: HashMap<StateId, Vec<usize>>,
     /// Second crash points by the first crash's state.
     second: HashMap<StateId, BTreeSet<CrashPoint>>,
-    /// For crash `k` (index `k - 3`, `k >= 3`): every plan's `k`-th point.
-    deeper: Vec<BTreeSet<CrashPoint>>,
 }
+
+/// One later crash a case went through from a recorded resume run: that
+/// run, and the point the case crashed at in it.
+pub(super) type Step<'a> = (&'a Resumed, CrashPoint);
+
+/// The crash states a case went through, first crash first: the start
+/// states of its resume runs. A resume run is recorded once per lineage.
+pub(super) type Lineage = Vec<StateId>;
 
 impl Wanted {
     /// The later points of `plans`, placed by `recording` (their first
     /// crash states).
     pub(super) fn of(plans: &[CrashPlan], recording: &Recording) -> Wanted {
-        let mut w = Wanted::default();
-        for plan in plans {
+        let mut w = Wanted {
+            plans: plans.to_vec(),
+            ..Wanted::default()
+        };
+        for (i, plan) in plans.iter().enumerate() {
             let Some(first) = plan.points.first().and_then(|p| recording.points.get(p)) else {
                 continue;
             };
             if let Some(second) = plan.points.get(1) {
                 w.second.entry(first.state).or_default().insert(*second);
-            }
-            for (k, p) in plan.points.iter().enumerate().skip(2) {
-                if w.deeper.len() <= k - 2 {
-                    w.deeper.resize_with(k - 1, BTreeSet::new);
-                }
-                w.deeper[k - 2].insert(*p);
+                w.family.entry(first.state).or_default().push(i);
             }
         }
         w
     }
 
-    /// The points wanted from run `run` (2 or later) starting from `start`.
-    pub(super) fn from(&self, run: usize, start: &StateId) -> Vec<CrashPoint> {
-        let set = match run {
-            0..=1 => None,
-            2 => self.second.get(start),
-            k => self.deeper.get(k - 3),
-        };
-        set.map(|s| s.iter().copied().collect()).unwrap_or_default()
+    /// The points wanted from run `run` (2 or later) of a case whose first
+    /// crash state was `first` and whose later crashes so far were `steps`
+    /// (one per run between the first and this one; otherwise nothing is
+    /// wanted: the case's history is not known).
+    pub(super) fn from(&self, run: usize, first: &StateId, steps: &[Step<'_>]) -> Vec<CrashPoint> {
+        if run < 2 || steps.len() != run - 2 {
+            return Vec::new();
+        }
+        if run == 2 {
+            return self
+                .second
+                .get(first)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+        }
+        let state = |r: &Resumed, p: &CrashPoint| r.points.get(p).map(|x| x.state);
+        let mine: Vec<Option<StateId>> = steps.iter().map(|(r, p)| state(r, p)).collect();
+        let mut out: Vec<CrashPoint> = self
+            .family
+            .get(first)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.plans.get(i))
+            .filter(|plan| {
+                steps.iter().zip(&mine).enumerate().all(|(j, ((r, _), s))| {
+                    s.is_some() && plan.points.get(j + 1).and_then(|p| state(r, p)) == *s
+                })
+            })
+            .filter_map(|plan| plan.points.get(run - 1).copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
+}
+
+/// The earliest point of `resumed` whose state equals `point`'s (`None`:
+/// `point` has no earlier twin there, or was not captured).
+pub(super) fn same_in(resumed: &Resumed, point: CrashPoint) -> Option<CrashPoint> {
+    let state = resumed.points.get(&point)?.state;
+    resumed
+        .points
+        .iter()
+        .find(|(_, r)| r.state == state)
+        .map(|(p, _)| *p)
+        .filter(|p| *p != point)
+}
+
+/// One later crash of a case whose state was materialised from a recorded
+/// resume run (what the report says of it; see
+/// [`crate::report::LaterStateRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterState {
+    /// Which crash of the plan (2 or later).
+    pub crash: usize,
+    /// Its point, in the resume run's own numbering.
+    pub point: CrashPoint,
+    /// The start state of that resume run, named by the case's earlier
+    /// crash points, each replaced by the earliest point of its own run
+    /// with the same state.
+    pub from: Vec<CrashPoint>,
+    /// The earliest point of the same resume run with the same state.
+    pub same_as: Option<CrashPoint>,
 }
 
 /// Can `point` be recorded for `target`?
@@ -171,27 +236,39 @@ pub(super) fn record_resume(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::Exit;
     use crate::store::Hash;
 
+    fn record(n: u64, s: u8) -> (CrashPoint, PointRecord) {
+        let p = CrashPoint::Syscall(n);
+        let r = PointRecord {
+            point: p,
+            state: Hash([s; 32]),
+            calls: 0..0,
+            changed: Vec::new(),
+            outside: Vec::new(),
+        };
+        (p, r)
+    }
+
     fn rec(states: &[(u64, u8)]) -> Recording {
-        let points = states
-            .iter()
-            .map(|(n, s)| {
-                let p = CrashPoint::Syscall(*n);
-                let r = PointRecord {
-                    point: p,
-                    state: Hash([*s; 32]),
-                    calls: 0..0,
-                    changed: Vec::new(),
-                    outside: Vec::new(),
-                };
-                (p, r)
-            })
-            .collect();
         Recording {
             case_dir: "/r".into(),
-            points,
+            points: states.iter().map(|(n, s)| record(*n, *s)).collect(),
             power: Vec::new(),
+        }
+    }
+
+    /// A recorded resume run that captured `states`.
+    fn resumed(states: &[(u64, u8)]) -> Resumed {
+        Resumed {
+            end: Memo {
+                result: RunResult::untraced(Exit::Code(0), String::new(), Default::default()),
+                after: Hash([0; 32]),
+                state_file: None,
+                case_dir: "/c".into(),
+            },
+            points: states.iter().map(|(n, s)| record(*n, *s)).collect(),
         }
     }
 
@@ -201,27 +278,76 @@ mod tests {
         }
     }
 
+    fn p(v: &[u64]) -> Vec<CrashPoint> {
+        v.iter().map(|n| CrashPoint::Syscall(*n)).collect()
+    }
+
     #[test]
     fn second_points_are_wanted_from_the_first_crash_state_they_follow() {
         // Points 11 and 12 have one state, 13 another.
         let r = rec(&[(11, 1), (12, 1), (13, 2)]);
         let plans = [plan(&[11, 4, 9]), plan(&[12, 2, 3]), plan(&[13, 5, 9])];
         let w = Wanted::of(&plans, &r);
-        let p =
-            |v: &[u64]| -> Vec<CrashPoint> { v.iter().map(|n| CrashPoint::Syscall(*n)).collect() };
-        assert_eq!(w.from(2, &Hash([1; 32])), p(&[2, 4]));
-        assert_eq!(w.from(2, &Hash([2; 32])), p(&[5]));
-        assert_eq!(w.from(2, &Hash([3; 32])), p(&[]));
-        // Third crashes: every plan's, from any state.
-        assert_eq!(w.from(3, &Hash([7; 32])), p(&[3, 9]));
-        assert_eq!(w.from(4, &Hash([7; 32])), p(&[]));
-        assert_eq!(w.from(1, &Hash([1; 32])), p(&[]));
+        assert_eq!(w.from(2, &Hash([1; 32]), &[]), p(&[2, 4]));
+        assert_eq!(w.from(2, &Hash([2; 32]), &[]), p(&[5]));
+        assert_eq!(w.from(2, &Hash([3; 32]), &[]), p(&[]));
+        assert_eq!(w.from(1, &Hash([1; 32]), &[]), p(&[]));
+    }
+
+    #[test]
+    fn third_points_are_wanted_only_by_the_plans_that_reach_that_state() {
+        // First crashes 11 and 12 share a state; in the resume run from
+        // it, second points 2 and 4 share a state, 6 has another.
+        let r = rec(&[(11, 1), (12, 1), (13, 2)]);
+        let plans = [
+            plan(&[11, 4, 9]),
+            plan(&[12, 2, 3]),
+            plan(&[11, 6, 7]),
+            plan(&[13, 4, 8]),
+            plan(&[12, 2]),
+        ];
+        let w = Wanted::of(&plans, &r);
+        let second = resumed(&[(2, 5), (4, 5), (6, 6)]);
+        let s1 = Hash([1; 32]);
+        // From the state at 4 (= at 2): the third points of the plans that
+        // crashed at 2 or 4 there, not 7 (another state) nor 8 (another
+        // first crash state).
+        assert_eq!(
+            w.from(3, &s1, &[(&second, CrashPoint::Syscall(4))]),
+            p(&[3, 9])
+        );
+        assert_eq!(
+            w.from(3, &s1, &[(&second, CrashPoint::Syscall(6))]),
+            p(&[7])
+        );
+        // Fourth crashes: no plan has one.
+        let third = resumed(&[(3, 7), (9, 8)]);
+        let steps = [
+            (&second, CrashPoint::Syscall(2)),
+            (&third, CrashPoint::Syscall(3)),
+        ];
+        assert_eq!(w.from(4, &s1, &steps), p(&[]));
+        // A history of the wrong length wants nothing.
+        assert_eq!(w.from(3, &s1, &[]), p(&[]));
+        assert_eq!(w.from(2, &s1, &steps[..1]), p(&[]));
+    }
+
+    #[test]
+    fn a_point_is_named_by_the_earliest_point_of_its_run_with_its_state() {
+        let r = resumed(&[(2, 5), (4, 5), (6, 6)]);
+        assert_eq!(
+            same_in(&r, CrashPoint::Syscall(4)),
+            Some(CrashPoint::Syscall(2))
+        );
+        assert_eq!(same_in(&r, CrashPoint::Syscall(2)), None);
+        assert_eq!(same_in(&r, CrashPoint::Syscall(6)), None);
+        assert_eq!(same_in(&r, CrashPoint::Syscall(9)), None);
     }
 
     #[test]
     fn plans_whose_first_point_was_not_recorded_want_nothing() {
         let r = rec(&[(11, 1)]);
         let w = Wanted::of(&[plan(&[20, 4])], &r);
-        assert!(w.from(2, &Hash([1; 32])).is_empty());
+        assert!(w.from(2, &Hash([1; 32]), &[]).is_empty());
     }
 }

@@ -4,12 +4,12 @@
 //! it left, its state file, how it ended), and every later case that
 //! starts a run from the same state gets that effect put in place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::later::{self, Memo, Resumed, RunAt, Wanted};
+use super::later::{self, LaterState, Lineage, Memo, Resumed, RunAt, Step, Wanted};
 use super::{PointRecord, Recording};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::layout::Sandbox;
@@ -25,9 +25,11 @@ type MemoKey = (StateId, usize, Option<CrashPoint>, bool);
 
 type Slot = Arc<OnceLock<Result<Memo, String>>>;
 
-/// A recorded resume run is the same as another when it starts from the
-/// same state, is the same run of its case and has the same resume request.
-type LaterKey = (StateId, usize, bool);
+/// A recorded resume run is the same as another when its case went through
+/// the same crash states (so it is the same run of its case, from the same
+/// state, and the same plans crash next in it) and it has the same resume
+/// request.
+type LaterKey = (Lineage, bool);
 
 type LaterSlot = Arc<OnceLock<Result<Resumed, String>>>;
 
@@ -39,6 +41,10 @@ pub struct Replayer<'r> {
     memo: Mutex<HashMap<MemoKey, Slot>>,
     later: Mutex<HashMap<LaterKey, LaterSlot>>,
     wanted: Wanted,
+    /// For each first point whose state equals an earlier one's, that one.
+    first_same: BTreeMap<CrashPoint, CrashPoint>,
+    /// The later crash states each plan's case materialised.
+    later_states: Mutex<BTreeMap<CrashPlan, Vec<LaterState>>>,
     resumes: std::sync::atomic::AtomicUsize,
     recorded_later: std::sync::atomic::AtomicUsize,
 }
@@ -54,6 +60,8 @@ impl<'r> Replayer<'r> {
             memo: Mutex::new(HashMap::new()),
             later: Mutex::new(HashMap::new()),
             wanted: Wanted::of(plans, recording),
+            first_same: recording.same_as(),
+            later_states: Mutex::new(BTreeMap::new()),
             resumes: Default::default(),
             recorded_later: Default::default(),
         }
@@ -70,6 +78,15 @@ impl<'r> Replayer<'r> {
     pub fn later_points(&self) -> usize {
         self.recorded_later
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The later crash states each plan's case materialised from recorded
+    /// resume runs, in crash order (plans without any are left out).
+    pub fn later_states(&self) -> BTreeMap<CrashPlan, Vec<LaterState>> {
+        self.later_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn slot(&self, key: MemoKey) -> Slot {
@@ -90,6 +107,9 @@ impl Runs for Replayer<'_> {
             plan,
             case_dir,
             known: None,
+            first: None,
+            steps: Vec::new(),
+            names: Vec::new(),
         })
     }
 }
@@ -100,6 +120,13 @@ struct ReplayCase<'a> {
     case_dir: &'a Path,
     /// The state the sandbox is in now, when known.
     known: Option<StateId>,
+    /// The state of the case's first crash, when it was recorded.
+    first: Option<StateId>,
+    /// The later crashes it went through from recorded resume runs since
+    /// (each run's slot, and the point it crashed at there).
+    steps: Vec<(LaterSlot, CrashPoint)>,
+    /// Its crash states so far, named (see [`LaterState::from`]).
+    names: Vec<CrashPoint>,
 }
 
 fn store_err(e: StoreError) -> RunnerError {
@@ -187,6 +214,35 @@ impl ReplayCase<'_> {
 }
 
 impl ReplayCase<'_> {
+    /// When run `run`, from the known state `start`, is to crash at a later
+    /// point wanted from there (`crash`): that point, the case's crash
+    /// states so far (the last one `start`), and every point wanted from
+    /// there by the plans that went through the same states.
+    fn wanted_later(
+        &self,
+        target: &Target,
+        run: usize,
+        start: StateId,
+        crash: Option<CrashPoint>,
+    ) -> Option<(CrashPoint, Lineage, Vec<CrashPoint>)> {
+        let point = crash.filter(|c| run >= 2 && later::recordable(target, *c))?;
+        let first = self.first?;
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        let mut lineage: Lineage = vec![first];
+        for (slot, p) in &self.steps {
+            let Some(Ok(r)) = slot.get() else {
+                return None;
+            };
+            lineage.push(r.points.get(p)?.state);
+            steps.push((r, *p));
+        }
+        if lineage.last() != Some(&start) {
+            return None;
+        }
+        let wanted = self.r.wanted.from(run, &first, &steps);
+        wanted.contains(&point).then_some((point, lineage, wanted))
+    }
+
     /// The result of a run killed at a recorded point: its state was put in
     /// place (relocated by `reloc`); nothing was watched here.
     fn crashed(point: &PointRecord, reloc: Option<&Relocation>) -> RunResult {
@@ -246,8 +302,9 @@ impl ReplayCase<'_> {
     fn later(
         &mut self,
         at: RunAt<'_, '_>,
-        start: StateId,
+        lineage: Lineage,
         point: CrashPoint,
+        wanted: Vec<CrashPoint>,
     ) -> Result<Option<RunResult>, RunnerError> {
         let RunAt {
             run,
@@ -256,14 +313,13 @@ impl ReplayCase<'_> {
             req,
             ..
         } = at;
-        let slot = self.r.later_slot((start, run, req.resume.is_some()));
+        let slot = self.r.later_slot((lineage, req.resume.is_some()));
         let mut made_here = false;
         let got = slot.get_or_init(|| {
             made_here = true;
             self.r
                 .resumes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let wanted = self.r.wanted.from(run, &start);
             let rec = later::record_resume(self.r.store, at, point, &wanted, self.case_dir);
             if let Ok(r) = &rec {
                 self.r
@@ -282,7 +338,24 @@ impl ReplayCase<'_> {
                 let reloc = self.put_in_place(&p.state, &rec.end.case_dir, sandbox, files)?;
                 let _ = std::fs::remove_file(&files.state);
                 self.known = Some(p.state);
-                Ok(Some(Self::crashed(p, reloc.as_ref())))
+                let same_as = later::same_in(rec, point);
+                let state = LaterState {
+                    crash: run,
+                    point,
+                    from: self.names.clone(),
+                    same_as,
+                };
+                self.names.push(same_as.unwrap_or(point));
+                self.r
+                    .later_states
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(self.plan.clone())
+                    .or_default()
+                    .push(state);
+                let result = Self::crashed(p, reloc.as_ref());
+                self.steps.push((Arc::clone(&slot), point));
+                Ok(Some(result))
             }
             // The run ended before it got there: as a killed run would.
             None => {
@@ -314,6 +387,9 @@ impl CaseRuns for ReplayCase<'_> {
         if let Some(point) = recorded.filter(|_| !self.plan.points.is_empty()) {
             let reloc = self.put_in_place(&point.state, &rec.case_dir, sandbox, files)?;
             self.known = Some(point.state);
+            self.first = Some(point.state);
+            self.steps.clear();
+            self.names = vec![*self.r.first_same.get(&point.point).unwrap_or(&point.point)];
             let mut result = Self::crashed(point, reloc.as_ref());
             // Under power loss: the operations before the point, from
             // which the case builds its disk states.
@@ -327,10 +403,7 @@ impl CaseRuns for ReplayCase<'_> {
         };
         // A later crash point wanted from this start state: from the resume
         // run recorded once from there.
-        let later = req.crash.filter(|c| {
-            run >= 2 && later::recordable(target, *c) && self.r.wanted.from(run, &start).contains(c)
-        });
-        if let Some(point) = later {
+        if let Some((point, lineage, wanted)) = self.wanted_later(target, run, start, req.crash) {
             let at = RunAt {
                 target,
                 run,
@@ -338,10 +411,13 @@ impl CaseRuns for ReplayCase<'_> {
                 files,
                 req,
             };
-            if let Some(result) = self.later(at, start, point)? {
+            if let Some(result) = self.later(at, lineage, point, wanted)? {
                 return Ok(result);
             }
         }
+        // Any other run: the case's history of recorded crashes ends here.
+        self.first = None;
+        self.steps.clear();
         let slot = self.r.slot((start, run, req.crash, req.resume.is_some()));
         let mut made_here = false;
         let memo = slot.get_or_init(|| {
@@ -369,5 +445,8 @@ impl CaseRuns for ReplayCase<'_> {
 
     fn state_installed(&mut self, id: StateId) {
         self.known = Some(id);
+        // Not a recorded crash state: no recorded resume run starts here.
+        self.first = None;
+        self.steps.clear();
     }
 }
