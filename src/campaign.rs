@@ -80,6 +80,8 @@ pub struct RecordSummary {
     pub runs_made: usize,
     /// Later crash points (`--crashes 2` or more) recorded in resume runs.
     pub later_points: usize,
+    /// The later crash states each plan's case materialised.
+    pub later_states: std::collections::BTreeMap<CrashPlan, Vec<record::later::LaterState>>,
 }
 
 /// The case directory the recording runs in: as long as a case's
@@ -311,6 +313,7 @@ impl Campaign {
                     same_as: same_as.into_iter().collect(),
                     runs_made: replayer.runs_made(),
                     later_points: replayer.later_points(),
+                    later_states: replayer.later_states(),
                 };
                 return Ok((indexes, outcomes, Some(summary)));
             }

@@ -27,6 +27,7 @@ fn strip_states(v: &mut serde_json::Value) {
         for c in cases {
             if let Some(o) = c.as_object_mut() {
                 o.remove("same_state_as");
+                o.remove("later_states");
             }
         }
     }
@@ -34,6 +35,7 @@ fn strip_states(v: &mut serde_json::Value) {
         for l in layouts {
             if let Some(o) = l.as_object_mut() {
                 o.remove("states");
+                o.remove("later_states");
             }
         }
     }
@@ -125,6 +127,20 @@ fn both_engines_agree_with_later_crashes_and_record_makes_fewer_runs() {
             // The layout's recording run, and the runs the cases made.
             made += 1 + rec.runs_made;
             later += rec.later_points;
+            // Every later point recorded is one some case crashed at, and
+            // the report says so for each of them.
+            let named: std::collections::BTreeSet<_> = rec
+                .later_states
+                .values()
+                .flatten()
+                .map(|s| (s.crash, s.from.clone(), s.point))
+                .collect();
+            assert_eq!(
+                rec.later_points,
+                named.len(),
+                "{name} --crashes {crashes} {}: later points recorded and materialised",
+                r.layout.name()
+            );
             // Each recorded later point is wanted by some plan from the
             // state its run started in: at most one point per distinct
             // prefix of the plans' points (a resume run that paused at

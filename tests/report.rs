@@ -52,6 +52,7 @@ fn case(index: usize, p: &PointRecord, kinds: &[FailureKind], same: Option<&str>
         harness_error: None,
         power_states: 0,
         same_state_as: same.map(|s| s.parse().expect("a crash point")),
+        later_states: Vec::new(),
         duration_ms: None,
     }
 }
@@ -129,6 +130,7 @@ fn sample() -> Report {
         duration: Default::default(),
         states: None,
         power_states: None,
+        later_states: None,
     };
     let replay = ReplayCommand::new(
         &["crashpoint", "certify"],
@@ -423,4 +425,91 @@ fn kept_trees_copy_links_as_links_and_never_follow_them() {
         .is_symlink());
     // Nothing was written through the link.
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn later_crash_states_are_in_the_json_and_partitions_merge_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let exe = env!("CARGO_BIN_EXE_crashpoint");
+    let certify = |extra: &[&str]| {
+        let o = run(&[
+            &[
+                "certify",
+                "--quiet",
+                "--crashes",
+                "3",
+                "--layouts",
+                "relative,absolute",
+                "--cases",
+                "10",
+                "--max-steps",
+                "10",
+                "--jobs",
+                "2",
+            ][..],
+            extra,
+            &["--", exe, "sim", "--every-n-steps", "5"],
+        ]
+        .concat());
+        assert!(o.status.code().is_some_and(|c| c < 2), "{}", text(&o));
+    };
+    certify(&["--json", &p("whole.json")]);
+    let whole = json(&dir.path().join("whole.json"));
+    // Each case says which state each of its later crashes was in, named
+    // by the crashes before it; each layout counts them.
+    let mut third = 0;
+    for c in whole["case_results"].as_array().unwrap() {
+        for s in c["later_states"].as_array().into_iter().flatten() {
+            let crash = s["crash"].as_u64().unwrap();
+            assert!((2..=3).contains(&crash), "{s}");
+            assert_eq!(s["from"].as_array().unwrap().len() as u64, crash - 1, "{s}");
+            let points: Vec<&str> = c["point"].as_str().unwrap().split(',').collect();
+            assert_eq!(s["point"], points[crash as usize - 1], "{c}");
+            third += usize::from(crash == 3);
+        }
+    }
+    assert!(third > 0, "no third crash state: {whole}");
+    for l in whole["layouts"].as_array().unwrap() {
+        let later = &l["later_states"];
+        let points = later["points"].as_u64().unwrap();
+        let distinct = later["distinct"].as_u64().unwrap();
+        assert!(points > 0 && distinct <= points, "{later}");
+        assert_eq!(
+            later["same_as"].as_array().unwrap().len() as u64,
+            points - distinct,
+            "{later}"
+        );
+    }
+    // Partitions record only their share's later crashes: merged, they say
+    // what the single machine says, byte for byte.
+    for i in 1..=2 {
+        let part = format!("{i}/2");
+        certify(&["--partition", &part, "--json", &p(&format!("p{i}.json"))]);
+    }
+    let merged = run(&[
+        "merge",
+        &p("p2.json"),
+        &p("p1.json"),
+        "--json",
+        &p("merged.json"),
+    ]);
+    assert!(
+        merged.status.code().is_some_and(|c| c < 2),
+        "{}",
+        text(&merged)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("merged.json")).unwrap(),
+        std::fs::read_to_string(dir.path().join("whole.json")).unwrap()
+    );
+    // The kill-each engine records nothing: the fields are absent.
+    certify(&["--engine", "kill-each", "--json", &p("kill.json")]);
+    let kill = json(&dir.path().join("kill.json"));
+    assert!(kill["layouts"][0].get("later_states").is_none(), "{kill}");
+    assert!(kill["case_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c.get("later_states").is_none()));
 }

@@ -140,8 +140,7 @@ pub(super) fn same_in(resumed: &Resumed, point: CrashPoint) -> Option<CrashPoint
 }
 
 /// One later crash of a case whose state was materialised from a recorded
-/// resume run (what the report says of it; see
-/// [`crate::report::LaterStateRecord`]).
+/// resume run (what the JSON report's `later_states` of a case say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaterState {
     /// Which crash of the plan (2 or later).

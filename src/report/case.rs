@@ -65,6 +65,11 @@ pub struct CaseRecord {
     /// crash states are recorded once and resumed for every equal state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_state_as: Option<CrashPoint>,
+    /// Its later crashes (`--crashes 2` or more) whose states were
+    /// materialised from recorded resume runs, in crash order (see
+    /// [`super::LaterStateRecord`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_states: Vec<super::LaterStateRecord>,
     /// Wall time in milliseconds: only in the streamed JSON Lines, so that
     /// the final JSON stays the same for the same seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +109,7 @@ impl CaseRecord {
             harness_error: outcome.harness_error.clone(),
             power_states: outcome.power_states,
             same_state_as: None,
+            later_states: Vec::new(),
             duration_ms: None,
         }
     }

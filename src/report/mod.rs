@@ -23,6 +23,7 @@ mod coverage;
 pub mod html;
 pub mod json;
 mod junit;
+pub mod later;
 pub mod merge;
 pub mod name;
 mod table;
@@ -30,6 +31,7 @@ mod table;
 pub use crate::replay::{shell_join, ReplayCommand};
 pub use case::{CaseRecord, CaseVerdict, FindingRecord, PointRecord, PowerStatesRow};
 pub use junit::junit;
+pub use later::{LaterStateRecord, LaterStatesRow};
 pub use table::{
     census, certify_table, failure_list, harness_error_list, kinds_cell, render, run_table,
     summary, warning_lines, ScenarioRow,
@@ -106,6 +108,11 @@ pub struct LayoutRow {
     /// judged in (absent under process kills).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_states: Option<PowerStatesRow>,
+    /// The later crash states (`--crashes 2` or more) its cases
+    /// materialised from recorded resume runs, counted from the case
+    /// records (absent when there was none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub later_states: Option<LaterStatesRow>,
 }
 
 /// What the record-once engine recorded for a layout.
@@ -245,6 +252,7 @@ impl Report {
                     later_points: s.later_points,
                 }),
                 power_states: None,
+                later_states: None,
             });
             let same: BTreeMap<CrashPoint, CrashPoint> = r
                 .recorded
@@ -255,6 +263,13 @@ impl Report {
             for (&i, o) in r.indexes.iter().zip(&r.outcomes) {
                 let mut c = CaseRecord::of(i, o, census);
                 c.same_state_as = c.first_point().and_then(|p| same.get(&p).copied());
+                if let Some(s) = &r.recorded {
+                    c.later_states = s
+                        .later_states
+                        .get(&o.plan)
+                        .map(|v| v.iter().map(LaterStateRecord::from).collect())
+                        .unwrap_or_default();
+                }
                 cases.push(c);
             }
         }
@@ -286,6 +301,7 @@ impl Report {
             l.cases = mine.len();
             l.passed = mine.iter().filter(|c| c.passed()).count();
             l.power_states = PowerStatesRow::of(mine.iter().copied());
+            l.later_states = LaterStatesRow::of(mine.iter().copied());
             l.failures = KindCounts::default();
             for f in &l.reference_findings {
                 l.failures.add(f.kind);
