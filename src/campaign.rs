@@ -16,6 +16,7 @@ use crate::layout::Layout;
 use crate::oracle::{self, CaseOutcome, KillEach, Reference, ReferenceError, Runs, Target};
 use crate::partition::Partition;
 use crate::pool::{Cancel, Pool};
+use crate::record::early::Recorder;
 use crate::record::{self, Engine, Recording, Replayer};
 use crate::store::Store;
 use crate::workspace::remove_tree;
@@ -82,6 +83,9 @@ pub struct RecordSummary {
     pub later_points: usize,
     /// The later crash states each plan's case materialised.
     pub later_states: std::collections::BTreeMap<CrashPlan, Vec<record::later::LaterState>>,
+    /// Were the first points recorded by the census run itself (no run of
+    /// their own, see [`crate::record::early`])?
+    pub by_census_run: bool,
 }
 
 /// The case directory the recording runs in: as long as a case's
@@ -230,7 +234,27 @@ impl Campaign {
                 position: k + 1,
                 layouts: self.layouts.len(),
             });
-            let reference = oracle::reference(&self.target, layout, &scratch);
+            // The record engine records every point as the census is taken
+            // (in a case directory as long as the cases', see RECORD_DIR).
+            let mut recorder = (self.engine == Engine::Record)
+                .then(|| record::early::Recorder::new(&self.target, &scratch.join("store")))
+                .flatten();
+            let reference = match recorder.as_mut() {
+                Some(r) => {
+                    let subject = &self.target.subject;
+                    let mut first =
+                        |req: &crate::runner::RunRequest<'_>,
+                         files: &crate::observe::HarnessFiles,
+                         dir: &Path| r.run(subject, req, files, dir);
+                    oracle::reference_with(
+                        &self.target,
+                        layout,
+                        &scratch,
+                        Some((RECORD_DIR, &mut first)),
+                    )
+                }
+                None => oracle::reference(&self.target, layout, &scratch),
+            };
             // The warm reference run's server goes to a worker.
             crate::runner::warm::release();
             let reference = match reference {
@@ -252,7 +276,7 @@ impl Campaign {
             });
             let estimate = deadline
                 .map(|d| Estimate::new(d, budget::initial_cost(reference.duration, self.crashes)));
-            let (indexes, outcomes, recorded) = self.run_layout(&Cases {
+            let cases = Cases {
                 reference: &reference,
                 plans: &plans,
                 mine: &mine,
@@ -260,7 +284,8 @@ impl Campaign {
                 estimate: estimate.as_ref(),
                 reporter,
                 cancel,
-            })?;
+            };
+            let (indexes, outcomes, recorded) = self.run_layout(&cases, recorder)?;
             let _ = remove_tree(&scratch);
             let coverage = if reference.findings.is_empty() {
                 self.coverage(&reference, &outcomes, mine.len())
@@ -284,13 +309,19 @@ impl Campaign {
     }
 
     /// The cases of one layout, by the campaign's engine.
-    fn run_layout(&self, cases: &Cases<'_>) -> Result<LayoutCases, CampaignError> {
+    fn run_layout(
+        &self,
+        cases: &Cases<'_>,
+        recorder: Option<Recorder>,
+    ) -> Result<LayoutCases, CampaignError> {
         let (reference, plans, scratch) = (cases.reference, cases.plans, cases.scratch);
         if self.engine == Engine::Record {
             // Every plan's state is recorded, not just this partition's
             // share: which points share a state is then the same on every
             // machine, and merged partitions report it as one machine does.
-            if let Some((store, rec)) = self.record(reference, plans, scratch) {
+            if let Some((store, rec, by_census_run)) =
+                self.record(reference, plans, scratch, recorder)
+            {
                 // Under power loss a point's states are the disk states
                 // built from the operations before it (`record::power`).
                 let (distinct_states, same_as) = if self.target.fault.is_power_loss() {
@@ -314,6 +345,7 @@ impl Campaign {
                     runs_made: replayer.runs_made(),
                     later_points: replayer.later_points(),
                     later_states: replayer.later_states(),
+                    by_census_run,
                 };
                 return Ok((indexes, outcomes, Some(summary)));
             }
@@ -324,13 +356,16 @@ impl Campaign {
 
     /// Records the crash states of the plans' first points, when they are
     /// points the engine can record; `None` otherwise (the cases are then
-    /// killed one by one).
+    /// killed one by one). What the first reference run captured
+    /// (`recorder`) is used when it has every point; otherwise they are
+    /// recorded by a run of their own.
     fn record(
         &self,
         reference: &Reference,
         plans: &[CrashPlan],
         scratch: &Path,
-    ) -> Option<(Store, Recording)> {
+        recorder: Option<Recorder>,
+    ) -> Option<(Store, Recording, bool)> {
         let firsts = || plans.iter().filter_map(|p| p.points.first());
         let mut calls: Vec<u64> = firsts()
             .filter_map(|p| match p {
@@ -354,7 +389,21 @@ impl Campaign {
         if (calls.is_empty() && ops.is_empty()) || power_ops {
             return None;
         }
-        let store = Store::create(scratch.join("store")).ok()?;
+        let store = match recorder.map(Recorder::finish) {
+            Some(Ok((store, early))) => {
+                let wanted: Vec<CrashPoint> = calls
+                    .iter()
+                    .map(|n| CrashPoint::Syscall(*n))
+                    .chain(ops.iter().map(|c| CrashPoint::Op(*c)))
+                    .collect();
+                match early.recording(&wanted) {
+                    Some(rec) => return Some((store, rec, true)),
+                    None => store,
+                }
+            }
+            Some(Err(store)) => store,
+            None => Store::create(scratch.join("store")).ok()?,
+        };
         let dir = scratch.join(RECORD_DIR);
         let rec = if ops.is_empty() {
             record::syscall::record(&self.target, reference, &calls, &dir, &store)
@@ -362,7 +411,7 @@ impl Campaign {
             record::op::record(&self.target, reference, &ops, &dir, &store)
         };
         let _ = remove_tree(&dir);
-        Some((store, rec.ok()?))
+        Some((store, rec.ok()?, false))
     }
 
     /// Runs the plans numbered `mine` on the workers; returns the numbers

@@ -74,17 +74,28 @@ fn both_engines_give_identical_reports_on_every_scenario() {
     let dir = root().join("scenarios");
     let files = crashpoint::scenario::files_in(&dir).expect("scenarios/ exists");
     assert!(files.len() >= 20, "found only {} scenarios", files.len());
-    let mut recorded = 0;
+    let (mut recorded, mut by_census_run) = (0, 0);
     for f in &files {
         let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
         let (_, a) = campaign(&s, Engine::KillEach, None);
         let (results, b) = campaign(&s, Engine::Record, None);
-        recorded += results.iter().filter(|r| r.recorded.is_some()).count();
+        for r in &results {
+            if let Some(rec) = &r.recorded {
+                recorded += 1;
+                by_census_run += usize::from(rec.by_census_run);
+            }
+        }
         assert_eq!(a, b, "{}: the engines disagree", s.name);
     }
     assert!(
         recorded > 20,
         "the record engine recorded only {recorded} layouts"
+    );
+    // The census run records the points itself: no layout of these small
+    // runs needs a recording run of its own.
+    assert_eq!(
+        by_census_run, recorded,
+        "only {by_census_run} of {recorded} layouts were recorded by their census run"
     );
 }
 
@@ -124,8 +135,9 @@ fn both_engines_agree_with_later_crashes_and_record_makes_fewer_runs() {
                 .recorded
                 .as_ref()
                 .unwrap_or_else(|| panic!("{name}: {} was not recorded", r.layout.name()));
-            // The layout's recording run, and the runs the cases made.
-            made += 1 + rec.runs_made;
+            // The layout's recording run, if it needed one, and the runs
+            // the cases made.
+            made += usize::from(!rec.by_census_run) + rec.runs_made;
             later += rec.later_points;
             // Every later point recorded is one some case crashed at, and
             // the report says so for each of them.
@@ -350,4 +362,77 @@ fn both_engines_give_identical_reports_on_the_python_example_with_later_crashes(
             );
         }
     }
+}
+
+/// The simulated trainer under `mode`, saving every step for 6 steps.
+fn sim_target(mode: crashpoint::inject::Mode) -> crashpoint::oracle::Target {
+    crashpoint::oracle::Target {
+        subject: crashpoint::runner::Subject {
+            program: env!("CARGO_BIN_EXE_crashpoint").into(),
+            args: vec!["sim".into()],
+            sim: true,
+            preload: Vec::new(),
+        },
+        mode,
+        max_steps: 6,
+        seed: 0,
+        resume: crashpoint::oracle::ResumeMode::Path,
+        timeout: None,
+        tracing: crashpoint::oracle::Tracing::Needed,
+        fault: crashpoint::fault::FaultModel::KILL,
+    }
+}
+
+/// The census run of `target` in one layout, recorded with captures capped
+/// at `cap` bytes (`None`: the default cap).
+fn census_run(
+    target: &crashpoint::oracle::Target,
+    cap: Option<u64>,
+) -> (
+    crashpoint::oracle::Reference,
+    Result<(crashpoint::store::Store, crashpoint::record::early::Early), crashpoint::store::Store>,
+) {
+    use crashpoint::record::early::Recorder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut recorder = Recorder::new(target, &dir.path().join("store")).expect("recordable");
+    if let Some(c) = cap {
+        recorder = recorder.with_cap(c);
+    }
+    let mut first =
+        |req: &crashpoint::runner::RunRequest<'_>,
+         files: &crashpoint::observe::HarnessFiles,
+         case: &Path| recorder.run(&target.subject, req, files, case);
+    let reference = crashpoint::oracle::reference_with(
+        target,
+        crashpoint::layout::Layout::Relative,
+        dir.path(),
+        Some(("case-r00000", &mut first)),
+    )
+    .expect("reference");
+    (reference, recorder.finish())
+}
+
+#[test]
+fn the_census_run_captures_every_point_until_its_cap() {
+    use crashpoint::inject::{CrashPoint, Mode};
+    // Every system call of the census, then every op point.
+    let (reference, early) = census_run(&sim_target(Mode::Syscall), None);
+    let (_, early) = early.expect("captured");
+    let n = reference.census.len() as u64;
+    assert!(n > 10, "a census of {n} calls");
+    assert_eq!(early.len() as u64, n);
+    assert_eq!(early.stopped_at(), None);
+    let every: Vec<CrashPoint> = (1..=n).map(CrashPoint::Syscall).collect();
+    let rec = early.recording(&every).expect("every call was captured");
+    assert!(rec.distinct_states() > 1 && rec.distinct_states() < every.len());
+    let (reference, early) = census_run(&sim_target(Mode::Op), None);
+    let (_, early) = early.expect("captured");
+    assert!(early.len() >= reference.census.len());
+    // A cap of one byte: the first point is captured, and the captures stop
+    // at the second; the later points are left to a run of their own.
+    let (_, early) = census_run(&sim_target(Mode::Syscall), Some(1));
+    let (_, early) = early.expect("captured");
+    assert_eq!((early.len(), early.stopped_at()), (1, Some(2)));
+    assert!(early.recording(&[CrashPoint::Syscall(1)]).is_some());
+    assert!(early.recording(&[CrashPoint::Syscall(2)]).is_none());
 }

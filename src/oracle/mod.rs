@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::inject::{CensusEntry, CrashPlan, CrashPoint, Mode};
 use crate::layout::Layout;
-use crate::observe::{read_state, DirSnapshot};
+use crate::observe::{read_state, DirSnapshot, HarnessFiles};
 use crate::protocol::{Event, StateFile};
 use crate::runner::{self, Exit, RunnerError, Subject};
 use crate::verdict::{FailureKind, Finding};
@@ -212,6 +212,18 @@ impl CaseOutcome {
     }
 }
 
+/// How a layout's first reference run is made when not by [`runner::run`]:
+/// given the run's request, its harness files and its case directory, it
+/// makes the run and returns what `runner::run` would. The record engine
+/// records the crash states this way as the census is taken
+/// ([`crate::record::early`]).
+pub type FirstRun<'f> = dyn FnMut(
+        &runner::RunRequest<'_>,
+        &HarnessFiles,
+        &Path,
+    ) -> Result<runner::RunResult, runner::RunnerError>
+    + 'f;
+
 /// Runs the subject twice, uninterrupted, in a fresh sandbox of `layout`
 /// under `scratch`; the first run also takes the census.
 pub fn reference(
@@ -219,11 +231,25 @@ pub fn reference(
     layout: Layout,
     scratch: &Path,
 ) -> Result<Reference, ReferenceError> {
+    reference_with(target, layout, scratch, None)
+}
+
+/// [`reference`], the first run made by `first` when given: in the case
+/// directory of that name under `scratch`, by that function.
+pub fn reference_with(
+    target: &Target,
+    layout: Layout,
+    scratch: &Path,
+    mut first: Option<(&str, &mut FirstRun<'_>)>,
+) -> Result<Reference, ReferenceError> {
     let limit = target.timeout.unwrap_or(REFERENCE_TIMEOUT);
     let mut results = Vec::new();
     let mut window = None;
     for i in 0..2 {
-        let case_dir = scratch.join(format!("reference-{}-{i}", layout.name()));
+        let case_dir = match &first {
+            Some((dir, _)) if i == 0 => scratch.join(dir),
+            _ => scratch.join(format!("reference-{}-{i}", layout.name())),
+        };
         let (sandbox, files) = prepare(layout, &case_dir)?;
         let place = sandbox.place();
         let mut req = request(target, &sandbox, &place, &files, None, limit);
@@ -238,7 +264,10 @@ pub fn reference(
             .then(|| crate::inject::window::Watch::start(sandbox.root()))
             .flatten();
         let watch = Watch::before(&case_dir, &sandbox, req.traced);
-        let res = runner::run(&target.subject, &req);
+        let res = match first.as_mut().filter(|_| i == 0) {
+            Some((_, first)) => first(&req, &files, &case_dir),
+            None => runner::run(&target.subject, &req),
+        };
         if let Some(w) = window_watch {
             window = w.finish(&sandbox.ckpt_dir());
         }

@@ -18,6 +18,8 @@
 //! its end, paused at every later point wanted from that state, and each
 //! case materialises its own later crash state ([`later`]).
 //!
+//! * [`early`]: recording every point as the census is taken, by the
+//!   first reference run, so that a layout needs no second traced run;
 //! * [`syscall`]: recording `syscall` points through the tracer's pauses;
 //! * [`op`]: recording the simulated trainer's `op` points through its I/O
 //!   layer's pauses;
@@ -36,6 +38,7 @@ use crate::runner::RunnerError;
 use crate::store::{Hash, StateId, StoreError};
 use crate::trace::TracedOp;
 
+pub mod early;
 pub mod later;
 pub mod op;
 pub mod power;

@@ -11,7 +11,7 @@ use super::{PointRecord, RecordError, Recording};
 use crate::inject::CrashPoint;
 use crate::oracle::{self, Reference, Target};
 use crate::protocol::{OpCrash, When};
-use crate::runner::{self, Exit, RunRequest, RunResult, Subject};
+use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 use crate::store::{Capturer, Node, Store, StoreError};
 
 /// A path the trainer names (relative to its working directory `cwd`), as
@@ -77,9 +77,45 @@ pub fn record_run(
     points: &[OpCrash],
     store: &Store,
 ) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
+    let wanted: BTreeSet<OpCrash> = points.iter().copied().collect();
+    let (res, recorded, failed) = record_wanted(subject, req, events, Some(&wanted), store)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok((res, recorded))
+}
+
+/// [`record_run`] capturing at every point the run pauses at (a recording
+/// made as the census is taken: which points will be wanted is not known
+/// yet). A store error stops the captures and is returned beside the run,
+/// which goes on to its end.
+pub fn record_every(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    store: &Store,
+) -> Result<Recorded, RunnerError> {
+    record_wanted(subject, req, events, None, store)
+}
+
+/// A recorded run, what it captured, and why the captures failed if they did.
+pub type Recorded = (
+    RunResult,
+    BTreeMap<CrashPoint, PointRecord>,
+    Option<StoreError>,
+);
+
+/// Captures at the points in `wanted` (`None`: every point).
+fn record_wanted(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    wanted: Option<&BTreeSet<OpCrash>>,
+    store: &Store,
+) -> Result<Recorded, RunnerError> {
     let root = req.sandbox.to_path_buf();
     let cwd = req.place.cwd.clone();
-    let wanted: BTreeSet<OpCrash> = points.iter().copied().collect();
+    let wants = |p: &OpCrash| wanted.map_or(true, |w| w.contains(p));
     let mut cap = Capturer::new(store, &root, Some(events));
     let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
     let mut failed: Option<StoreError> = None;
@@ -105,10 +141,10 @@ pub fn record_run(
             ..at
         };
         let mut here: Vec<OpCrash> = Vec::new();
-        if wanted.contains(&at) {
+        if wants(&at) {
             here.push(at);
         }
-        if at.when == When::Before && wanted.contains(&mid) {
+        if at.when == When::Before && wants(&mid) {
             here.push(mid);
         }
         if here.is_empty() || failed.is_some() {
@@ -158,8 +194,5 @@ pub fn record_run(
         }
     };
     let res = runner::run_op_paused(subject, req, &mut on_pause)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    Ok((res, recorded))
+    Ok((res, recorded, failed))
 }

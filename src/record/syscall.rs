@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use super::{PointRecord, RecordError, Recording};
 use crate::inject::CrashPoint;
 use crate::oracle::{self, Reference, Target};
-use crate::runner::{self, Exit, RunRequest, RunResult, Subject};
+use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError, Subject};
 use crate::store::{Capturer, Node, Store, StoreError};
-use crate::trace::Pause;
+use crate::trace::{Pause, PauseAt};
 
 /// Records the states at the entry of calls `points` of the reference's
 /// census, in a fresh sandbox under `case_dir`.
@@ -27,7 +27,18 @@ pub fn record(
     let mut req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
     // Under power loss the run also keeps the operations the model replays.
     req.power = target.fault.is_power_loss();
-    let (res, recorded) = record_run(&target.subject, &req, &files.events, points, store)?;
+    let run = record_at(
+        &target.subject,
+        &req,
+        &files.events,
+        PauseAt::Calls(points.to_vec()),
+        None,
+        store,
+    )?;
+    if let Some(e) = run.failed {
+        return Err(e.into());
+    }
+    let (res, recorded) = (run.result, run.recorded);
     if res.exit != Exit::Code(0) {
         return Err(RecordError::Diverged(format!(
             "it ended with {:?}",
@@ -67,16 +78,61 @@ pub fn record_run(
     points: &[u64],
     store: &Store,
 ) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
+    let run = record_at(
+        subject,
+        req,
+        events,
+        PauseAt::Calls(points.to_vec()),
+        None,
+        store,
+    )?;
+    if let Some(e) = run.failed {
+        return Err(e.into());
+    }
+    Ok((run.result, run.recorded))
+}
+
+/// A recorded run: how it ended, what it captured, and whether it stopped
+/// capturing early.
+pub struct RecordedRun {
+    /// The run.
+    pub result: RunResult,
+    /// Every point captured.
+    pub recorded: BTreeMap<CrashPoint, PointRecord>,
+    /// The first point it paused at but no longer captured (the cap was
+    /// reached), if any.
+    pub stopped_at: Option<u64>,
+    /// Why the captures failed, if they did (the run itself went on).
+    pub failed: Option<StoreError>,
+}
+
+/// [`record_run`] pausing at `at`; with `cap`, the captures stop once they
+/// have handled that many bytes (see [`Capturer::bytes_handled`]) (the later points are then
+/// not in the map, and `stopped_at` says where it stopped). A store error
+/// stops the captures too; the run always goes on to its end.
+pub fn record_at(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    at: PauseAt,
+    cap: Option<u64>,
+    store: &Store,
+) -> Result<RecordedRun, RunnerError> {
     let root = req.sandbox.to_path_buf();
-    let mut cap = Capturer::new(store, &root, Some(events));
+    let mut capturer = Capturer::new(store, &root, Some(events));
     let mut recorded: BTreeMap<CrashPoint, PointRecord> = BTreeMap::new();
     let mut failed: Option<StoreError> = None;
+    let mut stopped_at: Option<u64> = None;
     let mut prev: Option<u64> = None;
     let mut sink = |p: &Pause<'_>| {
-        if failed.is_some() {
+        if failed.is_some() || stopped_at.is_some() {
             return;
         }
-        match capture(&mut cap, &root, prev, p) {
+        if cap.is_some_and(|c| capturer.bytes_handled() > c) {
+            stopped_at = Some(p.index);
+            return;
+        }
+        match capture(&mut capturer, &root, prev, p) {
             Ok(rec) => {
                 recorded.insert(rec.point, rec);
             }
@@ -84,11 +140,13 @@ pub fn record_run(
         }
         prev = Some(p.index);
     };
-    let res = runner::run_paused(subject, req, points.to_vec(), &mut sink)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    Ok((res, recorded))
+    let result = runner::run_paused(subject, req, at, &mut sink)?;
+    Ok(RecordedRun {
+        result,
+        recorded,
+        stopped_at,
+        failed,
+    })
 }
 
 fn capture(

@@ -132,6 +132,10 @@ pub struct StatesRow {
     /// partition records only those its share needs).
     #[serde(skip)]
     pub later_points: usize,
+    /// Were the points recorded by the census run itself, not by a run of
+    /// their own (not in JSON)?
+    #[serde(skip)]
+    pub by_census_run: bool,
 }
 
 impl StatesRow {
@@ -141,8 +145,13 @@ impl StatesRow {
             0 => String::new(),
             n => format!(", {n} later crash points recorded in resume runs"),
         };
+        let by = if self.by_census_run {
+            " by the census run"
+        } else {
+            ""
+        };
         format!(
-            "{layout}: {} crash points recorded once, {} distinct states{later}; {} subject runs for the cases",
+            "{layout}: {} crash points recorded once{by}, {} distinct states{later}; {} subject runs for the cases",
             self.points, self.distinct, self.runs_made
         )
     }
@@ -250,6 +259,7 @@ impl Report {
                         .collect(),
                     runs_made: s.runs_made,
                     later_points: s.later_points,
+                    by_census_run: s.by_census_run,
                 }),
                 power_states: None,
                 later_states: None,

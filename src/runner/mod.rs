@@ -271,6 +271,17 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
         return Err(RunnerError::Interrupted);
     }
     let mut result = result?;
+    read_op_census(subject, req, &mut result)?;
+    Ok(result)
+}
+
+/// The simulated trainer's op census, when the run wrote one and ended
+/// well: into `result.census`, if the tracer did not fill it.
+fn read_op_census(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    result: &mut RunResult,
+) -> Result<(), RunnerError> {
     if let (true, Some(log), Exit::Code(0)) = (subject.sim, req.op_log, result.exit) {
         if result.census.is_empty() {
             // A census that cannot be read is an error, never a shorter census
@@ -288,5 +299,5 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
             }
         }
     }
-    Ok(result)
+    Ok(())
 }

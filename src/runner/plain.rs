@@ -91,7 +91,9 @@ pub fn run_op_paused(
     if crate::sys::stopping() {
         return Err(RunnerError::Interrupted);
     }
-    result
+    let mut result = result?;
+    super::read_op_census(subject, &req, &mut result)?;
+    Ok(result)
 }
 
 /// Answers the pauses of a run: each line read is handed over, then one

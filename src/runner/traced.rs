@@ -11,12 +11,12 @@ use crate::census::{Call, CensusEntry, Phase};
 use crate::inject::CrashPoint;
 
 /// Runs the subject traced, to its end, pausing at the entry of each counted
-/// call numbered in `at` while `sink` captures what it needs (see
+/// call `at` names while `sink` captures what it needs (see
 /// [`crate::trace::run_traced_paused`]). `req.crash` is ignored.
 pub fn run_paused(
     subject: &Subject,
     req: &RunRequest<'_>,
-    at: Vec<u64>,
+    at: crate::trace::PauseAt,
     sink: &mut crate::trace::PauseSink<'_>,
 ) -> Result<RunResult, RunnerError> {
     let req = super::paused_request(subject, req)?;
@@ -28,7 +28,7 @@ pub fn run_paused(
     result
 }
 
-type Paused<'s, 'a> = Option<(Vec<u64>, &'s mut crate::trace::PauseSink<'a>)>;
+type Paused<'s, 'a> = Option<(crate::trace::PauseAt, &'s mut crate::trace::PauseSink<'a>)>;
 
 pub(super) fn run_traced(
     cmd: Command,

@@ -26,6 +26,8 @@ pub struct Capturer<'a> {
     current: Manifest,
     /// (dev, inode) of the files with more than one link, per path.
     inodes: BTreeMap<PathBuf, (u64, u64)>,
+    /// Bytes of file content, events and manifests handled so far.
+    handled: u64,
 }
 
 fn mtime_of(m: &std::fs::Metadata) -> (i64, i64) {
@@ -42,7 +44,15 @@ impl<'a> Capturer<'a> {
             events: events.map(Path::to_path_buf),
             current: Manifest::default(),
             inodes: BTreeMap::new(),
+            handled: 0,
         }
+    }
+
+    /// How many bytes the captures have handled so far (file content and
+    /// events read and hashed, manifests written): their cost, which a
+    /// caller may cap.
+    pub fn bytes_handled(&self) -> u64 {
+        self.handled
     }
 
     /// The manifest as last updated.
@@ -94,14 +104,19 @@ impl<'a> Capturer<'a> {
     pub fn capture(&mut self) -> Result<StateId, StoreError> {
         self.current.events = match &self.events {
             Some(p) => match std::fs::read(p) {
-                Ok(bytes) => Some(self.store.put_content(&bytes)?),
+                Ok(bytes) => {
+                    self.handled += bytes.len() as u64;
+                    Some(self.store.put_content(&bytes)?)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err("cannot read", p)(e)),
             },
             None => None,
         };
         self.link_names();
-        self.store.put(self.current.to_text().as_bytes())
+        let text = self.current.to_text();
+        self.handled += text.len() as u64;
+        self.store.put(text.as_bytes())
     }
 
     /// Turns the second and later names of an inode into hard links to the
@@ -193,6 +208,7 @@ impl<'a> Capturer<'a> {
         } else if ft.is_symlink() {
             Node::Symlink(std::fs::read_link(&full).map_err(io_err("cannot read link", &full))?)
         } else if ft.is_file() {
+            self.handled += meta.len();
             Node::File(self.store.put_file(&full)?)
         } else {
             // Sockets, FIFOs and devices are not checkpoint state.

@@ -23,9 +23,43 @@ pub struct Pause<'a> {
 /// What is called at each pause, on the tracer thread.
 pub type PauseSink<'a> = dyn FnMut(&Pause<'_>) + Send + 'a;
 
+/// Where a run pauses.
+///
+/// ```
+/// use crashpoint::trace::PauseAt;
+/// assert_eq!(PauseAt::from(vec![3, 1]), PauseAt::Calls(vec![3, 1]));
+/// assert!(PauseAt::Every.includes(7));
+/// assert!(!PauseAt::Calls(vec![3]).includes(7));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseAt {
+    /// At the entry of the counted calls with these numbers.
+    Calls(Vec<u64>),
+    /// At the entry of every counted call (a recording made as the census
+    /// is taken: which points will be wanted is not known yet).
+    Every,
+}
+
+impl PauseAt {
+    /// Does the run pause at call `index`?
+    pub fn includes(&self, index: u64) -> bool {
+        match self {
+            PauseAt::Calls(at) => at.contains(&index),
+            PauseAt::Every => true,
+        }
+    }
+}
+
+impl From<Vec<u64>> for PauseAt {
+    fn from(at: Vec<u64>) -> PauseAt {
+        PauseAt::Calls(at)
+    }
+}
+
 /// The pause points of one run, in increasing order, and where they go.
 pub(super) struct Pauses<'a> {
-    at: Vec<u64>,
+    /// `None`: every counted call.
+    at: Option<Vec<u64>>,
     next: usize,
     sink: Option<&'a mut PauseSink<'a>>,
 }
@@ -33,16 +67,23 @@ pub(super) struct Pauses<'a> {
 // The sink is only ever called from the tracer thread.
 
 impl<'a> Pauses<'a> {
-    /// Pauses at `at` (any order, duplicates ignored), handing them to `sink`.
-    pub(super) fn new(mut at: Vec<u64>, sink: Option<&'a mut PauseSink<'a>>) -> Pauses<'a> {
-        at.sort_unstable();
-        at.dedup();
+    /// Pauses at `at` (calls in any order, duplicates ignored), handing
+    /// them to `sink`.
+    pub(super) fn new(at: PauseAt, sink: Option<&'a mut PauseSink<'a>>) -> Pauses<'a> {
+        let at = match at {
+            PauseAt::Calls(mut at) => {
+                at.sort_unstable();
+                at.dedup();
+                Some(at)
+            }
+            PauseAt::Every => None,
+        };
         Pauses { at, next: 0, sink }
     }
 
     /// No pauses.
     pub(super) fn none() -> Pauses<'a> {
-        Pauses::new(Vec::new(), None)
+        Pauses::new(PauseAt::Calls(Vec::new()), None)
     }
 
     /// Called at the entry of counted call `index` (the last of `calls`),
@@ -53,10 +94,16 @@ impl<'a> Pauses<'a> {
         calls: &[super::CallRecord],
         outside: &[std::path::PathBuf],
     ) {
-        while self.at.get(self.next).is_some_and(|&p| p < index) {
-            self.next += 1;
-        }
-        if self.at.get(self.next) == Some(&index) {
+        let here = match &self.at {
+            None => true,
+            Some(at) => {
+                while at.get(self.next).is_some_and(|&p| p < index) {
+                    self.next += 1;
+                }
+                at.get(self.next) == Some(&index)
+            }
+        };
+        if here {
             self.next += 1;
             if let Some(sink) = self.sink.as_mut() {
                 sink(&Pause {

@@ -101,7 +101,7 @@ mod supervisor;
 mod tests;
 
 use capture::Pauses;
-pub use capture::{Pause, PauseSink};
+pub use capture::{Pause, PauseAt, PauseSink};
 use filter::{arch, build_filter};
 pub use power::TracedOp;
 use resolve::Policy;
@@ -309,8 +309,8 @@ where
     run_with_pauses(cmd, cfg, on_spawn, Pauses::none())
 }
 
-/// [`run_traced_with`], pausing at the entry of each counted call numbered
-/// in `at`: while the calling task is held there (every earlier call done,
+/// [`run_traced_with`], pausing at the entry of each counted call `at`
+/// names: while the calling task is held there (every earlier call done,
 /// this one not), `sink` is called on the tracer thread with the call's
 /// number and the census so far; the run goes on when it returns. The
 /// watchdog keeps running meanwhile, so a slow sink counts against the
@@ -319,7 +319,7 @@ pub fn run_traced_paused<F>(
     cmd: Command,
     cfg: &TraceConfig,
     on_spawn: F,
-    at: Vec<u64>,
+    at: PauseAt,
     sink: &mut PauseSink<'_>,
 ) -> Result<TraceOutcome, TraceError>
 where
