@@ -239,6 +239,8 @@ impl Campaign {
             let mut recorder = (self.engine == Engine::Record)
                 .then(|| record::early::Recorder::new(&self.target, &scratch.join("store")))
                 .flatten();
+            // With two workers or more, the two reference runs run side by side.
+            let side_by_side = self.jobs >= 2;
             let reference = match recorder.as_mut() {
                 Some(r) => {
                     let subject = &self.target.subject;
@@ -246,14 +248,21 @@ impl Campaign {
                         |req: &crate::runner::RunRequest<'_>,
                          files: &crate::observe::HarnessFiles,
                          dir: &Path| r.run(subject, req, files, dir);
-                    oracle::reference_with(
-                        &self.target,
-                        layout,
-                        &scratch,
-                        Some((RECORD_DIR, &mut first)),
-                    )
+                    let runs = oracle::ReferenceRuns {
+                        first: Some((RECORD_DIR, &mut first)),
+                        side_by_side,
+                    };
+                    oracle::reference_with(&self.target, layout, &scratch, runs)
                 }
-                None => oracle::reference(&self.target, layout, &scratch),
+                None => oracle::reference_with(
+                    &self.target,
+                    layout,
+                    &scratch,
+                    oracle::ReferenceRuns {
+                        first: None,
+                        side_by_side,
+                    },
+                ),
             };
             // The warm reference run's server goes to a worker.
             crate::runner::warm::release();

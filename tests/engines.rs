@@ -402,11 +402,15 @@ fn census_run(
         |req: &crashpoint::runner::RunRequest<'_>,
          files: &crashpoint::observe::HarnessFiles,
          case: &Path| recorder.run(&target.subject, req, files, case);
+    let runs = crashpoint::oracle::ReferenceRuns {
+        first: Some(("case-r00000", &mut first)),
+        side_by_side: true,
+    };
     let reference = crashpoint::oracle::reference_with(
         target,
         crashpoint::layout::Layout::Relative,
         dir.path(),
-        Some(("case-r00000", &mut first)),
+        runs,
     )
     .expect("reference");
     (reference, recorder.finish())

@@ -19,14 +19,16 @@
 //! use crashpoint::record::early::Recorder;
 //!
 //! let mut recorder = Recorder::new(target, &scratch.join("store")).expect("recordable");
-//! let reference = crashpoint::oracle::reference_with(
-//!     target,
-//!     Layout::Relative,
-//!     scratch,
+//! let mut first = |req: &crashpoint::runner::RunRequest<'_>,
+//!                  files: &crashpoint::observe::HarnessFiles,
+//!                  dir: &std::path::Path| recorder.run(&target.subject, req, files, dir);
+//! let runs = crashpoint::oracle::ReferenceRuns {
 //!     // A case directory named as long as the cases' (absolute paths in
 //!     // the states are rewritten in place).
-//!     Some(("case-r00000", &mut |req, files, dir| recorder.run(&target.subject, req, files, dir))),
-//! )?;
+//!     first: Some(("case-r00000", &mut first)),
+//!     side_by_side: true,
+//! };
+//! let reference = crashpoint::oracle::reference_with(target, Layout::Relative, scratch, runs)?;
 //! let (store, early) = recorder.finish().map_err(|_| "nothing captured")?;
 //! let recording = early.recording(&[CrashPoint::Syscall(3)]);
 //! # let _ = (reference, store, recording); Ok(()) }

@@ -1,8 +1,10 @@
 //! The record-once engine. A process kill at a crash point leaves the
 //! sandbox exactly as it was there, so the killed runs need not be run one
-//! per point: one run, traced to its end, pauses at each point the plans use
-//! and captures the crash state there (incrementally, into the
-//! content-addressed [`crate::store`]); each case then materialises its
+//! per point: one run, traced to its end, pauses at each point and captures
+//! the crash state there (incrementally, into the content-addressed
+//! [`crate::store`]). That run is the layout's census run itself
+//! ([`early`]); only past a cap on its captures does a run of its own
+//! record the points the plans use. Each case then materialises its
 //! state in a fresh sandbox of the layout and resumes from it through the
 //! oracle's run loop ([`crate::oracle::run_case_with`]), which judges it
 //! exactly as if the run had been killed.
