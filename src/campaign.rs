@@ -212,9 +212,9 @@ impl Campaign {
         let mut out = Vec::new();
         let begun = Instant::now();
         if !self.target.subject.preload.is_empty() {
-            // Warm starts: the servers import while the cold runs run (one
-            // for the warm reference run, one per worker).
-            crate::runner::warm::prestart(&self.target.subject, &work.join("warm"), self.jobs + 1)
+            // Warm starts: the servers import while the cold runs run, one
+            // per worker (the warm reference run's goes to a worker after it).
+            crate::runner::warm::prestart(&self.target.subject, &work.join("warm"), self.jobs)
                 .map_err(CampaignError::Runner)?;
         }
         for (k, &layout) in self.layouts.iter().enumerate() {

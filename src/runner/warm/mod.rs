@@ -15,8 +15,8 @@
 //! hash seed). A subject whose result depends on that is caught: the
 //! second reference run is warm-started and must agree with the first,
 //! cold and traced one, bit for bit (the oracle's reference runs).
-//! Traced runs (the census, the recording, killed runs) and time crash
-//! points are never warm-started; resume runs are then untraced.
+//! Traced runs (the census run, which also records, and killed runs) and
+//! time crash points are never warm-started; resume runs are then untraced.
 //!
 //! The forked run is the leader of its own process group, registered as a
 //! live run ([`crate::sys::adopt`]); the server kills that group before it
@@ -393,7 +393,7 @@ pub fn run(
 }
 
 /// Starts `n` servers for `subject` now, so that their imports run while
-/// the cold runs (the traced reference and the recording) do; the threads
+/// the cold runs (the traced census run) do; the threads
 /// that make warm runs later take them. `dir` holds the `HOME` and
 /// `TMPDIR` the imports see (inside the harness's workspace). Call it from
 /// a thread that lives as long as the servers should: each dies with the
