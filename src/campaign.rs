@@ -392,10 +392,7 @@ impl Campaign {
         calls.dedup();
         ops.sort_unstable();
         ops.dedup();
-        // The recording of `op` points is not traced: it has no operation
-        // log for the power-loss model, and those cases kill their runs.
-        let power_ops = self.target.fault.is_power_loss() && !ops.is_empty();
-        if (calls.is_empty() && ops.is_empty()) || power_ops {
+        if calls.is_empty() && ops.is_empty() {
             return None;
         }
         let store = match recorder.map(Recorder::finish) {

@@ -440,3 +440,73 @@ fn the_census_run_captures_every_point_until_its_cap() {
     assert!(early.recording(&[CrashPoint::Syscall(1)]).is_some());
     assert!(early.recording(&[CrashPoint::Syscall(2)]).is_none());
 }
+
+#[test]
+fn both_engines_give_identical_reports_under_power_loss_at_op_points() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
+    let power = |states| crashpoint::fault::FaultModel {
+        fault: crashpoint::fault::Fault::PowerLoss,
+        states,
+    };
+    // A bug only power loss catches; layouts whose paths go through a
+    // link or have odd characters, with more disk states and a second
+    // crash after the cut.
+    let cases: &[(&str, usize, u32)] = &[
+        ("zoo-no-fsync-rename", 0, 1),
+        ("nested", 2, 1),
+        ("symlinked-dir", 1, 2),
+    ];
+    let mut first = None;
+    for &(name, states, crashes) in cases {
+        let file = root().join(format!("scenarios/{name}.toml"));
+        let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let mut reports = Vec::new();
+        let mut runs = Vec::new();
+        for engine in [Engine::KillEach, Engine::Record] {
+            let mut c = s.campaign_for(power(states), exe, 2, None);
+            assert_eq!(c.target.mode, crashpoint::inject::Mode::Op, "{name}");
+            c.engine = engine;
+            c.crashes = crashes;
+            c.selection = Selection::Sample(8);
+            let results = run_campaign(&c).unwrap_or_else(|e| panic!("{name} {engine:?}: {e}"));
+            let mut made = 0;
+            for r in &results {
+                match (&r.recorded, engine) {
+                    (None, Engine::KillEach) => made += case_runs(std::slice::from_ref(r)),
+                    // Recorded by the census run, and the disk states of
+                    // its points were built from the recording's
+                    // operation log (the pauses' own).
+                    (Some(rec), Engine::Record) => {
+                        assert!(rec.points > 0 && rec.distinct_states > 0, "{name}: {rec:?}");
+                        assert!(rec.by_census_run, "{name}: {rec:?}");
+                        made += rec.runs_made;
+                    }
+                    (rec, _) => panic!("{name} {engine:?}: recorded {rec:?}"),
+                }
+            }
+            runs.push(made);
+            let report = Report::build(
+                &s.name,
+                crashpoint::fault::Fault::PowerLoss,
+                c.target.mode,
+                &results,
+                &crashpoint::report::ReplayCommand::default(),
+            );
+            reports.push(json(&report));
+        }
+        assert_eq!(
+            reports[0], reports[1],
+            "{name}: the engines disagree under power loss at op points"
+        );
+        // No first run was killed: fewer runs than one per case and more.
+        assert!(runs[1] < runs[0], "{name}: runs {runs:?}");
+        first.get_or_insert(reports.swap_remove(0));
+    }
+    let zoo = first.unwrap_or_default();
+    assert!(
+        zoo["failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["kind"] == "no-checkpoint")),
+        "power loss at op points catches no-fsync-rename: {zoo}"
+    );
+}

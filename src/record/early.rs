@@ -37,6 +37,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::op_power::OpLog;
 use super::{op, syscall, PointRecord, Recording};
 use crate::inject::{CrashPoint, Mode};
 use crate::observe::HarnessFiles;
@@ -66,6 +67,9 @@ pub struct Early {
     case_dir: PathBuf,
     points: BTreeMap<CrashPoint, PointRecord>,
     power: Vec<TracedOp>,
+    /// For `op` points, the first half of each write (see
+    /// [`Recording::power_mid`]).
+    power_mid: BTreeMap<u64, TracedOp>,
     /// The first census call no longer captured, if the cap was reached.
     stopped_at: Option<u64>,
 }
@@ -131,19 +135,29 @@ impl Recorder {
                         case_dir: case_dir.to_path_buf(),
                         points: run.recorded,
                         power: run.result.power.clone(),
+                        power_mid: BTreeMap::new(),
                         stopped_at: run.stopped_at,
                     });
                 }
                 Ok(run.result)
             }
             Mode::Op if !req.traced => {
+                // Under power loss the pauses also give the operation log.
+                let mut log = self.power.then(|| OpLog::new(req.sandbox, &req.place.cwd));
                 let (result, points, failed) =
-                    op::record_every(subject, req, &files.events, &self.store)?;
-                if failed.is_none() {
+                    op::record_every(subject, req, &files.events, &self.store, log.as_mut())?;
+                let power = match log.map(OpLog::finish) {
+                    None => Some((Vec::new(), BTreeMap::new())),
+                    Some(Ok(log)) => Some(log),
+                    // Left to a recording run of its own, which says why.
+                    Some(Err(_)) => None,
+                };
+                if let (None, Some((power, power_mid))) = (failed, power) {
                     self.early = Some(Early {
                         case_dir: case_dir.to_path_buf(),
                         points,
-                        power: Vec::new(),
+                        power,
+                        power_mid,
                         stopped_at: None,
                     });
                 }
@@ -224,6 +238,7 @@ impl Early {
             case_dir: self.case_dir.clone(),
             points,
             power: self.power.clone(),
+            power_mid: self.power_mid.clone(),
         })
     }
 }
@@ -275,6 +290,7 @@ mod tests {
             case_dir: dir.path().join("case-r00000"),
             points: points.clone(),
             power: Vec::new(),
+            power_mid: BTreeMap::new(),
             stopped_at: Some(6),
         };
         let want = [CrashPoint::Syscall(4), CrashPoint::Syscall(2)];

@@ -255,6 +255,7 @@ mod tests {
             case_dir: "/r".into(),
             points: states.iter().map(|(n, s)| record(*n, *s)).collect(),
             power: Vec::new(),
+            power_mid: BTreeMap::new(),
         }
     }
 

@@ -30,8 +30,11 @@
 //! * [`replay`]: the engine's runs: materialise, remember, replay;
 //! * [`power`]: under the power-loss fault model, the operation log of a
 //!   recorded point (its calls before the point), which the power-loss
-//!   states are built from instead of a killed run's log.
+//!   states are built from instead of a killed run's log;
+//! * [`op_power`]: that log for `op` points, built from what the simulated
+//!   trainer's I/O layer says at its pauses.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -43,6 +46,7 @@ use crate::trace::TracedOp;
 pub mod early;
 pub mod later;
 pub mod op;
+pub mod op_power;
 pub mod power;
 pub mod replay;
 pub mod syscall;
@@ -111,21 +115,29 @@ pub struct Recording {
     /// Under the power-loss fault model, every operation the recording run
     /// made inside its sandbox, in order (see [`crate::trace::TracedOp`]);
     /// a point at call `k` is preceded by those with `call < k`
-    /// ([`Recording::power_ops`]). Empty under process kills, and for `op`
-    /// points (their recording is not traced).
+    /// ([`Recording::power_ops`]). For `op` points, `call` is the number
+    /// of the trainer's operation ([`op_power`]). Empty under process
+    /// kills.
     pub power: Vec<TracedOp>,
+    /// For `op` points under the power-loss fault model, the first half of
+    /// each write, by the number of the trainer's operation (what a kill
+    /// half-way through it leaves).
+    pub power_mid: BTreeMap<u64, TracedOp>,
 }
 
 impl Recording {
-    /// The operations made before `point` (a `syscall` point; `None` for
-    /// any other point, or when the recording kept no operations).
-    pub fn power_ops(&self, point: CrashPoint) -> Option<&[TracedOp]> {
-        let CrashPoint::Syscall(k) = point else {
-            return None;
-        };
+    /// The operations made before `point` (a recorded `syscall` or `op`
+    /// point; `None` for any other point, or when the recording kept no
+    /// operations).
+    pub fn power_ops(&self, point: CrashPoint) -> Option<Cow<'_, [TracedOp]>> {
         if self.power.is_empty() || !self.points.contains_key(&point) {
             return None;
         }
+        let k = match point {
+            CrashPoint::Syscall(k) => k,
+            CrashPoint::Op(at) => return Some(op_power::before(&self.power, &self.power_mid, at)),
+            _ => return None,
+        };
         // As a killed run's log is cut (see `oracle::power`): at the first
         // operation of call `k` or later.
         let end = self
@@ -133,7 +145,7 @@ impl Recording {
             .iter()
             .position(|t| t.call >= k)
             .unwrap_or(self.power.len());
-        Some(&self.power[..end])
+        Some(Cow::Borrowed(&self.power[..end]))
     }
 
     /// How many distinct states the points have.
@@ -178,6 +190,7 @@ fn finish(
         case_dir: case_dir.to_path_buf(),
         points: recorded,
         power: Vec::new(),
+        power_mid: BTreeMap::new(),
     })
 }
 
@@ -196,4 +209,8 @@ pub enum RecordError {
     /// The recording run did not do what the reference did.
     #[error("the recording run differs from the reference: {0}")]
     Diverged(String),
+    /// Under the power-loss fault model, the operation log of an `op`
+    /// recording could not be built.
+    #[error("no operation log for the power-loss model: {0}")]
+    PowerLog(String),
 }

@@ -2,11 +2,14 @@
 //! layer pausing at every crash point ([`crate::protocol::OP_PAUSE`]); it
 //! names the paths each operation changed, and at the points the plans use
 //! the capturer looks at those again and stores the state. A `mid` point is
-//! half of the write's bytes written, as a kill there leaves it.
+//! half of the write's bytes written, as a kill there leaves it. Under the
+//! power-loss fault model the same pauses give the operation log the
+//! power-loss states are built from ([`super::op_power`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::op_power::OpLog;
 use super::{PointRecord, RecordError, Recording};
 use crate::inject::CrashPoint;
 use crate::oracle::{self, Reference, Target};
@@ -27,16 +30,16 @@ fn resolve(cwd: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// One pause line: `INDEX WHEN[\tPATH]...`.
-fn parse(line: &str) -> Option<(OpCrash, Vec<&str>)> {
+/// One pause line: `INDEX WHEN CALL[\tPATH]...` (see
+/// [`crate::protocol::OP_PAUSE`]).
+fn parse(line: &str) -> Option<(OpCrash, &str, Vec<&str>)> {
     let mut fields = line.split('\t');
-    let head = fields.next()?;
-    let (index, when) = head.split_once(' ')?;
+    let mut head = fields.next()?.split(' ');
     let crash = OpCrash {
-        index: index.parse().ok()?,
-        when: when.parse().ok()?,
+        index: head.next()?.parse().ok()?,
+        when: head.next()?.parse().ok()?,
     };
-    Some((crash, fields.collect()))
+    Some((crash, head.next().unwrap_or_default(), fields.collect()))
 }
 
 /// Records the states at `points` in a fresh sandbox under `case_dir`.
@@ -50,18 +53,36 @@ pub fn record(
     let (sandbox, files) = oracle::prepare(reference.layout, case_dir)?;
     let place = sandbox.place();
     let req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
-    let (res, recorded) = record_run(&target.subject, &req, &files.events, points, store)?;
+    // Under power loss the run also gives the operations the model replays.
+    let mut log = target
+        .fault
+        .is_power_loss()
+        .then(|| OpLog::new(sandbox.root(), &place.cwd));
+    let (res, recorded) = paused(
+        &target.subject,
+        &req,
+        &files.events,
+        points,
+        store,
+        log.as_mut(),
+    )?;
     if res.exit != Exit::Code(0) {
         return Err(RecordError::Diverged(format!(
             "it ended with {:?}",
             res.exit
         )));
     }
-    super::finish(
+    let mut rec = super::finish(
         case_dir,
         recorded,
         points.iter().map(|p| CrashPoint::Op(*p)),
-    )
+    )?;
+    if let Some(log) = log {
+        let (ops, mid) = log.finish().map_err(|e| RecordError::PowerLog(e.0))?;
+        rec.power = ops;
+        rec.power_mid = mid;
+    }
+    Ok(rec)
 }
 
 /// Makes the simulated trainer's run `req` (in the sandbox it names, with
@@ -77,8 +98,20 @@ pub fn record_run(
     points: &[OpCrash],
     store: &Store,
 ) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
+    paused(subject, req, events, points, store, None)
+}
+
+/// [`record_run`], each pause also handed to `log`.
+fn paused(
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    events: &Path,
+    points: &[OpCrash],
+    store: &Store,
+    log: Option<&mut OpLog>,
+) -> Result<(RunResult, BTreeMap<CrashPoint, PointRecord>), RecordError> {
     let wanted: BTreeSet<OpCrash> = points.iter().copied().collect();
-    let (res, recorded, failed) = record_wanted(subject, req, events, Some(&wanted), store)?;
+    let (res, recorded, failed) = record_wanted(subject, req, events, Some(&wanted), store, log)?;
     if let Some(e) = failed {
         return Err(e.into());
     }
@@ -87,15 +120,17 @@ pub fn record_run(
 
 /// [`record_run`] capturing at every point the run pauses at (a recording
 /// made as the census is taken: which points will be wanted is not known
-/// yet). A store error stops the captures and is returned beside the run,
-/// which goes on to its end.
+/// yet), each pause also handed to `log` when there is one. A store error
+/// stops the captures and is returned beside the run, which goes on to its
+/// end.
 pub fn record_every(
     subject: &Subject,
     req: &RunRequest<'_>,
     events: &Path,
     store: &Store,
+    log: Option<&mut OpLog>,
 ) -> Result<Recorded, RunnerError> {
-    record_wanted(subject, req, events, None, store)
+    record_wanted(subject, req, events, None, store, log)
 }
 
 /// A recorded run, what it captured, and why the captures failed if they did.
@@ -105,13 +140,15 @@ pub type Recorded = (
     Option<StoreError>,
 );
 
-/// Captures at the points in `wanted` (`None`: every point).
+/// Captures at the points in `wanted` (`None`: every point), each pause
+/// also handed to `log`.
 fn record_wanted(
     subject: &Subject,
     req: &RunRequest<'_>,
     events: &Path,
     wanted: Option<&BTreeSet<OpCrash>>,
     store: &Store,
+    mut log: Option<&mut OpLog>,
 ) -> Result<Recorded, RunnerError> {
     let root = req.sandbox.to_path_buf();
     let cwd = req.place.cwd.clone();
@@ -122,9 +159,12 @@ fn record_wanted(
     let mut dirty: Vec<PathBuf> = Vec::new();
     let mut prev: Option<u64> = None;
     let mut on_pause = |line: &str| {
-        let Some((at, paths)) = parse(line) else {
+        let Some((at, call, paths)) = parse(line) else {
             return;
         };
+        if let Some(log) = log.as_deref_mut() {
+            log.pause(at, call, &paths);
+        }
         if at.when != When::Before {
             for p in paths {
                 let r = resolve(&cwd, p);

@@ -43,7 +43,7 @@ pub fn shared_states(
             Some(c) => store.read_content(c).ok()?,
             None => Vec::new(),
         };
-        let ids = oracle::state_ids(target, &initial, ops, *p, &events).ok()?;
+        let ids = oracle::state_ids(target, &initial, &ops, *p, &events).ok()?;
         distinct.extend(ids.iter().copied());
         match first.get(&ids) {
             Some(f) => {

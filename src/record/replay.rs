@@ -394,7 +394,7 @@ impl CaseRuns for ReplayCase<'_> {
             // Under power loss: the operations before the point, from
             // which the case builds its disk states.
             if let Some(ops) = rec.power_ops(point.point).filter(|_| req.power) {
-                result.power = super::power::relocated(ops, reloc.as_ref());
+                result.power = super::power::relocated(&ops, reloc.as_ref());
             }
             return Ok(result);
         }

@@ -22,6 +22,8 @@ pub struct Io {
     pause: bool,
     /// A second path the current operation changes (a rename's source).
     also: Option<PathBuf>,
+    /// The current operation's name on pause lines (see [`Io::pause_at`]).
+    label: &'static str,
 }
 
 impl Io {
@@ -34,6 +36,7 @@ impl Io {
             log: log.then(Vec::new),
             pause: false,
             also: None,
+            label: "",
         }
     }
 
@@ -43,14 +46,19 @@ impl Io {
         self
     }
 
-    /// Tells the harness this point is reached, with the paths changed, and
-    /// waits until it has captured the state. A harness that is gone ends
+    /// Tells the harness this point is reached, with the operation's name
+    /// and paths, and waits until it has captured the state: `INDEX WHEN
+    /// CALL`, then tab-separated paths, those the operation names on a
+    /// `before` line (a rename's source first), those it changed on `mid`
+    /// and `after` lines. CALL is the census name of the call, except that
+    /// the creation of a directory with its missing parents, each made
+    /// durable in its parent, is `mkdir-all`. A harness that is gone ends
     /// the pauses.
     fn pause_at(&mut self, when: When, changed: &[&Path]) {
         if !self.pause {
             return;
         }
-        let mut line = format!("{} {}", self.count, when);
+        let mut line = format!("{} {} {}", self.count, when, self.label);
         for p in changed {
             line.push('\t');
             line.push_str(&p.to_string_lossy());
@@ -86,7 +94,13 @@ impl Io {
     /// Numbers the next operation; dies if the crash point says "before".
     fn begin(&mut self, kind: Call, path: &Path) -> Option<When> {
         self.count += 1;
-        self.pause_at(When::Before, &[]);
+        if self.label.is_empty() {
+            self.label = kind.name();
+        }
+        match self.also.clone() {
+            Some(from) => self.pause_at(When::Before, &[&from, path]),
+            None => self.pause_at(When::Before, &[path]),
+        }
         if let Some(log) = &mut self.log {
             log.push(CensusEntry {
                 index: self.count,
@@ -118,6 +132,7 @@ impl Io {
             Some(from) => self.pause_at(When::After, &[&from, path]),
             None => self.pause_at(When::After, &[path]),
         }
+        self.label = "";
     }
 
     fn run<T>(
@@ -136,6 +151,7 @@ impl Io {
     /// made durable in its parent (an fsync of the parent), all in one
     /// operation.
     pub fn mkdir_all(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.label = "mkdir-all";
         self.run(Call::Mkdir, dir, || {
             let mut missing = Vec::new();
             let mut p = dir;
