@@ -137,3 +137,11 @@ pub fn read_events(path: &Path) -> Vec<Event> {
         .map(|b| Event::parse_all(&String::from_utf8_lossy(&b)))
         .unwrap_or_default()
 }
+
+/// The events of an events file after its first `skip` (as
+/// [`read_events`] reads them), and how many it holds in all.
+pub fn read_events_after(path: &Path, skip: usize) -> (Vec<Event>, usize) {
+    read_bounded(path, 64 << 20)
+        .map(|b| Event::parse_after(&String::from_utf8_lossy(&b), skip))
+        .unwrap_or_default()
+}

@@ -33,10 +33,17 @@ pub const OP_LOG: &str = "CRASHPOINT_OP_LOG";
 /// byte on stdin, while the harness captures the crash state.
 pub const OP_PAUSE: &str = "CRASHPOINT_OP_PAUSE";
 
+/// Simulated trainer only: the pid of the harness that started it. The
+/// trainer asks for the parent-death signal itself and dies at once when
+/// its parent is not that process any more (it is started without a hook
+/// between fork and exec, see `sys::isolate_spawned`).
+pub const SIM_PARENT: &str = "CRASHPOINT_SIM_PARENT";
+
 /// Every variable of the protocol and its extensions: removed from the
 /// harness's own environment before a subject gets its own values.
-pub const ALL_VARS: [&str; 10] = [
+pub const ALL_VARS: [&str; 11] = [
     PROTOCOL, CKPT_DIR, MAX_STEPS, SEED, RESUME, STATE_OUT, EVENTS, OP_CRASH, OP_LOG, OP_PAUSE,
+    SIM_PARENT,
 ];
 
 /// The state file a subject writes when it reaches `MAX_STEPS`.
@@ -149,6 +156,40 @@ impl Event {
     /// Every event of an events file's text; malformed lines are skipped.
     pub fn parse_all(text: &str) -> Vec<Event> {
         text.lines().filter_map(Event::parse).collect()
+    }
+
+    /// Is `line` an event ([`Event::parse`] gives `Some`)? Builds nothing.
+    pub fn is_event(line: &str) -> bool {
+        let mut words = line.splitn(3, ' ');
+        let (Some(kind), Some(step)) = (words.next(), words.next()) else {
+            return false;
+        };
+        matches!(kind, "saved" | "resumed" | "state") && step.trim().parse::<u64>().is_ok()
+    }
+
+    /// The events of `text` after its first `skip` (those earlier runs
+    /// already saw), and how many it holds in all: the first `skip` are
+    /// counted, not built.
+    ///
+    /// ```
+    /// use crashpoint::protocol::Event;
+    /// let text = "saved 1 a\nnoise\nresumed 1\nsaved 2 b\n";
+    /// let (after, total) = Event::parse_after(text, 1);
+    /// assert_eq!(total, 3);
+    /// assert_eq!(after, Event::parse_all(text)[1..]);
+    /// ```
+    pub fn parse_after(text: &str, skip: usize) -> (Vec<Event>, usize) {
+        let mut seen = 0;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if seen < skip {
+                seen += usize::from(Event::is_event(line));
+            } else if let Some(e) = Event::parse(line) {
+                seen += 1;
+                out.push(e);
+            }
+        }
+        (out, seen)
     }
 }
 
@@ -271,5 +312,41 @@ impl FromStr for OpCrash {
             index,
             when: w.parse()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_event_says_what_parse_says() {
+        let lines = [
+            "saved 5 ckpt/last.ckpt",
+            "saved 5",
+            "saved  5 x",
+            "saved 5\t",
+            "saved x 5",
+            "resumed 10",
+            "resumed -1",
+            "state 3 params=ab rng=cd",
+            "state 3",
+            "statex 3",
+            "saved",
+            "",
+            " saved 5 x",
+            "resumed 18446744073709551616",
+            "resumed 7 trailing words",
+        ];
+        for l in lines {
+            assert_eq!(Event::is_event(l), Event::parse(l).is_some(), "{l:?}");
+        }
+        let text = lines.join("\n");
+        for skip in 0..12 {
+            let all = Event::parse_all(&text);
+            let (after, total) = Event::parse_after(&text, skip);
+            assert_eq!(total, all.len());
+            assert_eq!(after, all[skip.min(all.len())..]);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The few process-control system calls the harness needs, fenced in one
-//! place: putting a child in its own process group with a parent-death signal,
+//! place: putting a child in its own process group with a parent-death signal
+//! (set between fork and exec, or by the simulated trainer itself),
 //! the registry of live subject runs, killing and reaping everything a run
 //! left behind (daemons that `setsid` included), stopping every run at once
 //! on SIGINT or SIGTERM, making the harness a child subreaper, and the
@@ -67,6 +68,30 @@ pub fn isolate(cmd: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// Makes the child started by `cmd` the leader of a new process group,
+/// like [`isolate`], but without a hook between fork and exec, so that the
+/// standard library starts it with `posix_spawn` (a `vfork`, no copy of the
+/// harness's page tables) instead of `fork`. For a child that asks for the
+/// parent-death signal itself, first thing ([`die_with_parent`], told the
+/// harness's pid by [`crate::protocol::SIM_PARENT`]): the simulated
+/// trainer.
+pub fn isolate_spawned(cmd: &mut Command) {
+    cmd.process_group(0)
+        .env(crate::protocol::SIM_PARENT, std::process::id().to_string());
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that started it
+/// exits, and dies at once if `parent` is not its parent any more (the
+/// harness died before the request took effect): what [`isolate`] does for
+/// a child between fork and exec, done by a child started with
+/// [`isolate_spawned`].
+pub fn die_with_parent(parent: u32) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+        kill_self();
     }
 }
 

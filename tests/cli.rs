@@ -310,6 +310,34 @@ fn the_sim_refuses_bad_resume_paths_each_with_its_own_message() {
 }
 
 #[test]
+fn a_sim_whose_harness_is_gone_dies_at_once_and_writes_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_parent = |pid: u32| {
+        let mut c = bin();
+        c.arg("sim")
+            .current_dir(d)
+            .env("CRASHPOINT_PROTOCOL", "1")
+            .env("CRASHPOINT_CKPT_DIR", "ck")
+            .env("CRASHPOINT_MAX_STEPS", "6")
+            .env("CRASHPOINT_SEED", "1")
+            .env("CRASHPOINT_STATE_OUT", d.join("state.json"))
+            .env("CRASHPOINT_SIM_PARENT", pid.to_string());
+        c.output().unwrap()
+    };
+    // Its parent is not the harness that named itself: it was re-parented.
+    let o = with_parent(1);
+    assert_eq!(o.status.signal(), Some(9), "{}", text(&o));
+    assert!(!d.join("ck").exists());
+    assert!(!d.join("state.json").exists());
+    // Started by the process it names: it runs.
+    let o = with_parent(std::process::id());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(d.join("state.json").exists());
+}
+
+#[test]
 fn the_sim_outside_the_protocol_says_what_is_missing() {
     let o = bin()
         .arg("sim")

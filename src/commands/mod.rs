@@ -157,6 +157,13 @@ pub fn sim(settings: &SimSettings) -> i32 {
         eprintln!("error: --{}: {problem}", field.replace('_', "-"));
         return EXIT_USAGE;
     }
+    // Started by a harness: die with it (see `protocol::SIM_PARENT`).
+    if let Some(parent) = std::env::var(crate::protocol::SIM_PARENT)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        crate::sys::die_with_parent(parent);
+    }
     match crate::sim::trainer::run(settings, |k| std::env::var(k).ok()) {
         Ok(()) => EXIT_OK,
         Err(e) => {

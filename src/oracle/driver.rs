@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::inject::CrashPoint;
 use crate::layout::{Layout, Place, Sandbox};
-use crate::observe::{read_events, read_state, DirSnapshot, HarnessFiles};
+use crate::observe::{read_events_after, read_state, DirSnapshot, HarnessFiles};
 use crate::protocol::Event;
 use crate::runner::{Exit, RunRequest, RunResult, RunnerError};
 use crate::store::StateId;
@@ -362,9 +362,8 @@ impl<'a> Driver<'a> {
     /// What the sandbox and the events file hold after a run that ended
     /// with `exit`.
     fn observe(&mut self, crash: Option<CrashPoint>, exit: Exit) -> RunObs {
-        let all = read_events(&self.files.events);
-        let events = all[self.events_seen.min(all.len())..].to_vec();
-        self.events_seen = all.len();
+        let (events, total) = read_events_after(&self.files.events, self.events_seen);
+        self.events_seen = total;
         let run = self.obs.runs.len() + 1;
         let place = self.sandbox.place();
         let saves = announced(&events, &place.cwd, &self.sandbox.ckpt_dir(), run);

@@ -118,7 +118,13 @@ pub(super) fn run_plain(
     req: &RunRequest<'_>,
     on_pause: Option<&mut dyn FnMut(&str)>,
 ) -> Result<RunResult, RunnerError> {
-    crate::sys::isolate(&mut cmd);
+    if subject.sim {
+        // The simulated trainer asks for the parent-death signal itself:
+        // spawned without a fork of the whole harness.
+        crate::sys::isolate_spawned(&mut cmd);
+    } else {
+        crate::sys::isolate(&mut cmd);
+    }
     let start = Instant::now();
     let mut child = crate::sys::spawn_registered(&mut cmd).map_err(|e| spawn_error(subject, e))?;
     let pgid = child.id();

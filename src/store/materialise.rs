@@ -1,7 +1,8 @@
 //! Rebuilds a crash state in a fresh directory: directories, files (from
-//! their chunks), symbolic links and hard links, then permission bits and
-//! modification times (directories last, deepest first, since filling a
-//! directory changes its mtime).
+//! their chunks, each given its permission bits and modification time as it
+//! is written), symbolic links and hard links, then the links' times and the
+//! directories' bits and times (directories last, deepest first, since
+//! filling a directory changes its mtime).
 //!
 //! A state recorded in one sandbox is rebuilt in another, whose root has
 //! another path: absolute paths the subject wrote (an absolute link target,
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use super::manifest::{Manifest, Node};
+use super::manifest::{Entry, Manifest, Node};
 use super::{io_err, Content, Store, StoreError};
 
 /// Rewrite `from` (the recording sandbox's root) into `to` (this one's).
@@ -37,26 +38,24 @@ impl Relocation {
         })
     }
 
-    /// `bytes` with every occurrence of `from` replaced; `None` if none.
+    /// `bytes` with every occurrence of `from` replaced (left to right, not
+    /// overlapping); `None` if none.
     pub fn apply(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let n = self.from.len();
         if n == 0 || bytes.len() < n {
             return None;
         }
-        let first = self.from[0];
         let mut out: Option<Vec<u8>> = None;
         let mut last = 0;
-        let mut i = 0;
-        while i + n <= bytes.len() {
-            if bytes[i] == first && bytes[i..i + n] == self.from[..] {
-                let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
-                o.extend_from_slice(&bytes[last..i]);
-                o.extend_from_slice(&self.to);
-                i += n;
-                last = i;
-            } else {
-                i += 1;
+        for i in memchr::memmem::find_iter(bytes, &self.from) {
+            if i < last {
+                // Overlaps the occurrence just replaced.
+                continue;
             }
+            let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            o.extend_from_slice(&bytes[last..i]);
+            o.extend_from_slice(&self.to);
+            last = i + n;
         }
         out.map(|mut o| {
             o.extend_from_slice(&bytes[last..]);
@@ -88,6 +87,28 @@ pub fn write_content(
     std::fs::write(dest, bytes).map_err(io_err("cannot write", dest))
 }
 
+/// Writes the file `e` (whose content is `content`) to `dest`, relocated,
+/// with its permission bits and modification time, all through one open
+/// file (no path is looked up again).
+fn write_file(
+    store: &Store,
+    e: &Entry,
+    content: &Content,
+    dest: &Path,
+    reloc: Option<&Relocation>,
+) -> Result<(), StoreError> {
+    use std::io::Write;
+    let bytes = store.read_content(content)?;
+    let bytes = reloc.and_then(|r| r.apply(&bytes)).unwrap_or(bytes);
+    let mut f = std::fs::File::create(dest).map_err(io_err("cannot write", dest))?;
+    f.write_all(&bytes).map_err(io_err("cannot write", dest))?;
+    f.set_permissions(std::fs::Permissions::from_mode(e.mode))
+        .map_err(io_err("cannot set the mode of", dest))?;
+    let t = TimeSpec::new(e.mtime.0, e.mtime.1);
+    nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), &t, &t)
+        .map_err(|err| io_err("cannot set the time of", dest)(err.into()))
+}
+
 fn set_mtime(path: &Path, (s, ns): (i64, i64)) -> Result<(), StoreError> {
     let t = TimeSpec::new(s, ns);
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -109,11 +130,8 @@ pub fn materialise(
             Node::Dir => {
                 std::fs::create_dir(&full).map_err(io_err("cannot create", &full))?;
             }
-            Node::File(c) => {
-                write_content(store, c, &full, reloc)?;
-                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(e.mode))
-                    .map_err(io_err("cannot set the mode of", &full))?;
-            }
+            // Its time is set now: a hard link made later does not change it.
+            Node::File(c) => write_file(store, e, c, &full, reloc)?,
             Node::Symlink(t) => {
                 let t = reloc.map_or_else(|| t.clone(), |r| r.path(t));
                 std::os::unix::fs::symlink(&t, &full).map_err(io_err("cannot create", &full))?;
@@ -128,7 +146,7 @@ pub fn materialise(
         }
     }
     for (rel, e) in &manifest.entries {
-        if e.node != Node::Dir {
+        if matches!(e.node, Node::Symlink(_) | Node::HardLink(_)) {
             set_mtime(&root.join(rel), e.mtime)?;
         }
     }

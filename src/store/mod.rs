@@ -23,12 +23,12 @@
 //! assert_eq!(store.get(&a).unwrap(), b"hello");
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub mod capture;
 pub mod manifest;
@@ -115,12 +115,36 @@ pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Er
     move |source| StoreError::Io { what, path, source }
 }
 
+/// How many bytes of blobs a store keeps in memory as well: every case
+/// materialises its states from the store, and a blob read from memory
+/// costs no open, read and close. The first blobs stored or read are kept
+/// until the store is dropped; once this much is kept the rest is read from
+/// its file every time.
+pub const CACHE_BYTES: usize = 8 << 20;
+
 /// A directory of blobs named by their hash.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     known: Mutex<HashSet<Hash>>,
     stored: AtomicU64,
+    cache: Mutex<Cache>,
+}
+
+/// The blobs kept in memory (see [`CACHE_BYTES`]).
+#[derive(Debug, Default)]
+struct Cache {
+    blobs: HashMap<Hash, Arc<[u8]>>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn keep(&mut self, h: Hash, bytes: &[u8]) {
+        if self.bytes + bytes.len() <= CACHE_BYTES && !self.blobs.contains_key(&h) {
+            self.bytes += bytes.len();
+            self.blobs.insert(h, Arc::from(bytes));
+        }
+    }
 }
 
 impl Store {
@@ -132,6 +156,7 @@ impl Store {
             dir,
             known: Mutex::new(HashSet::new()),
             stored: AtomicU64::new(0),
+            cache: Mutex::new(Cache::default()),
         })
     }
 
@@ -165,14 +190,24 @@ impl Store {
             std::fs::write(&tmp, bytes).map_err(io_err("cannot write blob", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io_err("cannot write blob", &path))?;
             self.stored.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.cache().keep(h, bytes);
         }
         Ok(h)
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The blob `h`.
     pub fn get(&self, h: &Hash) -> Result<Vec<u8>, StoreError> {
+        if let Some(b) = self.cache().blobs.get(h) {
+            return Ok(b.to_vec());
+        }
         let path = self.path_of(h);
-        std::fs::read(&path).map_err(io_err("cannot read blob", &path))
+        let bytes = std::fs::read(&path).map_err(io_err("cannot read blob", &path))?;
+        self.cache().keep(*h, &bytes);
+        Ok(bytes)
     }
 
     /// Stores the content of the file at `path`, chunk by chunk.
@@ -229,7 +264,11 @@ impl Store {
     pub fn read_content(&self, content: &Content) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::with_capacity(content.len as usize);
         for c in &content.chunks {
-            out.extend_from_slice(&self.get(c)?);
+            let kept = self.cache().blobs.get(c).cloned();
+            match kept {
+                Some(b) => out.extend_from_slice(&b),
+                None => out.extend_from_slice(&self.get(c)?),
+            }
         }
         Ok(out)
     }
