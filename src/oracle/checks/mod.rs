@@ -38,7 +38,6 @@ pub fn judge(against: Against<'_>, obs: &Observations) -> (Vec<Finding>, Vec<Str
     let mut warnings: Vec<String> = obs.notes.clone();
     let mut saves_before: Vec<Announced> = Vec::new();
     let mut crashes = 0;
-    let all_events = obs.events();
     for o in &obs.runs {
         let run = o.run;
         for p in &o.outside {
@@ -88,7 +87,7 @@ pub fn judge(against: Against<'_>, obs: &Observations) -> (Vec<Finding>, Vec<Str
                         state: &r.state,
                         trajectory: &r.trajectory,
                     };
-                    findings.extend(steps::final_state(want, state, &all_events, run));
+                    findings.extend(steps::final_state(want, state, || obs.events(), run));
                 }
                 Some(Err(e)) => findings.push(Finding {
                     kind: FailureKind::ResumeFailed,

@@ -78,11 +78,12 @@ pub struct Expected<'a> {
 
 /// The verdict on the state file of the last run (`run`), which exited 0:
 /// `overshoot` past `MAX_STEPS`, `resume-failed` short of it, else
-/// `digest-mismatch` when its digest differs from the reference's.
+/// `digest-mismatch` when its digest differs from the reference's (then
+/// `events` gives the case's events, to name where they first diverged).
 pub fn final_state(
     want: Expected<'_>,
     got: &StateFile,
-    events: &[Event],
+    events: impl FnOnce() -> Vec<Event>,
     run: usize,
 ) -> Option<Finding> {
     let max = want.max_steps;
@@ -121,7 +122,7 @@ pub fn final_state(
             "final digest {} differs from the reference {}{}{}",
             short(&got.digest),
             short(&want.state.digest),
-            first_divergence(want.trajectory, events),
+            first_divergence(want.trajectory, &events()),
             differing_fields(&want.state.fields, &got.fields)
         ),
     })
@@ -149,17 +150,17 @@ mod tests {
             state: &r,
             trajectory: &traj,
         };
-        let f = final_state(want, &state(9, "zzz", Some(8)), &[], 2).unwrap();
+        let f = final_state(want, &state(9, "zzz", Some(8)), Vec::new, 2).unwrap();
         assert_eq!(f.kind, FailureKind::Overshoot);
         assert_eq!(
             f.detail,
             "run 2 (resumed from step 8) exited 0 at step 9, past CRASHPOINT_MAX_STEPS=8: it trained 1 step too far"
         );
-        let f = final_state(want, &state(5, "abc", None), &[], 2).unwrap();
+        let f = final_state(want, &state(5, "abc", None), Vec::new, 2).unwrap();
         assert_eq!(f.kind, FailureKind::ResumeFailed);
         assert!(f.detail.contains("3 steps short of"), "{f:?}");
-        assert_eq!(final_state(want, &state(8, "abc", None), &[], 2), None);
-        let f = final_state(want, &state(8, "abd", None), &[], 2).unwrap();
+        assert_eq!(final_state(want, &state(8, "abc", None), Vec::new, 2), None);
+        let f = final_state(want, &state(8, "abd", None), Vec::new, 2).unwrap();
         assert_eq!(f.kind, FailureKind::DigestMismatch);
     }
 
