@@ -1,5 +1,7 @@
 //! Untraced runs: the subject in its own process group under a watchdog,
-//! its stderr's tail kept; and the simulated trainer's paused recording runs.
+//! its stderr's tail kept (watched from the waiting thread through a pidfd
+//! and `poll`, or, for paused runs and without pidfds, by a watchdog thread
+//! and a stderr thread); and the simulated trainer's paused recording runs.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -128,6 +130,12 @@ pub(super) fn run_plain(
     let start = Instant::now();
     let mut child = crate::sys::spawn_registered(&mut cmd).map_err(|e| spawn_error(subject, e))?;
     let pgid = child.id();
+    if on_pause.is_none() {
+        // Watched from this thread alone, where the kernel gives pidfds.
+        if let Ok(pidfd) = crate::sys::pidfd_open(pgid) {
+            return run_polled(child, pidfd, subject, req, start);
+        }
+    }
     let stderr = child.stderr.take().map(Tail::start);
     // The watchdog: kills the group at a time crash point or at the timeout.
     let crash_after = match req.crash {
@@ -163,8 +171,20 @@ pub(super) fn run_plain(
     crate::sys::end_run(pgid, !subject.sim);
     let status = child.wait();
     let stderr_tail = stderr.map(Tail::finish).unwrap_or_default();
+    let exit = exit_of(by_watchdog, status, subject, req)?;
+    Ok(RunResult::untraced(exit, stderr_tail, duration))
+}
+
+/// How a run ended: as the watchdog ended it, else as its first process's
+/// status says.
+fn exit_of(
+    by_watchdog: Option<Exit>,
+    status: std::io::Result<std::process::ExitStatus>,
+    subject: &Subject,
+    req: &RunRequest<'_>,
+) -> Result<Exit, RunnerError> {
     use std::os::unix::process::ExitStatusExt;
-    let exit = match (by_watchdog, status) {
+    Ok(match (by_watchdog, status) {
         (Some(e), _) => e,
         (None, Ok(s)) => match (s.code(), s.signal()) {
             (Some(c), _) => Exit::Code(c),
@@ -173,6 +193,169 @@ pub(super) fn run_plain(
             (None, None) => Exit::Signal(0),
         },
         (None, Err(e)) => return Err(spawn_error(subject, e)),
+    })
+}
+
+/// [`run_plain`] for a run without pauses, watched through the pidfd of
+/// its first process: no thread is started for the watchdog or for stderr.
+fn run_polled(
+    mut child: std::process::Child,
+    pidfd: std::os::fd::OwnedFd,
+    subject: &Subject,
+    req: &RunRequest<'_>,
+    start: Instant,
+) -> Result<RunResult, RunnerError> {
+    let pgid = child.id();
+    let mut polled = Polled {
+        pidfd,
+        stderr: child.stderr.take(),
+        keep: Vec::new(),
     };
+    let by_watchdog = polled.watch(pgid, watchdog_of(req, Instant::now()));
+    let duration = start.elapsed();
+    // As in `run_plain`: the group while the leader is unreaped, then
+    // every process that carries the run's tag.
+    crate::sys::kill_group(pgid);
+    crate::sys::end_run(pgid, !subject.sim);
+    let status = child.wait();
+    let stderr_tail = polled.finish();
+    let exit = exit_of(by_watchdog, status, subject, req)?;
     Ok(RunResult::untraced(exit, stderr_tail, duration))
+}
+
+/// How the watchdog of a run started at `from` ends it: at a time crash
+/// point (crashed) or at the timeout (timed out), whichever comes first.
+fn watchdog_of(req: &RunRequest<'_>, from: Instant) -> (Instant, Exit) {
+    match req.crash {
+        Some(CrashPoint::Time(ms)) if Duration::from_millis(ms) < req.timeout => {
+            (from + Duration::from_millis(ms), Exit::Crashed)
+        }
+        _ => (from + req.timeout, Exit::TimedOut),
+    }
+}
+
+/// What one [`Polled::wait`] saw.
+#[derive(Debug, Default)]
+struct Ready {
+    /// The run's first process exited (it is not reaped).
+    exited: bool,
+    /// Its stderr can be read.
+    stderr: bool,
+    /// The deadline passed.
+    timed_out: bool,
+}
+
+/// A run watched from the thread that waits for it, with no thread of its
+/// own for the watchdog or for stderr: one `poll` on the pidfd of its first
+/// process and on its stderr.
+struct Polled {
+    pidfd: std::os::fd::OwnedFd,
+    stderr: Option<std::process::ChildStderr>,
+    keep: Vec<u8>,
+}
+
+impl Polled {
+    /// Waits until stderr has something, the first process has exited
+    /// (with `exit`) or `until` (if any) has passed. `None`: poll failed.
+    fn wait(&self, exit: bool, until: Option<Instant>) -> Option<Ready> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        loop {
+            let timeout = match until {
+                None => PollTimeout::NONE,
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    // Rounded up: never woken before the deadline.
+                    let ms = left.as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let mut fds = Vec::with_capacity(2);
+            if let Some(e) = &self.stderr {
+                fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+            }
+            if exit {
+                fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+                Ok(0) => match until {
+                    Some(at) if Instant::now() >= at => {
+                        return Some(Ready {
+                            timed_out: true,
+                            ..Ready::default()
+                        })
+                    }
+                    _ => continue,
+                },
+                Ok(_) => {}
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let stderr = self.stderr.is_some() && fds.first().is_some_and(ready);
+            let exited = exit && fds.last().is_some_and(ready);
+            return Some(Ready {
+                exited,
+                stderr,
+                timed_out: false,
+            });
+        }
+    }
+
+    /// Reads what stderr has, keeping its tail; forgets it at its end.
+    fn read(&mut self) {
+        let Some(pipe) = &mut self.stderr else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        match pipe.read(&mut buf) {
+            Ok(0) => self.stderr = None,
+            Ok(n) => {
+                self.keep.extend_from_slice(&buf[..n]);
+                if self.keep.len() > 2 * STDERR_TAIL {
+                    let cut = self.keep.len() - STDERR_TAIL;
+                    self.keep.drain(..cut);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => self.stderr = None,
+        }
+    }
+
+    /// Watches the run whose first process is `pgid` until that process
+    /// exits; returns how the watchdog ended it, if it did.
+    fn watch(&mut self, pgid: u32, watchdog: (Instant, Exit)) -> Option<Exit> {
+        let mut watchdog = Some(watchdog);
+        let mut fired = None;
+        loop {
+            let Some(ready) = self.wait(true, watchdog.map(|w| w.0)) else {
+                wait_exited(pgid);
+                return fired;
+            };
+            if ready.stderr {
+                self.read();
+            }
+            if ready.timed_out {
+                crate::sys::kill_group(pgid);
+                fired = watchdog.take().map(|w| w.1);
+            }
+            if ready.exited {
+                return fired;
+            }
+        }
+    }
+
+    /// The tail of stderr, read to its end or until [`TAIL_GRACE`] has
+    /// passed (only a process that escaped the kill still holds the pipe).
+    fn finish(mut self) -> String {
+        let until = Instant::now() + TAIL_GRACE;
+        while self.stderr.is_some() {
+            match self.wait(false, Some(until)) {
+                Some(r) if r.stderr => self.read(),
+                _ => break,
+            }
+        }
+        let from = self.keep.len().saturating_sub(STDERR_TAIL);
+        String::from_utf8_lossy(&self.keep[from..]).into_owned()
+    }
 }
