@@ -178,6 +178,12 @@ impl Store {
     /// Stores `bytes` (once) and returns their hash.
     pub fn put(&self, bytes: &[u8]) -> Result<Hash, StoreError> {
         let h = Hash::of(bytes);
+        self.put_hashed(h, bytes)?;
+        Ok(h)
+    }
+
+    /// [`Store::put`] of `bytes` whose hash `h` is known.
+    fn put_hashed(&self, h: Hash, bytes: &[u8]) -> Result<(), StoreError> {
         let fresh = self
             .known
             .lock()
@@ -192,7 +198,7 @@ impl Store {
             self.stored.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.cache().keep(h, bytes);
         }
-        Ok(h)
+        Ok(())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -229,6 +235,16 @@ impl Store {
             }
             if filled == 0 && !chunks.is_empty() {
                 break;
+            }
+            if chunks.is_empty() && filled < CHUNK {
+                // The only chunk: the whole content's hash is its hash.
+                let h = Hash::of(&buf[..filled]);
+                self.put_hashed(h, &buf[..filled])?;
+                return Ok(Content {
+                    len: filled as u64,
+                    hash: h,
+                    chunks: vec![h],
+                });
             }
             whole.update(&buf[..filled]);
             len += filled as u64;
