@@ -396,7 +396,7 @@ impl Campaign {
             return None;
         }
         let store = match recorder.map(Recorder::finish) {
-            Some(Ok((store, early))) => {
+            Some((store, Some(early))) => {
                 let wanted: Vec<CrashPoint> = calls
                     .iter()
                     .map(|n| CrashPoint::Syscall(*n))
@@ -407,7 +407,7 @@ impl Campaign {
                     None => store,
                 }
             }
-            Some(Err(store)) => store,
+            Some((store, None)) => store,
             None => Store::create(scratch.join("store")).ok()?,
         };
         let dir = scratch.join(RECORD_DIR);

@@ -29,8 +29,8 @@
 //!     side_by_side: true,
 //! };
 //! let reference = crashpoint::oracle::reference_with(target, Layout::Relative, scratch, runs)?;
-//! let (store, early) = recorder.finish().map_err(|_| "nothing captured")?;
-//! let recording = early.recording(&[CrashPoint::Syscall(3)]);
+//! let (store, early) = recorder.finish();
+//! let recording = early.and_then(|e| e.recording(&[CrashPoint::Syscall(3)]));
 //! # let _ = (reference, store, recording); Ok(()) }
 //! ```
 
@@ -167,14 +167,11 @@ impl Recorder {
         }
     }
 
-    /// The store, and what the last run captured; the store alone when
-    /// nothing usable was (the plans' points are then recorded by a run of
-    /// their own, into it).
-    pub fn finish(self) -> Result<(Store, Early), Store> {
-        match self.early {
-            Some(early) => Ok((self.store, early)),
-            None => Err(self.store),
-        }
+    /// The store, and what the last run captured (`None` when nothing
+    /// usable was: the plans' points are then recorded by a run of their
+    /// own, into the store).
+    pub fn finish(self) -> (Store, Option<Early>) {
+        (self.store, self.early)
     }
 }
 
