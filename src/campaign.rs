@@ -111,20 +111,7 @@ pub enum CampaignError {
     Interrupted(Option<i32>),
 }
 
-/// Where workspaces go when no directory is given: `TMPDIR` when it is set
-/// (the user chose it), else `/dev/shm` when it is a writable tmpfs (sandboxes
-/// are written and removed all the time: memory is the fastest place), else
-/// the system temporary directory.
-pub fn default_base() -> PathBuf {
-    if std::env::var_os("TMPDIR").is_some_and(|v| !v.is_empty()) {
-        return std::env::temp_dir();
-    }
-    let shm = Path::new("/dev/shm");
-    if crate::sys::is_writable_tmpfs(shm) {
-        return shm.to_path_buf();
-    }
-    std::env::temp_dir()
-}
+pub use crate::workspace::default_base;
 
 impl Campaign {
     fn spec<'a>(&self, reference: &'a Reference, selection: Selection) -> PlanSpec<'a> {

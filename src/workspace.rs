@@ -1,4 +1,5 @@
-//! The workspace: one directory under `TMPDIR` that holds every sandbox of
+//! The workspace: one directory (under [`default_base`]: `TMPDIR`, else
+//! `/dev/shm`, else the system temporary directory) that holds every sandbox of
 //! one harness process, and the rule by which a harness tells a workspace
 //! left by a dead run from one whose owner is alive, whatever PID namespace,
 //! container or machine the owner runs in.
@@ -12,7 +13,7 @@
 //! Beside it the marker [`MARKER`] records, for humans, the owner's pid and
 //! start time, boot id, PID namespace and host.
 //!
-//! At start, [`remove_stale`] removes a `crashpoint-*` directory of `TMPDIR`
+//! At start, [`remove_stale`] removes a `crashpoint-*` directory of the base
 //! only when it is a real directory of this user, holds the marker and the
 //! lock file, looks stale (its marker names a pid of this boot and PID
 //! namespace that is gone, or another boot or namespace), and its lock can
@@ -40,8 +41,23 @@ pub const MARKER: &str = ".crashpoint-workspace";
 /// on it for as long as it lives.
 pub const LOCK: &str = ".crashpoint-lock";
 
-/// A workspace: a directory under the system temporary directory (`TMPDIR`)
-/// that holds every sandbox of one harness process, marked as its own,
+/// Where workspaces go when no directory is given: `TMPDIR` when it is set
+/// (the user chose it), else `/dev/shm` when it is a writable tmpfs (sandboxes
+/// are written and removed all the time, and subjects fsync what they save:
+/// memory is the fastest place), else the system temporary directory.
+pub fn default_base() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_some_and(|v| !v.is_empty()) {
+        return std::env::temp_dir();
+    }
+    let shm = Path::new("/dev/shm");
+    if crate::sys::is_writable_tmpfs(shm) {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
+/// A workspace: a directory under [`default_base`] (or a base of the
+/// caller's choosing) that holds every sandbox of one harness process, marked as its own,
 /// locked for as long as it exists, and removed when dropped, without
 /// following links out of it.
 #[derive(Debug)]
@@ -52,14 +68,14 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Creates a new marked and locked workspace in `TMPDIR`, after
+    /// Creates a new marked and locked workspace in [`default_base`], after
     /// removing workspaces left behind by dead harness runs (see
     /// [`remove_stale`]).
     pub fn create() -> io::Result<Workspace> {
-        Workspace::create_in(&std::env::temp_dir())
+        Workspace::create_in(&default_base())
     }
 
-    /// [`Workspace::create`] in `base` instead of `TMPDIR`.
+    /// [`Workspace::create`] in `base` instead of [`default_base`].
     pub fn create_in(base: &Path) -> io::Result<Workspace> {
         let sweep = remove_stale(base);
         if let Some(hint) = sweep.hint {

@@ -190,7 +190,7 @@ pub fn certify(a: CertifyArgs, cancel: &Cancel) -> Result<i32, CommandError> {
         r.certified = false;
         r.interrupted = true;
     }
-    print(&r, &model);
+    print(&r, &model, &base);
     outputs::print_kept(&live);
     outputs::write_reports(&a.out, &[&r])?;
     if let Some(sig) = stopped_by {
@@ -394,7 +394,7 @@ fn replay(a: &CertifyArgs, mode: Mode, model: &FaultModel) -> report::ReplayComm
 
 /// Prints the table, recorded and power-loss states, failures, warnings,
 /// coverage and the verdict line.
-fn print(r: &Report, model: &FaultModel) {
+fn print(r: &Report, model: &FaultModel, base: &std::path::Path) {
     print!("{}", report::certify_table(r));
     for l in &r.layouts {
         if let Some(s) = &l.states {
@@ -412,7 +412,7 @@ fn print(r: &Report, model: &FaultModel) {
     if let Some(h) = r
         .failures
         .iter()
-        .find_map(|f| super::enospc_hint(&f.detail))
+        .find_map(|f| super::enospc_hint(&f.detail, base))
     {
         println!("hint: {h}");
     }

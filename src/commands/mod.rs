@@ -80,26 +80,29 @@ impl CommandError {
 
     /// A line of advice to print under the error, when there is one.
     pub fn hint(&self) -> Option<String> {
-        enospc_hint(&self.to_string())
+        enospc_hint(&self.to_string(), &crate::workspace::default_base())
     }
 }
 
-/// When `text` says a disk is full: where the sandboxes live and how much
-/// room is left there.
-pub fn enospc_hint(text: &str) -> Option<String> {
+/// When `text` says a disk is full: where the sandboxes live (`base`, the
+/// workspaces' directory) and how much room is left there.
+pub fn enospc_hint(text: &str, base: &std::path::Path) -> Option<String> {
     if !text.contains("No space left on device") && !text.contains("ENOSPC") {
         return None;
     }
-    let tmp = std::env::temp_dir();
-    let free = nix::sys::statvfs::statvfs(&tmp)
+    let free = nix::sys::statvfs::statvfs(base)
         .map(|s| {
             let bytes = s.blocks_available() as u128 * s.fragment_size() as u128;
             format!("{} MiB free", bytes / (1024 * 1024))
         })
         .unwrap_or_else(|_| "free space unknown".into());
+    let named = if std::env::var_os("TMPDIR").is_some_and(|v| !v.is_empty()) {
+        format!("TMPDIR={}", base.display())
+    } else {
+        base.display().to_string()
+    };
     Some(format!(
-        "a disk is full (ENOSPC). The sandboxes live under TMPDIR={} ({free}): free some space there, or set TMPDIR to a larger file system",
-        tmp.display()
+        "a disk is full (ENOSPC). The sandboxes live under {named} ({free}): free some space there, or set TMPDIR (for certify: --sandbox-dir) to a larger file system"
     ))
 }
 
