@@ -334,7 +334,12 @@ impl<'a> Driver<'a> {
         );
         req.resume = resume.clone();
         let after_crash = self.obs.crashes_hit() > 0 || resume.is_some();
-        req.traced = self.target.tracing.traced(after_crash);
+        // A fresh run to the end repeats the census run, which was traced.
+        req.traced = if crash.is_none() && !after_crash {
+            self.target.traces_repeat()
+        } else {
+            self.target.tracing.traced(after_crash)
+        };
         req.power = self.power && !after_crash && crash.is_some();
         let watch = Watch::before(&self.case_dir, &self.sandbox, req.traced || req.power);
         let run = self.obs.runs.len() + 1;

@@ -68,7 +68,19 @@ pub enum Tracing {
     Every,
     /// Every run but the resume runs (the runs of a case after its first,
     /// and the probes' runs given a bad resume path): `--no-trace-resume`.
+    /// With `--preload`, the uninterrupted runs that repeat the census run
+    /// are not traced either ([`Target::traces_repeat`]).
     NotResumes,
+}
+
+impl Target {
+    /// Is an uninterrupted run from a fresh sandbox traced, other than the
+    /// census run (the second reference run, a probe's first run)? It
+    /// repeats the census run, which was traced, so only when every run is
+    /// traced and the run is not warm-started.
+    pub fn traces_repeat(&self) -> bool {
+        self.tracing.traced(false) && self.subject.preload.is_empty()
+    }
 }
 
 impl Tracing {

@@ -250,7 +250,7 @@ fn one_run(
     let mut req = request(target, &sandbox, &place, &files, None, limit);
     // With warm starts, the second run is one (untraced): it must agree
     // with the first, cold one.
-    req.traced = target.tracing.traced(false) && target.subject.preload.is_empty();
+    req.traced = target.traces_repeat();
     if i == 0 {
         req.op_log = target.subject.sim.then_some(files.op_log.as_path());
         req.traced |= target.mode == Mode::Syscall;

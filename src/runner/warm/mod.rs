@@ -16,7 +16,9 @@
 //! second reference run is warm-started and must agree with the first,
 //! cold and traced one, bit for bit (the oracle's reference runs).
 //! Traced runs (the census run, which also records, and killed runs) and
-//! time crash points are never warm-started; resume runs are then untraced.
+//! time crash points are never warm-started; resume runs are then untraced,
+//! and so are the runs that repeat the census run (the second reference
+//! run, each probe's first run).
 //!
 //! The forked run is the leader of its own process group, registered as a
 //! live run ([`crate::sys::adopt`]); the server kills that group before it
