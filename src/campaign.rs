@@ -54,7 +54,8 @@ pub struct LayoutResult {
     pub layout: Layout,
     /// Its reference.
     pub reference: Reference,
-    /// Every case, in plan order.
+    /// Every case, in plan order (with [`Campaign::run_into`], those its
+    /// sink kept).
     pub outcomes: Vec<CaseOutcome>,
     /// What the record-once engine recorded (`None`: each case was killed).
     pub recorded: Option<RecordSummary>,
@@ -171,6 +172,7 @@ impl Campaign {
     }
 
     /// Runs every layout; `work` is an empty directory for the sandboxes.
+    /// Every case is kept in its layout's [`LayoutResult::outcomes`].
     /// Once `cancel` is cancelled no case starts and this is
     /// [`CampaignError::Interrupted`]; [`Campaign::run_partial`] returns
     /// what finished instead.
@@ -195,6 +197,21 @@ impl Campaign {
         work: &Path,
         reporter: &dyn Reporter,
         cancel: &Cancel,
+    ) -> Result<Vec<LayoutResult>, CampaignError> {
+        self.run_into(work, reporter, cancel, &mut KeepAll)
+    }
+
+    /// [`Campaign::run_partial`], each finished case handed to `sink`
+    /// (layout by layout, each layout's in plan order) once its layout's
+    /// cases are done: a layout's [`LayoutResult::outcomes`] keeps only
+    /// those the sink gives back, so what a campaign holds need not grow
+    /// with its cases.
+    pub fn run_into(
+        &self,
+        work: &Path,
+        reporter: &dyn Reporter,
+        cancel: &Cancel,
+        sink: &mut dyn CaseSink,
     ) -> Result<Vec<LayoutResult>, CampaignError> {
         let mut out = Vec::new();
         let begun = Instant::now();
@@ -290,6 +307,15 @@ impl Campaign {
             };
             let duration = start.elapsed();
             reporter.event(&Event::LayoutFinished { layout, duration });
+            let done = LayoutDone {
+                reference: &reference,
+                recorded: recorded.as_ref(),
+            };
+            let (indexes, outcomes): (Vec<usize>, Vec<CaseOutcome>) = indexes
+                .into_iter()
+                .zip(outcomes)
+                .filter_map(|(i, o)| sink.case(&done, i, o).map(|o| (i, o)))
+                .unzip();
             out.push(LayoutResult {
                 layout,
                 reference,
@@ -471,6 +497,38 @@ impl Campaign {
             }
         }
         Ok((indexes, outcomes))
+    }
+}
+
+/// Where a campaign's finished cases go ([`Campaign::run_into`]).
+pub trait CaseSink {
+    /// Case `index` (its place in the layout's whole plan list) of the
+    /// layout `done` finished with `outcome`; returns the outcome when the
+    /// layout's [`LayoutResult`] is to keep it.
+    fn case(
+        &mut self,
+        done: &LayoutDone<'_>,
+        index: usize,
+        outcome: CaseOutcome,
+    ) -> Option<CaseOutcome>;
+}
+
+/// A layout whose cases are done, as a [`CaseSink`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutDone<'a> {
+    /// Its reference (the census names the cases' points).
+    pub reference: &'a Reference,
+    /// What the record-once engine recorded, when it did.
+    pub recorded: Option<&'a RecordSummary>,
+}
+
+/// Keeps every case.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepAll;
+
+impl CaseSink for KeepAll {
+    fn case(&mut self, _: &LayoutDone<'_>, _: usize, outcome: CaseOutcome) -> Option<CaseOutcome> {
+        Some(outcome)
     }
 }
 

@@ -76,6 +76,7 @@ const ZOO_EXAMPLES: &str = "Examples:
 pub fn main(cli: Cli) -> Result<i32, CommandError> {
     let harness = !matches!(cli.command, Command::Sim(_));
     let cancel = if harness {
+        crate::sys::bound_malloc_arenas();
         crate::pool::install_interrupt_handler()
     } else {
         crate::pool::Cancel::new()

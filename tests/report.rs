@@ -143,7 +143,7 @@ fn sample() -> Report {
 #[test]
 fn the_page_has_a_cell_per_crash_point_coloured_by_outcome() {
     let r = sample();
-    let page = html::page(&[&r]);
+    let page = html::page(&[&r]).expect("records held in memory");
     // One cell per census point (6) and one for the probe.
     assert_eq!(
         page.matches("<button type=\"button\" class=\"cell ")
@@ -219,7 +219,7 @@ fn a_report_is_assembled_from_its_cases_alone() {
         "crashpoint certify --layouts relative --crash syscall:3 -- python3 t.py"
     );
     // Shuffled cases give the same report.
-    let mut cases = r.case_results.clone();
+    let mut cases = r.case_results.to_vec().expect("held in memory");
     cases.reverse();
     let again = Report::assemble(&r.name, r.fault, r.replay.clone(), r.layouts.clone(), cases);
     assert_eq!(again, r);
@@ -512,4 +512,86 @@ fn later_crash_states_are_in_the_json_and_partitions_merge_to_the_same_bytes() {
         .unwrap()
         .iter()
         .all(|c| c.get("later_states").is_none()));
+}
+
+/// A campaign's cases spooled to a file as its layouts finish give the
+/// report built from every case held in memory, byte for byte in every
+/// format, and the campaign keeps only the cases that failed.
+#[test]
+fn spooled_cases_give_the_report_held_in_memory() {
+    use crashpoint::campaign::{CaseSink, LayoutDone};
+    use crashpoint::report::{json, junit, SpooledCases};
+    // Failures (a mutant), later crash states (three crashes), and passes.
+    let cases: &[(&str, Option<u32>)] = &[
+        ("zoo-torn-write", None),
+        ("relative", Some(3)),
+        ("zoo-last-lost-on-early-resume", Some(2)),
+    ];
+    let exe = Path::new(env!("CARGO_BIN_EXE_crashpoint"));
+    let (mut failed, mut later) = (0, 0);
+    for (name, crashes) in cases {
+        let f = common::root()
+            .join("scenarios")
+            .join(format!("{name}.toml"));
+        let s = crashpoint::scenario::Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = s.campaign(exe, 2, None);
+        c.selection = crashpoint::inject::Selection::Sample(8);
+        if let Some(n) = crashes {
+            c.crashes = *n;
+        }
+        let results = common::run_campaign(&c).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let replay = ReplayCommand::default();
+        let held = Report::build(name, Fault::Kill, s.mode, &results, &replay);
+        // The same cases through the sink, as `run` hands them over.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sink = SpooledCases::create(&dir.path().join("cases.jsonl")).expect("spool");
+        let mut kept = results.clone();
+        for r in &mut kept {
+            let done = LayoutDone {
+                reference: &r.reference,
+                recorded: r.recorded.as_ref(),
+            };
+            let (indexes, outcomes): (Vec<usize>, Vec<_>) = r
+                .indexes
+                .iter()
+                .zip(&r.outcomes)
+                .filter_map(|(&i, o)| sink.case(&done, i, o.clone()).map(|o| (i, o)))
+                .unzip();
+            assert!(outcomes.iter().all(|o| !o.findings.is_empty()), "{name}");
+            r.indexes = indexes;
+            r.outcomes = outcomes;
+        }
+        let spooled = sink
+            .finish(name, Fault::Kill, s.mode, &kept, &replay)
+            .expect("finish");
+        assert!(spooled.cases > 0 && spooled.cases == held.cases, "{name}");
+        for (l, r) in spooled.layouts.iter().zip(&results) {
+            assert_eq!(l.cases, r.outcomes.len(), "{name}");
+            let passed = r.outcomes.iter().filter(|o| o.passed()).count();
+            assert_eq!(l.passed, passed, "{name}");
+        }
+        failed += spooled.failures.len();
+        later += spooled
+            .layouts
+            .iter()
+            .filter(|l| l.later_states.is_some())
+            .count();
+        assert_eq!(spooled, held, "{name}");
+        let out = dir.path().join("report.json");
+        json::write(&out, &[&spooled]).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("read"),
+            json::to_string(&[&held]).expect("json"),
+            "{name}: JSON"
+        );
+        // JUnit, HTML and the text report.
+        let others = |r: &Report| {
+            let page = html::page(&[r]).expect("html");
+            let text = crashpoint::report::failure_list(r, 3);
+            (junit(&[r]).expect("junit"), page, text)
+        };
+        assert_eq!(others(&spooled), others(&held), "{name}");
+    }
+    assert!(failed > 0, "no case failed");
+    assert!(later > 0, "no later crash state");
 }

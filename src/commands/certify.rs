@@ -19,7 +19,7 @@ use crate::inject::{CrashPlan, Mode, Selection};
 use crate::layout::Layout;
 use crate::oracle::{ResumeMode, Target, Tracing};
 use crate::pool::Cancel;
-use crate::report::{self, Report};
+use crate::report::{self, Report, SpooledCases};
 use crate::runner::Subject;
 use crate::verdict::{FailureKind, Finding};
 use crate::workspace::Workspace;
@@ -170,18 +170,25 @@ pub fn certify(a: CertifyArgs, cancel: &Cancel) -> Result<i32, CommandError> {
         .unwrap_or_else(crate::campaign::default_base);
     let ws = Workspace::create_in(&base).map_err(|e| CommandError::Campaign(e.into()))?;
     live.start_report(&report::shell_join(a.command_words()), "", a.out.quiet);
-    let mut results = campaign.run_partial(ws.path(), &live, cancel)?;
-    let stopped_by = cancel.is_cancelled().then(|| cancel.signal().unwrap_or(2));
     let ws_path = ws.path().display().to_string();
+    // The cases' records go to a file in the workspace as the layouts
+    // finish (the workspace's path taken out of their warnings).
+    let mut cases = SpooledCases::create(&ws.path().join("cases.jsonl"))
+        .map_err(report::ReportError::from)?
+        .hiding(&ws_path, "<workspace>");
+    let mut results = campaign.run_into(ws.path(), &live, cancel, &mut cases)?;
+    let stopped_by = cancel.is_cancelled().then(|| cancel.signal().unwrap_or(2));
     scrub(&mut results, &ws_path, a.strict);
     let replay = replay(&a, mode, &model).with_env(env);
-    let mut r = Report::build(
-        &report::shell_join(a.command_words()),
-        model.fault,
-        mode,
-        &results,
-        &replay,
-    );
+    let mut r = cases
+        .finish(
+            &report::shell_join(a.command_words()),
+            model.fault,
+            mode,
+            &results,
+            &replay,
+        )
+        .map_err(report::ReportError::from)?;
     r.set_partition(a.out.partition);
     for w in &mut r.warnings {
         *w = w.replace(&ws_path, "<workspace>");

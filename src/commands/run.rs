@@ -17,7 +17,7 @@ use crate::fault::{Fault, FaultModel};
 use crate::inject::Mode;
 use crate::layout::Layout;
 use crate::pool::Cancel;
-use crate::report::{self, Report, ScenarioRow};
+use crate::report::{self, Report, ScenarioRow, SpooledCases};
 use crate::scenario::Scenario;
 use crate::shrink;
 use crate::sim::Mutant;
@@ -236,9 +236,18 @@ pub fn run(a: RunArgs, cancel: &Cancel) -> Result<i32, CommandError> {
                 s.name.clone()
             };
             live.start_report(&name, &name, a.out.quiet);
-            let results: Vec<LayoutResult> = campaign.run_partial(&work, &live, cancel)?;
+            // The cases' records go to a file beside the campaign's
+            // sandboxes as its layouts finish; the failing cases stay in
+            // `results`, for shrinking.
+            let scenario_dir = ws.path().join(&s.name);
+            std::fs::create_dir_all(&scenario_dir).map_err(|e| CommandError::Campaign(e.into()))?;
+            let spool = scenario_dir.join(format!("{}.cases.jsonl", fault.fault.name()));
+            let mut cases = SpooledCases::create(&spool).map_err(report::ReportError::from)?;
+            let results: Vec<LayoutResult> = campaign.run_into(&work, &live, cancel, &mut cases)?;
             let replay = run_replay(s, a.mutant, a.max_steps, named_fault(&a, s, fault));
-            let mut r = Report::build(&name, fault.fault, s.mode, &results, &replay);
+            let mut r = cases
+                .finish(&name, fault.fault, s.mode, &results, &replay)
+                .map_err(report::ReportError::from)?;
             r.set_partition(a.out.partition);
             r.expect = Some(s.expect.text());
             if cancel.is_cancelled() {

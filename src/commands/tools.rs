@@ -160,13 +160,13 @@ pub fn write_files(
         })
     };
     if let Some(p) = json_path {
-        write(p, json::to_string(reports)?)?;
+        json::write(p, reports)?;
     }
     if let Some(p) = junit {
         write(p, report::junit(reports)?)?;
     }
     if let Some(p) = html {
-        write(p, report::html::page(reports))?;
+        write(p, report::html::page(reports)?)?;
     }
     Ok(())
 }

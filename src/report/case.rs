@@ -148,16 +148,30 @@ pub struct PowerStatesRow {
 impl PowerStatesRow {
     /// The count of `cases` (`None`: no case was a power cut).
     pub fn of<'c>(cases: impl IntoIterator<Item = &'c CaseRecord>) -> Option<PowerStatesRow> {
-        let per_point: Vec<usize> = cases
+        cases
             .into_iter()
-            .map(|c| c.power_states)
-            .filter(|n| *n > 0)
-            .collect();
-        Some(PowerStatesRow {
-            judged: per_point.iter().sum(),
-            points: per_point.len(),
-            min_per_point: *per_point.iter().min()?,
-            max_per_point: *per_point.iter().max()?,
+            .fold(None, |row, c| PowerStatesRow::count(row, c.power_states))
+    }
+
+    /// `row` with one more case, judged in `states` disk states (0: not a
+    /// power cut, which counts for nothing).
+    pub fn count(row: Option<PowerStatesRow>, states: usize) -> Option<PowerStatesRow> {
+        if states == 0 {
+            return row;
+        }
+        Some(match row {
+            None => PowerStatesRow {
+                judged: states,
+                points: 1,
+                min_per_point: states,
+                max_per_point: states,
+            },
+            Some(r) => PowerStatesRow {
+                judged: r.judged + states,
+                points: r.points + 1,
+                min_per_point: r.min_per_point.min(states),
+                max_per_point: r.max_per_point.max(states),
+            },
         })
     }
 

@@ -136,8 +136,9 @@ pub fn unsafe_windows(l: &LayoutRow, cases: &[&CaseRecord]) -> Vec<String> {
     out
 }
 
-/// The page for `reports` (one per scenario, or one `certify`).
-pub fn page(reports: &[&Report]) -> String {
+/// The page for `reports` (one per scenario, or one `certify`); their
+/// case records are read back when spooled.
+pub fn page(reports: &[&Report]) -> Result<String, super::ReportError> {
     let title = match reports {
         [r] => format!("crashpoint: {}", r.name),
         _ => format!("crashpoint: {} reports", reports.len()),
@@ -151,7 +152,7 @@ pub fn page(reports: &[&Report]) -> String {
         esc(&title)
     );
     for r in reports {
-        report_section(&mut h, r);
+        report_section(&mut h, r)?;
     }
     h.push_str(
         "<aside id=\"detail\" aria-live=\"polite\">\n<div class=\"name\">Point at a cell, or \
@@ -161,10 +162,11 @@ pub fn page(reports: &[&Report]) -> String {
          <input id=\"replay\" readonly value=\"\"><button type=\"button\" disabled>Copy</button></div>\n</aside>\n",
     );
     let _ = write!(h, "<script>\n{JS}</script>\n</body>\n</html>\n");
-    h
+    Ok(h)
 }
 
-fn report_section(h: &mut String, r: &Report) {
+fn report_section(h: &mut String, r: &Report) -> Result<(), super::SpoolError> {
+    let all = r.case_results.load()?;
     // The words of the text report's verdict line ("no failure in N of M
     // points (S of T sites): ..."), green only for a certified whole run.
     let class = if r.certified && !r.interrupted && r.partition.is_none() {
@@ -188,16 +190,12 @@ fn report_section(h: &mut String, r: &Report) {
         }
         h.push_str("</ul>\n");
     }
-    legend(h, r);
+    legend(h, &all);
     let by_layout: Vec<(&LayoutRow, Vec<&CaseRecord>)> = r
         .layouts
         .iter()
         .map(|l| {
-            let cases = r
-                .case_results
-                .iter()
-                .filter(|c| c.layout == l.layout)
-                .collect();
+            let cases = all.iter().filter(|c| c.layout == l.layout).collect();
             (l, cases)
         })
         .collect();
@@ -219,22 +217,22 @@ fn report_section(h: &mut String, r: &Report) {
         layout_section(h, r, l, cases);
     }
     h.push_str("</section>\n");
+    Ok(())
 }
 
-fn legend(h: &mut String, r: &Report) {
+fn legend(h: &mut String, cases: &[CaseRecord]) {
     let mut classes: Vec<(String, String)> = vec![
         ("k-passed".into(), "passed".into()),
         ("k-not-run".into(), "not run".into()),
     ];
-    if r.case_results.iter().any(|c| c.same_state_as.is_some()) {
+    if cases.iter().any(|c| c.same_state_as.is_some()) {
         classes.push((
             "k-same-state".into(),
             "passed, same crash state as another point".into(),
         ));
     }
     // A cell shows its foremost kind: the legend lists those that show.
-    let mut shown: Vec<FailureKind> = r
-        .case_results
+    let mut shown: Vec<FailureKind> = cases
         .iter()
         .filter_map(|c| c.kinds.iter().min().copied())
         .collect();

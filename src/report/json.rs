@@ -24,6 +24,34 @@ pub fn to_string(reports: &[&Report]) -> Result<String, super::ReportError> {
     }
 }
 
+/// Writes the JSON of `reports` (as [`to_string`] has it) to `path`,
+/// streamed: spooled case records are read back one at a time, so the
+/// text is never whole in memory. It is serialised once into nothing
+/// first: if that fails (a record cannot be read back), nothing is
+/// written; then `path` is created or truncated, as `std::fs::write` does.
+pub fn write(path: &Path, reports: &[&Report]) -> Result<(), super::ReportError> {
+    fn pretty<W: Write>(out: W, reports: &[&Report]) -> serde_json::Result<()> {
+        match reports {
+            [one] => serde_json::to_writer_pretty(out, one),
+            _ => serde_json::to_writer_pretty(out, reports),
+        }
+    }
+    let io = |source| super::ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    pretty(std::io::sink(), reports)?;
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut out = std::io::BufWriter::new(file);
+    match pretty(&mut out, reports) {
+        Err(e) if e.is_io() => return Err(io(e.into())),
+        r => r?,
+    }
+    out.write_all(b"\n").map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(())
+}
+
 /// Why a JSON report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

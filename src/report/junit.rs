@@ -1,5 +1,6 @@
 //! JUnit XML for CI: one test suite per report, one test case per layout ×
-//! crash plan, named by its crash point (call, path, phase).
+//! crash plan, named by its crash point (call, path, phase). Spooled case
+//! records are read back (the XML is built in memory).
 
 use super::{Report, ReportError};
 
@@ -17,7 +18,7 @@ pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
             status.set_description(format!("{}\nreplay: {}", f.detail, f.replay));
             suite.add_test_case(TestCase::new(format!("{} reference", f.layout), status));
         }
-        for c in &r.case_results {
+        for c in r.case_results.load()?.iter() {
             let status = match c.findings.first() {
                 None if c.harness_error.is_some() => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);

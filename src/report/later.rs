@@ -67,12 +67,33 @@ fn joined(points: &[CrashPoint]) -> String {
 impl LaterStatesRow {
     /// The row of `cases` (`None`: no later crash state was recorded).
     pub fn of<'c>(cases: impl IntoIterator<Item = &'c CaseRecord>) -> Option<LaterStatesRow> {
-        let mut points = BTreeSet::new();
+        let mut points = LaterPoints::default();
         for c in cases {
-            for s in &c.later_states {
-                points.insert((s.crash, s.from.clone(), s.point, s.same_state_as));
-            }
+            points.add(c);
         }
+        points.row()
+    }
+}
+
+/// The distinct later crash points of cases, counted one case at a time
+/// (what [`LaterStatesRow::of`] counts).
+#[derive(Debug, Clone, Default)]
+pub struct LaterPoints {
+    points: BTreeSet<(usize, Vec<CrashPoint>, CrashPoint, Option<CrashPoint>)>,
+}
+
+impl LaterPoints {
+    /// Counts the later crash states of `c`.
+    pub fn add(&mut self, c: &CaseRecord) {
+        for s in &c.later_states {
+            self.points
+                .insert((s.crash, s.from.clone(), s.point, s.same_state_as));
+        }
+    }
+
+    /// The row of the cases counted (`None`: no later crash state).
+    pub fn row(&self) -> Option<LaterStatesRow> {
+        let points = &self.points;
         if points.is_empty() {
             return None;
         }

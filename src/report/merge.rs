@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::{CaseRecord, LayoutRow, Report};
 
 /// Why reports cannot be merged.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     /// Nothing to merge.
     #[error("no reports to merge")]
@@ -27,6 +27,9 @@ pub enum MergeError {
         /// What differs.
         what: String,
     },
+    /// A report's spooled case records could not be read back.
+    #[error(transparent)]
+    Spool(#[from] super::SpoolError),
     /// One case is in two inputs.
     #[error(
         "{report}: case {point} of layout {layout} is in two inputs (the same partition twice?)"
@@ -135,7 +138,7 @@ pub fn merge(parts: Vec<Report>) -> Result<Report, MergeError> {
                 }
             }
         }
-        for c in &p.case_results {
+        for c in p.case_results.load()?.iter() {
             let at = layouts
                 .iter()
                 .position(|l| l.layout == c.layout)

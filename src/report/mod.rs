@@ -11,14 +11,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::campaign::LayoutResult;
 use crate::fault::Fault;
-use crate::inject::{Coverage, CrashPlan, CrashPoint, Mode};
+use crate::inject::{Coverage, CrashPlan};
 use crate::layout::Layout;
 use crate::partition::Partition;
 use crate::verdict::{Expect, FailureKind, KindCounts};
 
+mod assemble;
 pub mod case;
+pub mod cases;
 mod coverage;
 pub mod html;
 pub mod json;
@@ -29,7 +30,9 @@ pub mod name;
 mod table;
 
 pub use crate::replay::{shell_join, ReplayCommand};
+pub use assemble::{SpooledCases, Tally};
 pub use case::{CaseRecord, CaseVerdict, FindingRecord, PointRecord, PowerStatesRow};
+pub use cases::{CaseList, SpoolError};
 pub use junit::junit;
 pub use later::{LaterStateRecord, LaterStatesRow};
 pub use table::{
@@ -206,177 +209,12 @@ pub struct Report {
     /// `VIRTUAL_ENV`, `LD_LIBRARY_PATH` when set, and each `--env NAME`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Every case, per layout in plan order.
-    pub case_results: Vec<CaseRecord>,
+    /// Every case, per layout in plan order (spooled to a file while a
+    /// campaign runs, see [`CaseList`]).
+    pub case_results: CaseList,
 }
 
 impl Report {
-    /// Builds the report of a campaign's results.
-    pub fn build(
-        name: &str,
-        fault: Fault,
-        mode: Mode,
-        results: &[LayoutResult],
-        replay: &ReplayCommand,
-    ) -> Report {
-        let mut layouts = Vec::new();
-        let mut cases = Vec::new();
-        for r in results {
-            let census = &r.reference.census;
-            layouts.push(LayoutRow {
-                layout: r.layout,
-                cases: 0,
-                passed: 0,
-                failures: KindCounts::default(),
-                census: census.len(),
-                reference_digest: r.reference.state.digest.clone(),
-                planned: r.planned,
-                coverage: r.coverage.clone(),
-                census_points: case::points(mode, census),
-                reference_findings: r
-                    .reference
-                    .findings
-                    .iter()
-                    .map(|f| FindingRecord {
-                        kind: f.kind,
-                        detail: f.detail.clone(),
-                    })
-                    .collect(),
-                reference_warnings: r
-                    .reference
-                    .outside
-                    .iter()
-                    .map(|p| format!("wrote-outside: {p}"))
-                    .collect(),
-                duration: r.duration,
-                states: r.recorded.as_ref().map(|s| StatesRow {
-                    points: s.points,
-                    distinct: s.distinct_states,
-                    same_as: s
-                        .same_as
-                        .iter()
-                        .map(|(p, f)| format!("{p} same state as {f}"))
-                        .collect(),
-                    runs_made: s.runs_made,
-                    later_points: s.later_points,
-                    by_census_run: s.by_census_run,
-                }),
-                power_states: None,
-                later_states: None,
-            });
-            let same: BTreeMap<CrashPoint, CrashPoint> = r
-                .recorded
-                .iter()
-                .flat_map(|s| &s.same_as)
-                .map(|(p, f)| (*p, *f))
-                .collect();
-            for (&i, o) in r.indexes.iter().zip(&r.outcomes) {
-                let mut c = CaseRecord::of(i, o, census);
-                c.same_state_as = c.first_point().and_then(|p| same.get(&p).copied());
-                if let Some(s) = &r.recorded {
-                    c.later_states = s
-                        .later_states
-                        .get(&o.plan)
-                        .map(|v| v.iter().map(LaterStateRecord::from).collect())
-                        .unwrap_or_default();
-                }
-                cases.push(c);
-            }
-        }
-        Report::assemble(name, fault, replay.clone(), layouts, cases)
-    }
-
-    /// The report of `layouts` (their reference facts and coverage; counts
-    /// are recomputed) and `cases` (in any order): failures, warnings,
-    /// counts and the verdict follow from them alone.
-    pub fn assemble(
-        name: &str,
-        fault: Fault,
-        replay: ReplayCommand,
-        mut layouts: Vec<LayoutRow>,
-        mut cases: Vec<CaseRecord>,
-    ) -> Report {
-        let order: BTreeMap<Layout, usize> = layouts
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.layout, i))
-            .collect();
-        let rank = |c: &CaseRecord| order.get(&c.layout).copied().unwrap_or(usize::MAX);
-        cases.sort_by_key(|c| (rank(c), c.index));
-        let mut failures = Vec::new();
-        let mut warnings: Vec<String> = Vec::new();
-        let mut harness_errors = Vec::new();
-        for l in &mut layouts {
-            let mine: Vec<&CaseRecord> = cases.iter().filter(|c| c.layout == l.layout).collect();
-            l.cases = mine.len();
-            l.passed = mine.iter().filter(|c| c.passed()).count();
-            l.power_states = PowerStatesRow::of(mine.iter().copied());
-            l.later_states = LaterStatesRow::of(mine.iter().copied());
-            l.failures = KindCounts::default();
-            for f in &l.reference_findings {
-                l.failures.add(f.kind);
-                failures.push(Failure {
-                    layout: l.layout,
-                    kind: f.kind,
-                    crash: CrashPlan::default(),
-                    name: "none (the uninterrupted run)".into(),
-                    detail: f.detail.clone(),
-                    replay: replay.command(l.layout.name(), "none"),
-                });
-            }
-            for w in &l.reference_warnings {
-                push_new(&mut warnings, format!("{}: {w}", l.layout));
-            }
-            for c in &mine {
-                if let Some(detail) = &c.harness_error {
-                    harness_errors.push(HarnessError {
-                        layout: l.layout,
-                        crash: c.point.clone(),
-                        detail: detail.clone(),
-                        replay: replay.command(l.layout.name(), &c.point),
-                    });
-                }
-                for f in &c.findings {
-                    l.failures.add(f.kind);
-                    failures.push(Failure {
-                        layout: l.layout,
-                        kind: f.kind,
-                        crash: c.point.clone(),
-                        name: c.name.clone(),
-                        detail: f.detail.clone(),
-                        replay: replay.command(l.layout.name(), &c.point),
-                    });
-                }
-                for w in &c.warnings {
-                    push_new(&mut warnings, format!("{}: {w}", l.layout));
-                }
-            }
-        }
-        let not_covered = coverage::not_covered(&layouts, None);
-        let sum = |f: fn(&LayoutRow) -> usize| layouts.iter().map(f).sum::<usize>();
-        Report {
-            name: name.to_string(),
-            fault,
-            certified: failures.is_empty() && harness_errors.is_empty() && not_covered.is_empty(),
-            points: sum(|l| l.coverage.points),
-            points_run: sum(|l| l.coverage.points_run),
-            sites: sum(|l| l.coverage.sites),
-            sites_covered: sum(|l| l.coverage.sites_covered),
-            not_covered,
-            interrupted: false,
-            cases: cases.len(),
-            partition: None,
-            expect: None,
-            layouts,
-            failures,
-            warnings,
-            harness_errors,
-            env: replay.env.iter().cloned().collect(),
-            replay,
-            case_results: cases,
-        }
-    }
-
     /// Marks this report as partition `p` of a run: what is not covered is
     /// then what its share did not run, and it passes (`certified`) when
     /// its whole share ran and no case failed. Only the merged report of
@@ -451,11 +289,6 @@ fn parse_expect(s: &str) -> Option<Expect> {
     }
 }
 
-fn push_new(list: &mut Vec<String>, s: String) {
-    if !list.contains(&s) {
-        list.push(s);
-    }
-}
 /// A report could not be serialised: nothing is written then, and the
 /// command fails, rather than leaving a `null` or empty file behind.
 #[derive(Debug, thiserror::Error)]
@@ -463,6 +296,17 @@ pub enum ReportError {
     /// JSON serialisation failed.
     #[error("cannot serialise the JSON report: {0}")]
     Json(#[from] serde_json::Error),
+    /// Spooled case records could not be read back.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The JSON report could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
     /// JUnit XML serialisation failed.
     #[error("cannot serialise the JUnit report: {0}")]
     Junit(String),
