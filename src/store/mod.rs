@@ -119,8 +119,10 @@ pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Er
 /// materialises its states from the store, and a blob read from memory
 /// costs no open, read and close. The first blobs stored or read are kept
 /// until the store is dropped; once this much is kept the rest is read from
-/// its file every time.
-pub const CACHE_BYTES: usize = 8 << 20;
+/// its file every time. Kept small: the harness's memory is to stay flat
+/// however many cases a campaign has (`cargo bench --bench memory`), and
+/// the cache fills with the cases.
+pub const CACHE_BYTES: usize = 1 << 20;
 
 /// A directory of blobs named by their hash.
 #[derive(Debug)]
