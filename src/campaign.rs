@@ -460,7 +460,7 @@ impl Campaign {
                 let plan = &plans[i];
                 let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));
                 let r = match plan.probe() {
-                    Some(p) => oracle::run_probe(&self.target, reference, p, &case_dir),
+                    Some(p) => oracle::run_probe_with(&self.target, reference, p, &case_dir, runs),
                     None => oracle::run_case_with(&self.target, reference, plan, &case_dir, runs),
                 };
                 if let Ok(outcome) = &r {

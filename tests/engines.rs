@@ -513,3 +513,51 @@ fn both_engines_give_identical_reports_under_power_loss_at_op_points() {
         "power loss at op points catches no-fsync-rename: {zoo}"
     );
 }
+
+#[test]
+fn the_probes_share_one_uninterrupted_run_under_the_record_engine() {
+    use crashpoint::inject::{Mode, Selection};
+    // One case (its first run's state recorded, one resume made) and the
+    // three probes: their uninterrupted first runs are one run, made once
+    // and put in place for the other two; their bad-resume runs are each
+    // made, and every verdict is kill-each's.
+    let mut reports = Vec::new();
+    for engine in [Engine::KillEach, Engine::Record] {
+        let campaign = crashpoint::campaign::Campaign {
+            target: sim_target(Mode::Op),
+            layouts: vec![crashpoint::layout::Layout::Relative],
+            selection: Selection::Sample(1),
+            crashes: 1,
+            crash_seed: 0,
+            engine,
+            only: None,
+            jobs: 2,
+            budget: None,
+            partition: crashpoint::partition::Partition::WHOLE,
+        };
+        let results = run_campaign(&campaign).expect("campaign");
+        let probes: Vec<_> = results[0]
+            .outcomes
+            .iter()
+            .filter(|o| o.plan.probe().is_some())
+            .collect();
+        assert_eq!(probes.len(), 3);
+        for p in &probes {
+            assert_eq!(p.runs, 2, "{p:?}");
+            assert!(p.findings.is_empty() && p.warnings.is_empty(), "{p:?}");
+        }
+        if engine == Engine::Record {
+            let rec = results[0].recorded.as_ref().expect("recorded");
+            assert_eq!(rec.runs_made, 2, "{rec:?}");
+        }
+        let report = Report::build(
+            "probes",
+            crashpoint::fault::Fault::Kill,
+            Mode::Op,
+            &results,
+            &crashpoint::report::ReplayCommand::default(),
+        );
+        reports.push(json(&report));
+    }
+    assert_eq!(reports[0], reports[1]);
+}

@@ -31,7 +31,7 @@ use checks::shape::{Announced, RefShape};
 use driver::{plain_paths, Driver};
 pub(crate) use driver::{prepare, request};
 pub use power_case::{initial_tree, state_id, state_ids};
-pub use probe::run_probe;
+pub use probe::{run_probe, run_probe_with};
 pub use reference::{reference, reference_with, FirstRun, ReferenceRuns};
 pub use resume::ResumeMode;
 pub use runs::{CaseRuns, KillEach, Runs};

@@ -21,6 +21,7 @@ use crate::runner::{Exit, RunnerError};
 use super::checks::loadable::surviving;
 use super::checks::shape::CkptPath;
 use super::driver::{prepare, Driver};
+use super::runs::{KillEach, Runs};
 use super::{CaseOutcome, FailureKind, Finding, Reference, ResumeMode, Target};
 
 /// What the corrupt probe damages.
@@ -42,6 +43,18 @@ pub fn run_probe(
     probe: Probe,
     case_dir: &Path,
 ) -> Result<CaseOutcome, RunnerError> {
+    run_probe_with(target, reference, probe, case_dir, &KillEach)
+}
+
+/// [`run_probe`] with its runs carried out by `runs` (an engine that knows
+/// what the uninterrupted run leaves puts that in place instead).
+pub fn run_probe_with(
+    target: &Target,
+    reference: &Reference,
+    probe: Probe,
+    case_dir: &Path,
+    runs: &dyn Runs,
+) -> Result<CaseOutcome, RunnerError> {
     let start = Instant::now();
     let mut outcome = CaseOutcome {
         layout: reference.layout,
@@ -62,7 +75,7 @@ pub fn run_probe(
         } else {
             case_dir.join(format!("variant-{variant}"))
         };
-        let more = one_variant(target, reference, probe, variant, &dir, &mut outcome)?;
+        let more = one_variant(target, reference, probe, variant, &dir, runs, &mut outcome)?;
         variant += 1;
         if !more || outcome.harness_error.is_some() {
             break;
@@ -80,6 +93,7 @@ fn one_variant(
     probe: Probe,
     variant: usize,
     case_dir: &Path,
+    runs: &dyn Runs,
     outcome: &mut CaseOutcome,
 ) -> Result<bool, RunnerError> {
     let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
@@ -89,7 +103,7 @@ fn one_variant(
     let root = sandbox.root().display().to_string();
     let harness = case_dir.display().to_string();
     let plain = |s: &str| s.replace(&root, "<sandbox>").replace(&harness, "<case>");
-    let mut d = Driver::new(target, reference, sandbox, files);
+    let mut d = Driver::new(target, reference, sandbox, files).with_runs(runs.probe(case_dir));
     let name = probe.name();
     let Some(first) = d.run_given(None, None)? else {
         return Ok(disturbed(outcome, probe, &d, &plain));

@@ -17,6 +17,15 @@ use crate::store::StateId;
 pub trait Runs: Sync {
     /// The runs of one case of `plan`.
     fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a>;
+
+    /// The runs of one misuse probe (or one variant of it) in `case_dir`:
+    /// an uninterrupted run from a fresh sandbox, then one given a bad
+    /// resume path after the probe damaged the tree. By default each is
+    /// started.
+    fn probe<'a>(&'a self, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
+        let _ = case_dir;
+        Box::new(KillEach)
+    }
 }
 
 /// The runs of one case, in order.

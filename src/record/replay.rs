@@ -39,6 +39,9 @@ pub struct Replayer<'r> {
     store: &'r Store,
     recording: &'r Recording,
     memo: Mutex<HashMap<MemoKey, Slot>>,
+    /// The probes' uninterrupted runs, by the length of the case directory
+    /// they were made in.
+    probes: Mutex<HashMap<usize, Slot>>,
     later: Mutex<HashMap<LaterKey, LaterSlot>>,
     wanted: Wanted,
     /// For each first point whose state equals an earlier one's, that one.
@@ -58,6 +61,7 @@ impl<'r> Replayer<'r> {
             store,
             recording,
             memo: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
             later: Mutex::new(HashMap::new()),
             wanted: Wanted::of(plans, recording),
             first_same: recording.same_as(),
@@ -111,6 +115,66 @@ impl Runs for Replayer<'_> {
             steps: Vec::new(),
             names: Vec::new(),
         })
+    }
+
+    fn probe<'a>(&'a self, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
+        Box::new(ProbeCase { r: self, case_dir })
+    }
+}
+
+/// The runs of a misuse probe: its uninterrupted first run from a fresh
+/// sandbox is made once per layout (and length of case directory) and put
+/// in place for the other probes and variants; the run given a bad resume
+/// path, after the probe damaged the tree, is always made.
+struct ProbeCase<'a> {
+    r: &'a Replayer<'a>,
+    case_dir: &'a Path,
+}
+
+impl CaseRuns for ProbeCase<'_> {
+    fn run(
+        &mut self,
+        target: &Target,
+        run: usize,
+        sandbox: &Sandbox,
+        files: &HarnessFiles,
+        req: &RunRequest<'_>,
+    ) -> Result<RunResult, RunnerError> {
+        if run != 1 || req.crash.is_some() || req.resume.is_some() {
+            return runner::run(&target.subject, req);
+        }
+        // Every probe starts from a fresh sandbox of the layout, the same
+        // tree but for its directories' times. Absolute paths in what the
+        // run leaves are rewritten byte for byte when it is put in place:
+        // only under a case directory as long.
+        let key = self.case_dir.as_os_str().len();
+        let slot = {
+            let mut m = self.r.probes.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(m.entry(key).or_default())
+        };
+        let plan = CrashPlan { points: Vec::new() };
+        let case = ReplayCase {
+            r: self.r,
+            plan: &plan,
+            case_dir: self.case_dir,
+            known: None,
+            first: None,
+            steps: Vec::new(),
+            names: Vec::new(),
+        };
+        let mut made_here = false;
+        let memo = slot.get_or_init(|| {
+            made_here = true;
+            case.make(target, sandbox, files, req)
+                .map_err(|e| e.to_string())
+        });
+        match memo {
+            Ok(m) if made_here => Ok(m.result.clone()),
+            Ok(m) => case.replay(m, sandbox, files),
+            Err(e) if made_here => Err(RunnerError::Trace(e.clone())),
+            // It failed to start in another probe: start it here.
+            Err(_) => runner::run(&target.subject, req),
+        }
     }
 }
 
