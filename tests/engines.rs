@@ -14,6 +14,18 @@ use crashpoint::scenario::Scenario;
 mod common;
 use common::{root, run_campaign};
 
+/// The JSON of the report of `results` (a campaign named `name`, under
+/// `fault`, at `mode` points), with no replay command, as [`json`] has it.
+fn report_json(
+    name: &str,
+    fault: crashpoint::fault::Fault,
+    mode: crashpoint::inject::Mode,
+    results: &[crashpoint::campaign::LayoutResult],
+) -> serde_json::Value {
+    let replay = crashpoint::report::ReplayCommand::default();
+    json(&Report::build(name, fault, mode, results, &replay))
+}
+
 /// The report as JSON, without what only one engine says (its states).
 fn json(report: &Report) -> serde_json::Value {
     let mut v = serde_json::to_value(report).expect("serialises");
@@ -59,14 +71,8 @@ fn campaign(
         c.crashes = n;
     }
     let results = run_campaign(&c).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-    let report = Report::build(
-        &s.name,
-        crashpoint::fault::Fault::Kill,
-        s.mode,
-        &results,
-        &crashpoint::report::ReplayCommand::default(),
-    );
-    (results, json(&report))
+    let report = report_json(&s.name, crashpoint::fault::Fault::Kill, s.mode, &results);
+    (results, report)
 }
 
 #[test]
@@ -321,14 +327,12 @@ fn both_engines_give_identical_reports_under_power_loss_on_a_zoo_scenario_traced
             engine == Engine::Record,
             "{engine:?}: what was recorded"
         );
-        let report = Report::build(
+        reports.push(report_json(
             &s.name,
             crashpoint::fault::Fault::PowerLoss,
             c.target.mode,
             &results,
-            &crashpoint::report::ReplayCommand::default(),
-        );
-        reports.push(json(&report));
+        ));
     }
     assert_eq!(
         reports[0], reports[1],
@@ -488,14 +492,12 @@ fn both_engines_give_identical_reports_under_power_loss_at_op_points() {
                 }
             }
             runs.push(made);
-            let report = Report::build(
+            reports.push(report_json(
                 &s.name,
                 crashpoint::fault::Fault::PowerLoss,
                 c.target.mode,
                 &results,
-                &crashpoint::report::ReplayCommand::default(),
-            );
-            reports.push(json(&report));
+            ));
         }
         assert_eq!(
             reports[0], reports[1],
@@ -550,14 +552,12 @@ fn the_probes_share_one_uninterrupted_run_under_the_record_engine() {
             let rec = results[0].recorded.as_ref().expect("recorded");
             assert_eq!(rec.runs_made, 2, "{rec:?}");
         }
-        let report = Report::build(
+        reports.push(report_json(
             "probes",
             crashpoint::fault::Fault::Kill,
             Mode::Op,
             &results,
-            &crashpoint::report::ReplayCommand::default(),
-        );
-        reports.push(json(&report));
+        ));
     }
     assert_eq!(reports[0], reports[1]);
 }
