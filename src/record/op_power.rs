@@ -18,11 +18,11 @@
 //! `op:N:before` (a kill there lands before the operation).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::power::{FileRef, Handle, Op, OpenFlags, Rope, SyncMode};
 use crate::protocol::{OpCrash, When};
-use crate::trace::TracedOp;
+use crate::trace::{canonicalize_loose, TracedOp};
 
 /// What the operation under way names, resolved at its `before` pause.
 #[derive(Debug)]
@@ -76,33 +76,6 @@ pub struct OpLog {
     failed: Option<Unknown>,
 }
 
-/// `full` as the kernel resolves it: canonical when it exists and `follow`
-/// is true (the call acts on what a final link names), else its parent
-/// canonical and its last component joined, else lexically normalised.
-fn resolve(full: &Path, follow: bool) -> PathBuf {
-    if follow {
-        if let Ok(c) = full.canonicalize() {
-            return c;
-        }
-    }
-    if let (Some(parent), Some(name)) = (full.parent(), full.file_name()) {
-        if let Ok(c) = parent.canonicalize() {
-            return c.join(name);
-        }
-    }
-    let mut out = PathBuf::new();
-    for c in full.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
 impl OpLog {
     /// The log of a run in the sandbox `root` whose working directory is
     /// `cwd`.
@@ -127,7 +100,7 @@ impl OpLog {
 
     /// A path the trainer names, resolved and relative to the sandbox.
     fn named(&self, p: &str, follow: bool) -> Option<String> {
-        self.rel(&resolve(&self.cwd.join(p), follow))
+        self.rel(&canonicalize_loose(&self.cwd.join(p), follow))
     }
 
     /// The pause at `at` of the operation `call` with `paths` (see
@@ -163,7 +136,7 @@ impl OpLog {
         let p = match call {
             "create" => one(true).map(Pending::Create),
             "write" => {
-                let abs = resolve(&self.cwd.join(first), true);
+                let abs = canonicalize_loose(&self.cwd.join(first), true);
                 self.rel(&abs).map(|rel| {
                     let offset = self.written.get(&rel).copied().unwrap_or(0);
                     Pending::Write(rel, abs, offset)
@@ -183,7 +156,7 @@ impl OpLog {
                 }
             },
             "symlink" => {
-                let abs = resolve(&self.cwd.join(first), false);
+                let abs = canonicalize_loose(&self.cwd.join(first), false);
                 self.rel(&abs).map(|rel| Pending::Symlink(rel, abs))
             }
             "unlink" => one(false).map(Pending::Unlink),
@@ -218,7 +191,7 @@ impl OpLog {
             let (parent, here) = match (&at, d.file_name()) {
                 (Some(a), Some(name)) => (a.clone(), a.join(name)),
                 _ => {
-                    let here = resolve(d, false);
+                    let here = canonicalize_loose(d, false);
                     (
                         here.parent().map(Path::to_path_buf).unwrap_or_default(),
                         here,

@@ -27,18 +27,7 @@ pub fn record(
     let mut req = oracle::request(target, &sandbox, &place, &files, None, reference.timeout);
     // Under power loss the run also keeps the operations the model replays.
     req.power = target.fault.is_power_loss();
-    let run = record_at(
-        &target.subject,
-        &req,
-        &files.events,
-        PauseAt::Calls(points.to_vec()),
-        None,
-        store,
-    )?;
-    if let Some(e) = run.failed {
-        return Err(e.into());
-    }
-    let (res, recorded) = (run.result, run.recorded);
+    let (res, recorded) = record_run(&target.subject, &req, &files.events, points, store)?;
     if res.exit != Exit::Code(0) {
         return Err(RecordError::Diverged(format!(
             "it ended with {:?}",

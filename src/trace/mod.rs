@@ -96,6 +96,7 @@ mod extent;
 mod filter;
 mod power;
 mod resolve;
+pub use resolve::canonicalize_loose;
 mod supervisor;
 #[cfg(test)]
 mod tests;

@@ -89,7 +89,7 @@ pub(super) fn is_special(path: &Path) -> bool {
 /// is false (the call acts on a final symlink itself), the parent is
 /// canonicalized and the last component joined; failing that, the path is
 /// normalized lexically.
-pub(super) fn canonicalize_loose(full: &Path, follow: bool) -> PathBuf {
+pub fn canonicalize_loose(full: &Path, follow: bool) -> PathBuf {
     if follow {
         if let Ok(c) = fs::canonicalize(full) {
             return c;
