@@ -343,10 +343,7 @@ fn layout_rows(mode: Mode, results: &[LayoutResult]) -> Vec<LayoutRow> {
                     .reference
                     .findings
                     .iter()
-                    .map(|f| FindingRecord {
-                        kind: f.kind,
-                        detail: f.detail.clone(),
-                    })
+                    .map(FindingRecord::from)
                     .collect(),
                 reference_warnings: r
                     .reference

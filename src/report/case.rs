@@ -30,6 +30,15 @@ pub struct FindingRecord {
     pub detail: String,
 }
 
+impl From<&crate::verdict::Finding> for FindingRecord {
+    fn from(f: &crate::verdict::Finding) -> FindingRecord {
+        FindingRecord {
+            kind: f.kind,
+            detail: f.detail.clone(),
+        }
+    }
+}
+
 /// One case, as reports keep it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CaseRecord {
@@ -97,14 +106,7 @@ impl CaseRecord {
                 (_, false) => CaseVerdict::Failed,
             },
             kinds,
-            findings: outcome
-                .findings
-                .iter()
-                .map(|f| FindingRecord {
-                    kind: f.kind,
-                    detail: f.detail.clone(),
-                })
-                .collect(),
+            findings: outcome.findings.iter().map(FindingRecord::from).collect(),
             warnings: outcome.warnings.clone(),
             harness_error: outcome.harness_error.clone(),
             power_states: outcome.power_states,
