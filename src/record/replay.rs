@@ -93,6 +93,19 @@ impl<'r> Replayer<'r> {
             .clone()
     }
 
+    /// The runs of one case of `plan` in `case_dir`.
+    fn new_case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> ReplayCase<'a> {
+        ReplayCase {
+            r: self,
+            plan,
+            case_dir,
+            known: None,
+            first: None,
+            steps: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+
     fn slot(&self, key: MemoKey) -> Slot {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(m.entry(key).or_default())
@@ -106,29 +119,26 @@ impl<'r> Replayer<'r> {
 
 impl Runs for Replayer<'_> {
     fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
-        Box::new(ReplayCase {
-            r: self,
-            plan,
-            case_dir,
-            known: None,
-            first: None,
-            steps: Vec::new(),
-            names: Vec::new(),
-        })
+        Box::new(self.new_case(plan, case_dir))
     }
 
     fn probe<'a>(&'a self, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
-        Box::new(ProbeCase { r: self, case_dir })
+        Box::new(ProbeCase {
+            case: self.new_case(&NO_CRASH, case_dir),
+        })
     }
 }
+
+/// The plan of a probe's runs: no crash point.
+static NO_CRASH: CrashPlan = CrashPlan { points: Vec::new() };
 
 /// The runs of a misuse probe: its uninterrupted first run from a fresh
 /// sandbox is made once per layout (and length of case directory) and put
 /// in place for the other probes and variants; the run given a bad resume
 /// path, after the probe damaged the tree, is always made.
 struct ProbeCase<'a> {
-    r: &'a Replayer<'a>,
-    case_dir: &'a Path,
+    /// Its runs' mechanics (putting a state in place, making a run).
+    case: ReplayCase<'a>,
 }
 
 impl CaseRuns for ProbeCase<'_> {
@@ -147,20 +157,11 @@ impl CaseRuns for ProbeCase<'_> {
         // tree but for its directories' times. Absolute paths in what the
         // run leaves are rewritten byte for byte when it is put in place:
         // only under a case directory as long.
-        let key = self.case_dir.as_os_str().len();
+        let case = &self.case;
+        let key = case.case_dir.as_os_str().len();
         let slot = {
-            let mut m = self.r.probes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = case.r.probes.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(m.entry(key).or_default())
-        };
-        let plan = CrashPlan { points: Vec::new() };
-        let case = ReplayCase {
-            r: self.r,
-            plan: &plan,
-            case_dir: self.case_dir,
-            known: None,
-            first: None,
-            steps: Vec::new(),
-            names: Vec::new(),
         };
         let mut made_here = false;
         let memo = slot.get_or_init(|| {
