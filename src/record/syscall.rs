@@ -96,8 +96,8 @@ pub struct RecordedRun {
 }
 
 /// [`record_run`] pausing at `at`; with `cap`, the captures stop once they
-/// have handled that many bytes (see [`Capturer::bytes_handled`]) (the later points are then
-/// not in the map, and `stopped_at` says where it stopped). A store error
+/// have handled that many bytes ([`Capturer::bytes_handled`]): the later
+/// points are then not in the map, and `stopped_at` says where it stopped. A store error
 /// stops the captures too; the run always goes on to its end.
 pub fn record_at(
     subject: &Subject,

@@ -96,7 +96,6 @@ mod extent;
 mod filter;
 mod power;
 mod resolve;
-pub use resolve::canonicalize_loose;
 mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -105,6 +104,7 @@ use capture::Pauses;
 pub use capture::{Pause, PauseAt, PauseSink};
 use filter::{arch, build_filter};
 pub use power::TracedOp;
+pub use resolve::canonicalize_loose;
 use resolve::Policy;
 use supervisor::{kill_tasks, lock, trace_subject, Shared};
 
