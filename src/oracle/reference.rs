@@ -63,7 +63,7 @@ struct OneRun {
     window: Option<SaveWindow>,
 }
 
-/// [`reference`], its runs made as `runs` says.
+/// [`reference()`], its runs made as `runs` says.
 pub fn reference_with(
     target: &Target,
     layout: Layout,

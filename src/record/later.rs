@@ -15,7 +15,7 @@
 //! case's history, every earlier crash state equal to the case's (each
 //! known from the recorded resume run the case itself went through, which
 //! holds every plan of that history). A resume run is thus recorded once
-//! per history of crash states (its [`Lineage`]), paused only where a plan
+//! per history of crash states (its lineage), paused only where a plan
 //! of that history crashes next.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
