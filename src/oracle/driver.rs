@@ -90,7 +90,12 @@ pub fn describe_exit(res: &RunResult) -> String {
 /// `<sandbox>` and `<case>`: reports must not depend on where the
 /// workspace happened to be.
 pub fn plain_paths(text: &str, sandbox: &Sandbox, case_dir: &Path) -> String {
-    let root = sandbox.root().display().to_string();
+    plain_paths_at(text, sandbox.root(), case_dir)
+}
+
+/// [`plain_paths`] for a sandbox whose root was `root`.
+pub fn plain_paths_at(text: &str, root: &Path, case_dir: &Path) -> String {
+    let root = root.display().to_string();
     let harness = case_dir.display().to_string();
     text.replace(&root, "<sandbox>").replace(&harness, "<case>")
 }

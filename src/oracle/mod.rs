@@ -25,16 +25,17 @@ mod probe;
 mod reference;
 mod resume;
 mod runs;
+mod shared;
 mod watch;
 
 use checks::shape::{Announced, RefShape};
-use driver::{plain_paths, Driver};
+use driver::{plain_paths_at, Driver};
 pub(crate) use driver::{prepare, request};
 pub use power_case::{initial_tree, state_id, state_ids};
 pub use probe::{run_probe, run_probe_with};
 pub use reference::{reference, reference_with, FirstRun, ReferenceRuns};
 pub use resume::ResumeMode;
-pub use runs::{CaseRuns, KillEach, Runs};
+pub use runs::{CaseRuns, KillEach, Runs, Seen, SeenSlot};
 
 /// What is being certified, and how.
 #[derive(Debug, Clone)]
@@ -258,18 +259,49 @@ pub fn run_case_with(
         // states come from the killed run's operations, or the recording's.
         return power_case::run_case(target, reference, plan, &points, case_dir, runs);
     }
-    let case_runs = runs.case(plan, case_dir);
+    if let Some(slot) = runs.same_case(plan) {
+        return shared::run_case(target, reference, plan, &points, case_dir, runs, &slot);
+    }
     let start = Instant::now();
+    let seen = see_case(target, reference, plan, &points, case_dir, runs)?;
+    Ok(shared::judge_seen(
+        target,
+        reference,
+        plan,
+        points.first().copied(),
+        &seen,
+        start,
+    ))
+}
+
+/// Drives one case of `plan` (its points resolved: `points`) in a fresh
+/// sandbox under `case_dir` and keeps what it saw.
+fn see_case(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    points: &[CrashPoint],
+    case_dir: &Path,
+    runs: &dyn Runs,
+) -> Result<Seen, RunnerError> {
     let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
         program: "sandbox".into(),
         source: e,
     })?;
-    let mut driver = Driver::new(target, reference, sandbox, files).with_runs(case_runs);
-    driver.drive(&points)?;
+    let mut driver =
+        Driver::new(target, reference, sandbox, files).with_runs(runs.case(plan, case_dir));
+    driver.drive(points)?;
     let (obs, sandbox) = driver.finish();
-    Ok(judge_case(
-        target, reference, plan, &obs, &sandbox, case_dir, start,
-    ))
+    let leftovers = match obs.harness_error {
+        None => watch::leftovers(&sandbox),
+        Some(_) => Vec::new(),
+    };
+    Ok(Seen {
+        obs,
+        leftovers,
+        root: sandbox.root().to_path_buf(),
+        case_dir: case_dir.to_path_buf(),
+    })
 }
 
 /// Judges what the driver saw of a case (in `sandbox`, with harness files
@@ -283,6 +315,34 @@ pub fn judge_case(
     case_dir: &Path,
     start: Instant,
 ) -> CaseOutcome {
+    let leftovers = match obs.harness_error {
+        None => watch::leftovers(sandbox),
+        Some(_) => Vec::new(),
+    };
+    judge_observed(
+        target,
+        reference,
+        plan,
+        obs,
+        leftovers,
+        sandbox.root(),
+        case_dir,
+        start,
+    )
+}
+
+/// [`judge_case`], given the sandbox's leftovers and where it was (`root`).
+#[allow(clippy::too_many_arguments)]
+fn judge_observed(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    obs: &obs::Observations,
+    leftovers: Vec<String>,
+    root: &Path,
+    case_dir: &Path,
+    start: Instant,
+) -> CaseOutcome {
     let against = checks::Against {
         reference,
         max_steps: target.max_steps,
@@ -292,22 +352,22 @@ pub fn judge_case(
         Some(_) => (Vec::new(), obs.notes.clone()),
         None => {
             let (f, mut w) = checks::judge(against, obs);
-            w.extend(watch::leftovers(sandbox));
+            w.extend(leftovers);
             (f, w)
         }
     };
     warnings.extend(reference.notes.iter().cloned());
     // Reports must not depend on where the workspace happened to be.
     for f in &mut findings {
-        f.detail = plain_paths(&f.detail, sandbox, case_dir);
+        f.detail = plain_paths_at(&f.detail, root, case_dir);
     }
     for w in &mut warnings {
-        *w = plain_paths(w, sandbox, case_dir);
+        *w = plain_paths_at(w, root, case_dir);
     }
     let harness_error = obs
         .harness_error
         .as_deref()
-        .map(|e| plain_paths(e, sandbox, case_dir));
+        .map(|e| plain_paths_at(e, root, case_dir));
     // One finding per kind: the first is the one that explains the rest.
     let mut seen = std::collections::HashSet::new();
     findings.retain(|f| seen.insert(f.kind));

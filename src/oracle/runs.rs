@@ -2,8 +2,10 @@
 //! [`Runs`] for each run, so that an engine can put a run's known effect in
 //! place instead of starting the subject.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
+use super::obs::Observations;
 use super::Target;
 use crate::inject::CrashPlan;
 use crate::layout::Sandbox;
@@ -26,7 +28,37 @@ pub trait Runs: Sync {
         let _ = case_dir;
         Box::new(KillEach)
     }
+
+    /// When a case of `plan` is known to see exactly what a case of another
+    /// plan sees (a deterministic subject, the same first crash state, the
+    /// same runs after it), the place where the first of them leaves what
+    /// it saw for the others to be judged from. By default (and for a plan
+    /// no other shares a state with) `None`: every case is run.
+    fn same_case(&self, plan: &CrashPlan) -> Option<SeenSlot> {
+        let _ = plan;
+        None
+    }
 }
+
+/// What one case saw, kept so that the cases known to see the same are
+/// judged from it (see [`Runs::same_case`]).
+#[derive(Debug)]
+pub struct Seen {
+    /// Everything the driver saw (its first run's crash point is the
+    /// point of the case that was run).
+    pub obs: Observations,
+    /// The leftovers its sandbox held after the last run.
+    pub leftovers: Vec<String>,
+    /// The sandbox's root, as the case saw it.
+    pub root: PathBuf,
+    /// The case directory.
+    pub case_dir: PathBuf,
+}
+
+/// Where the first of the cases that see the same leaves what it saw:
+/// empty until it is done; `None` in it when it could not be kept (a run
+/// failed to start, or the sandbox was disturbed from outside).
+pub type SeenSlot = Arc<OnceLock<Option<Arc<Seen>>>>;
 
 /// The runs of one case, in order.
 pub trait CaseRuns {

@@ -49,6 +49,7 @@ pub mod op;
 pub mod op_power;
 pub mod power;
 pub mod replay;
+pub mod same;
 pub mod syscall;
 
 pub use replay::Replayer;

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::later::{self, LaterState, Lineage, Memo, Resumed, RunAt, Step, Wanted};
+use super::same::SameCases;
 use super::{PointRecord, Recording};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::layout::Sandbox;
 use crate::observe::HarnessFiles;
-use crate::oracle::{CaseRuns, Runs, Target};
+use crate::oracle::{CaseRuns, Runs, SeenSlot, Target};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError};
 use crate::store::{materialise, Capturer, Manifest, Relocation, StateId, Store, StoreError};
 
@@ -50,6 +51,8 @@ pub struct Replayer<'r> {
     later_states: Mutex<BTreeMap<CrashPlan, Vec<LaterState>>>,
     resumes: std::sync::atomic::AtomicUsize,
     recorded_later: std::sync::atomic::AtomicUsize,
+    /// The cases that see what another sees.
+    same: SameCases,
 }
 
 impl<'r> Replayer<'r> {
@@ -68,6 +71,7 @@ impl<'r> Replayer<'r> {
             later_states: Mutex::new(BTreeMap::new()),
             resumes: Default::default(),
             recorded_later: Default::default(),
+            same: SameCases::of(recording, plans),
         }
     }
 
@@ -118,6 +122,10 @@ impl<'r> Replayer<'r> {
 }
 
 impl Runs for Replayer<'_> {
+    fn same_case(&self, plan: &CrashPlan) -> Option<SeenSlot> {
+        self.same.take(self.recording, plan)
+    }
+
     fn case<'a>(&'a self, plan: &'a CrashPlan, case_dir: &'a Path) -> Box<dyn CaseRuns + 'a> {
         Box::new(self.new_case(plan, case_dir))
     }

@@ -138,7 +138,7 @@ fn truncated_note(when: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::shape::tests::{saved, snap};
     use super::shape::RefShape;
     use super::*;
@@ -148,7 +148,7 @@ mod tests {
     use crate::protocol::{Event, StateFile};
     use std::time::Duration;
 
-    fn reference(dir: crate::observe::DirSnapshot) -> Reference {
+    pub(crate) fn reference(dir: crate::observe::DirSnapshot) -> Reference {
         Reference {
             layout: Layout::Relative,
             state: StateFile {
@@ -173,7 +173,7 @@ mod tests {
         }
     }
 
-    fn run(n: usize, exit: Exit) -> RunObs {
+    pub(crate) fn run(n: usize, exit: Exit) -> RunObs {
         RunObs {
             run: n,
             resume: (n > 1).then(|| "last".into()),
@@ -188,7 +188,7 @@ mod tests {
         }
     }
 
-    fn hf(dirs: &[&str]) -> crate::observe::DirSnapshot {
+    pub(crate) fn hf(dirs: &[&str]) -> crate::observe::DirSnapshot {
         let mut items = Vec::new();
         for d in dirs {
             items.push(format!("{d}/"));

@@ -1,0 +1,293 @@
+//! Cases judged from an earlier case's observations. Two cases whose runs
+//! are known to be the same runs from the same states (the engine says so,
+//! see [`Runs::same_case`]) see the same things but for the name of their
+//! crash point: the first of them is run, the others are judged from what
+//! it saw, each under its own point. A case judged so that fails is run
+//! after all, so that its directory holds the evidence as any failing
+//! case's does (`--keep-failed`), and its outcome is the one it reports.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::runs::{Runs, Seen, SeenSlot};
+use super::{judge_observed, see_case, CaseOutcome, Reference, Target};
+use crate::inject::{CrashPlan, CrashPoint};
+use crate::runner::RunnerError;
+
+/// Runs the case of `plan` (its points resolved: `points`) in `case_dir`,
+/// unless a case sharing `slot` ran first: then it is judged from what
+/// that one saw.
+pub(super) fn run_case(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    points: &[CrashPoint],
+    case_dir: &Path,
+    runs: &dyn Runs,
+    slot: &SeenSlot,
+) -> Result<CaseOutcome, RunnerError> {
+    let start = Instant::now();
+    let mut made_here = false;
+    let mut own = None;
+    let kept = slot.get_or_init(|| {
+        made_here = true;
+        match see_case(target, reference, plan, points, case_dir, runs) {
+            Ok(s) if s.obs.harness_error.is_none() => Some(Arc::new(s)),
+            r => {
+                own = Some(r);
+                None
+            }
+        }
+    });
+    if let Some(seen) = kept {
+        let out = judge_seen(
+            target,
+            reference,
+            plan,
+            points.first().copied(),
+            seen,
+            start,
+        );
+        if made_here || out.passed() {
+            return Ok(out);
+        }
+    }
+    let seen = match own {
+        Some(r) => r?,
+        None => see_case(target, reference, plan, points, case_dir, runs)?,
+    };
+    Ok(judge_seen(
+        target,
+        reference,
+        plan,
+        points.first().copied(),
+        &seen,
+        start,
+    ))
+}
+
+/// Judges `seen` as the case of `plan`, whose first crash point is
+/// `point` (resolved), where its first run was killed at another point.
+pub(super) fn judge_seen(
+    target: &Target,
+    reference: &Reference,
+    plan: &CrashPlan,
+    point: Option<CrashPoint>,
+    seen: &Seen,
+    start: Instant,
+) -> CaseOutcome {
+    let obs = match seen.obs.runs.first() {
+        Some(first) if first.crash.is_some() && first.crash != point => {
+            let mut obs = seen.obs.clone();
+            obs.runs[0].crash = point;
+            Cow::Owned(obs)
+        }
+        _ => Cow::Borrowed(&seen.obs),
+    };
+    judge_observed(
+        target,
+        reference,
+        plan,
+        &obs,
+        seen.leftovers.clone(),
+        &seen.root,
+        &seen.case_dir,
+        start,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::Mode;
+    use crate::layout::Sandbox;
+    use crate::observe::HarnessFiles;
+    use crate::oracle::checks::shape::tests::{saved, snap};
+    use crate::oracle::checks::tests::{hf, reference, run};
+    use crate::oracle::obs::Observations;
+    use crate::oracle::runs::CaseRuns;
+    use crate::oracle::{ResumeMode, Tracing};
+    use crate::protocol::{OpCrash, When};
+    use crate::runner::{Exit, RunRequest, RunResult, Subject};
+    use crate::verdict::FailureKind;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    fn target() -> Target {
+        Target {
+            subject: Subject {
+                program: "/nonexistent/trainer".into(),
+                args: Vec::new(),
+                sim: false,
+                preload: Vec::new(),
+            },
+            mode: Mode::Op,
+            max_steps: 8,
+            seed: 0,
+            resume: ResumeMode::Path,
+            timeout: None,
+            tracing: Tracing::Needed,
+            fault: crate::fault::FaultModel::KILL,
+        }
+    }
+
+    fn op(index: u64) -> CrashPoint {
+        CrashPoint::Op(OpCrash {
+            index,
+            when: When::Before,
+        })
+    }
+
+    /// What a case killed at `at` saw: its kill left no complete
+    /// checkpoint (a `no-checkpoint` failure) when `failing`.
+    fn seen(at: CrashPoint, failing: bool) -> Seen {
+        let mut first = run(1, Exit::Crashed);
+        first.crash = Some(at);
+        first.saves = vec![saved(2, "checkpoint-2", 1)];
+        first.after = Some(if failing {
+            snap(&["checkpoint-2/", "checkpoint-2/model.bin#100"])
+        } else {
+            hf(&["checkpoint-2"])
+        });
+        let mut second = run(2, Exit::Code(0));
+        second.events = vec![crate::protocol::Event::Resumed { step: 2 }];
+        second.state = Some(Ok(reference(hf(&[])).state));
+        Seen {
+            obs: Observations {
+                runs: vec![first, second],
+                end: hf(&["checkpoint-8"]),
+                timeout: Duration::from_secs(10),
+                notes: Vec::new(),
+                harness_error: None,
+            },
+            leftovers: Vec::new(),
+            root: "/w/case-000003/sandbox".into(),
+            case_dir: "/w/case-000003".into(),
+        }
+    }
+
+    /// Counts the cases it is asked to run; every run fails to start.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    struct NoStart;
+
+    impl CaseRuns for NoStart {
+        fn run(
+            &mut self,
+            _: &Target,
+            _: usize,
+            _: &Sandbox,
+            _: &HarnessFiles,
+            _: &RunRequest<'_>,
+        ) -> Result<RunResult, RunnerError> {
+            Err(RunnerError::Trace("not started".into()))
+        }
+    }
+
+    impl Runs for Counting {
+        fn case<'a>(&'a self, _: &'a CrashPlan, _: &'a Path) -> Box<dyn CaseRuns + 'a> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::new(NoStart)
+        }
+    }
+
+    fn filled(s: Seen) -> SeenSlot {
+        let slot: SeenSlot = Arc::new(OnceLock::new());
+        assert!(slot.set(Some(Arc::new(s))).is_ok());
+        slot
+    }
+
+    #[test]
+    fn a_case_judged_from_another_is_judged_under_its_own_point() {
+        let r = reference(hf(&["checkpoint-8"]));
+        let plan = CrashPlan {
+            points: vec![op(9)],
+        };
+        let out = judge_seen(
+            &target(),
+            &r,
+            &plan,
+            Some(op(9)),
+            &seen(op(4), true),
+            Instant::now(),
+        );
+        assert_eq!(out.plan, plan);
+        assert_eq!(out.findings[0].kind, FailureKind::NoCheckpoint);
+        assert!(
+            out.findings[0]
+                .detail
+                .starts_with(&format!("after crash 1 at {}:", op(9))),
+            "{}",
+            out.findings[0].detail
+        );
+        assert!(out.after_save);
+    }
+
+    #[test]
+    fn a_passing_case_that_sees_what_one_saw_is_not_run() {
+        let r = reference(hf(&["checkpoint-8"]));
+        let runs = Counting::default();
+        let work = tempfile::tempdir().expect("tempdir");
+        let plan = CrashPlan {
+            points: vec![op(9)],
+        };
+        let slot = filled(seen(op(4), false));
+        let out = run_case(
+            &target(),
+            &r,
+            &plan,
+            &plan.points,
+            &work.path().join("case-000009"),
+            &runs,
+            &slot,
+        )
+        .expect("judged");
+        assert!(out.passed(), "{:#?}", out.findings);
+        assert_eq!(runs.0.load(Ordering::SeqCst), 0, "no run was made");
+        assert!(!work.path().join("case-000009").exists());
+    }
+
+    #[test]
+    fn a_failing_case_that_sees_what_one_saw_is_run_for_its_evidence() {
+        let r = reference(hf(&["checkpoint-8"]));
+        let runs = Counting::default();
+        let work = tempfile::tempdir().expect("tempdir");
+        let plan = CrashPlan {
+            points: vec![op(9)],
+        };
+        let slot = filled(seen(op(4), true));
+        let got = run_case(
+            &target(),
+            &r,
+            &plan,
+            &plan.points,
+            &work.path().join("case-000009"),
+            &runs,
+            &slot,
+        );
+        assert!(got.is_err(), "its own run was started (and failed to)");
+        assert_eq!(runs.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_first_case_of_a_slot_runs_and_leaves_what_it_saw_unless_it_failed_to_start() {
+        let r = reference(hf(&["checkpoint-8"]));
+        let runs = Counting::default();
+        let work = tempfile::tempdir().expect("tempdir");
+        let plan = CrashPlan {
+            points: vec![op(9)],
+        };
+        let slot: SeenSlot = Arc::default();
+        let dir = work.path().join("case-000009");
+        assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());
+        assert_eq!(slot.get().map(Option::is_some), Some(false));
+        // The next case of the slot makes its own runs.
+        let dir = work.path().join("case-000010");
+        assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());
+        assert_eq!(runs.0.load(Ordering::SeqCst), 2);
+    }
+}
