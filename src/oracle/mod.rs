@@ -319,33 +319,31 @@ pub fn judge_case(
         None => watch::leftovers(sandbox),
         Some(_) => Vec::new(),
     };
+    let seen_in = (sandbox.root(), case_dir);
     judge_observed(
-        target,
-        reference,
-        plan,
-        obs,
-        leftovers,
-        sandbox.root(),
-        case_dir,
-        start,
+        target, reference, plan, obs, None, leftovers, seen_in, start,
     )
 }
 
-/// [`judge_case`], given the sandbox's leftovers and where it was (`root`).
+/// [`judge_case`], given the sandbox's leftovers and where the sandbox and
+/// the case directory were (`seen_in`), the first crash named
+/// `first_crash` when that is not the point its run was given (see
+/// [`checks::Against::first_crash`]).
 #[allow(clippy::too_many_arguments)]
 fn judge_observed(
     target: &Target,
     reference: &Reference,
     plan: &CrashPlan,
     obs: &obs::Observations,
+    first_crash: Option<CrashPoint>,
     leftovers: Vec<String>,
-    root: &Path,
-    case_dir: &Path,
+    (root, case_dir): (&Path, &Path),
     start: Instant,
 ) -> CaseOutcome {
     let against = checks::Against {
         reference,
         max_steps: target.max_steps,
+        first_crash,
     };
     let (mut findings, mut warnings) = match &obs.harness_error {
         // Nothing the subject did is judged in a disturbed sandbox.

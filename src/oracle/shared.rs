@@ -6,7 +6,6 @@
 //! after all, so that its directory holds the evidence as any failing
 //! case's does (`--keep-failed`), and its outcome is the one it reports.
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,22 +77,16 @@ pub(super) fn judge_seen(
     seen: &Seen,
     start: Instant,
 ) -> CaseOutcome {
-    let obs = match seen.obs.runs.first() {
-        Some(first) if first.crash.is_some() && first.crash != point => {
-            let mut obs = seen.obs.clone();
-            obs.runs[0].crash = point;
-            Cow::Owned(obs)
-        }
-        _ => Cow::Borrowed(&seen.obs),
-    };
+    let given = seen.obs.runs.first().and_then(|r| r.crash);
+    let named = point.filter(|p| given.is_some_and(|g| g != *p));
     judge_observed(
         target,
         reference,
         plan,
-        &obs,
+        &seen.obs,
+        named,
         seen.leftovers.clone(),
-        &seen.root,
-        &seen.case_dir,
+        (&seen.root, &seen.case_dir),
         start,
     )
 }

@@ -17,7 +17,9 @@ use crate::layout::Sandbox;
 use crate::observe::HarnessFiles;
 use crate::oracle::{CaseRuns, Runs, SeenSlot, Target};
 use crate::runner::{self, Exit, RunRequest, RunResult, RunnerError};
-use crate::store::{materialise, Capturer, Manifest, Relocation, StateId, Store, StoreError};
+use crate::store::{
+    clear_for, materialise, Capturer, Manifest, Relocation, StateId, Store, StoreError,
+};
 
 /// A run is the same as another when it starts from the same state, is
 /// the same run of its case (so the layout has moved the same way) and has
@@ -209,19 +211,6 @@ fn store_err(e: StoreError) -> RunnerError {
     }
 }
 
-/// Removes everything inside `root` (not `root` itself).
-fn clear(root: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(root)? {
-        let p = e?.path();
-        if p.symlink_metadata()?.is_dir() {
-            std::fs::remove_dir_all(&p)?;
-        } else {
-            std::fs::remove_file(&p)?;
-        }
-    }
-    Ok(())
-}
-
 fn relocate_str(reloc: Option<&Relocation>, s: &str) -> String {
     match reloc.and_then(|r| r.apply(s.as_bytes())) {
         Some(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -248,7 +237,7 @@ impl ReplayCase<'_> {
             program: "sandbox".into(),
             source: e,
         };
-        clear(sandbox.root()).map_err(io)?;
+        clear_for(&m, sandbox.root()).map_err(io)?;
         let _ = std::fs::remove_file(&files.events);
         let reloc = Relocation::between(from, self.case_dir);
         materialise(

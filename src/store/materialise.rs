@@ -109,14 +109,46 @@ fn write_file(
         .map_err(|err| io_err("cannot set the time of", dest)(err.into()))
 }
 
+/// Is `path` a directory (not a link to one)?
+fn kept_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+}
+
 fn set_mtime(path: &Path, (s, ns): (i64, i64)) -> Result<(), StoreError> {
     let t = TimeSpec::new(s, ns);
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
         .map_err(|e| io_err("cannot set the time of", path)(e.into()))
 }
 
-/// Rebuilds `manifest` under `root`, an existing empty directory, and
-/// writes its events file to `events` (when both exist).
+/// Makes `root` ready for [`materialise`]: removes everything under it but
+/// the directories `manifest` has as directories (a link is removed as a
+/// link, never followed). A fresh sandbox of the layout the state was
+/// recorded in keeps all its directories.
+pub fn clear_for(manifest: &Manifest, root: &Path) -> std::io::Result<()> {
+    clear_under(manifest, root, Path::new(""))
+}
+
+fn clear_under(manifest: &Manifest, root: &Path, rel: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(root.join(rel))? {
+        let e = e?;
+        let r = rel.join(e.file_name());
+        let t = e.file_type()?;
+        let kept = matches!(manifest.entries.get(&r).map(|x| &x.node), Some(Node::Dir));
+        if t.is_dir() && kept {
+            clear_under(manifest, root, &r)?;
+        } else if t.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds `manifest` under `root`, an existing directory that holds
+/// nothing but some of the manifest's directories (empty, or as
+/// [`clear_for`] left it), and writes its events file to `events` (when
+/// both exist).
 pub fn materialise(
     store: &Store,
     manifest: &Manifest,
@@ -127,9 +159,10 @@ pub fn materialise(
     for (rel, e) in &manifest.entries {
         let full = root.join(rel);
         match &e.node {
-            Node::Dir => {
-                std::fs::create_dir(&full).map_err(io_err("cannot create", &full))?;
-            }
+            Node::Dir => match std::fs::create_dir(&full) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && kept_dir(&full) => {}
+                r => r.map_err(io_err("cannot create", &full))?,
+            },
             // Its time is set now: a hard link made later does not change it.
             Node::File(c) => write_file(store, e, c, &full, reloc)?,
             Node::Symlink(t) => {

@@ -36,7 +36,7 @@ pub mod materialise;
 
 pub use capture::Capturer;
 pub use manifest::{Entry, Manifest, Node, StateId};
-pub use materialise::{materialise, Relocation};
+pub use materialise::{clear_for, materialise, Relocation};
 
 /// The size of the chunks file contents are split into.
 pub const CHUNK: usize = 64 * 1024;

@@ -210,3 +210,59 @@ fn a_malformed_manifest_names_its_line() {
     let e = Manifest::from_text("d 755 1.000000002 work\nq what\n").unwrap_err();
     assert!(e.to_string().contains("line 2"), "{e}");
 }
+
+#[test]
+fn a_state_is_rebuilt_over_a_tree_that_keeps_only_its_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::create(d.path().join("store")).unwrap();
+    let a = d.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    tree(&a);
+    let m = fresh(&store, &a);
+
+    // Another tree where the state goes: some of its directories, others
+    // it does not have, a file where it has a directory, a link to a
+    // directory outside, stale files.
+    let b = d.path().join("b");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(outside.join("keep")).unwrap();
+    std::fs::write(outside.join("keep/precious"), b"p").unwrap();
+    std::fs::create_dir_all(b.join("work/runs/exp 1")).unwrap();
+    std::fs::write(b.join("work/runs/exp 1/step=9.ckpt"), b"stale").unwrap();
+    std::fs::create_dir_all(b.join("tmp/deep")).unwrap();
+    std::fs::write(b.join("tmp/deep/x"), b"x").unwrap();
+    std::fs::write(b.join("work/runs/exp 1/ckpt=v1:a"), b"not a dir").unwrap();
+    symlink(&outside, b.join("work/last.ckpt")).unwrap();
+    symlink(outside.join("keep"), b.join("work/linked-dir")).unwrap();
+
+    clear_for(&m, &b).unwrap();
+    let left: Vec<String> = walk(&b);
+    assert_eq!(
+        left,
+        ["work/", "work/runs/", "work/runs/exp 1/"],
+        "only its directories"
+    );
+    assert_eq!(std::fs::read(outside.join("keep/precious")).unwrap(), b"p");
+    materialise(&store, &m, &b, None, None).unwrap();
+    assert_eq!(fresh(&store, &b), m, "same entries, modes, times, content");
+}
+
+/// Every path under `root`, relative, directories with a trailing slash.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                out.push(format!("{rel}/"));
+                todo.push(e.path());
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}

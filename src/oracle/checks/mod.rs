@@ -28,6 +28,10 @@ pub struct Against<'a> {
     pub reference: &'a Reference,
     /// `CRASHPOINT_MAX_STEPS`.
     pub max_steps: u64,
+    /// The point the case names its first crash by, when the observations
+    /// are another case's, killed at another point with the same crash
+    /// state (`None`: the point the first killed run was given).
+    pub first_crash: Option<crate::inject::CrashPoint>,
 }
 
 /// The findings and warnings of a whole case, in the order they happened
@@ -54,9 +58,13 @@ pub fn judge(against: Against<'_>, obs: &Observations) -> (Vec<Finding>, Vec<Str
         match o.exit {
             Exit::Crashed => {
                 crashes += 1;
+                let at = match against.first_crash {
+                    Some(p) if crashes == 1 => Some(p),
+                    _ => o.crash,
+                };
                 let when = format!(
                     "after crash {crashes} at {}",
-                    o.crash.map(|c| c.to_string()).unwrap_or_default()
+                    at.map(|c| c.to_string()).unwrap_or_default()
                 );
                 if let Some(snap) = &o.after {
                     findings.extend(loadable::pointer_findings(snap, run, &when));
@@ -225,6 +233,7 @@ pub(crate) mod tests {
             Against {
                 reference: &r,
                 max_steps: 8,
+                first_crash: None,
             },
             &obs,
         );
@@ -258,6 +267,7 @@ pub(crate) mod tests {
         let against = Against {
             reference: &r,
             max_steps: 8,
+            first_crash: None,
         };
         let (f, _) = judge(against, &obs);
         assert_eq!(f[0].kind, FailureKind::NoCheckpoint, "{f:#?}");
