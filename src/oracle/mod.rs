@@ -35,7 +35,7 @@ pub use power_case::{initial_tree, state_id, state_ids};
 pub use probe::{run_probe, run_probe_with};
 pub use reference::{reference, reference_with, FirstRun, ReferenceRuns};
 pub use resume::ResumeMode;
-pub use runs::{CaseRuns, KillEach, Runs, Seen, SeenSlot};
+pub use runs::{CaseRuns, KillEach, Room, Runs, Seen, SeenSlot, Took};
 
 /// What is being certified, and how.
 #[derive(Debug, Clone)]

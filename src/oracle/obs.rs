@@ -79,3 +79,73 @@ impl Observations {
         self.runs.iter().flat_map(|r| r.saves.clone()).collect()
     }
 }
+
+/// Roughly how many bytes a string, a map of strings, an event, a
+/// snapshot hold on the heap (with what each allocation costs besides).
+mod weigh {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const ALLOC: usize = 32;
+
+    pub(super) fn text(s: &str) -> usize {
+        s.len() + ALLOC
+    }
+
+    pub(super) fn map(m: &BTreeMap<String, String>) -> usize {
+        m.iter().map(|(k, v)| text(k) + text(v) + ALLOC).sum()
+    }
+
+    pub(super) fn event(e: &Event) -> usize {
+        std::mem::size_of::<Event>()
+            + match e {
+                Event::Saved { path, .. } => text(path),
+                Event::Resumed { .. } => 0,
+                Event::State { parts, .. } => map(parts),
+            }
+    }
+
+    pub(super) fn snapshot(s: &DirSnapshot) -> usize {
+        let entries: usize = s
+            .entries
+            .iter()
+            .map(|e| std::mem::size_of_val(e) + text(&e.name) + 2 * ALLOC)
+            .sum();
+        let pointers: usize = s
+            .pointers
+            .iter()
+            .map(|p| std::mem::size_of_val(p) + text(&p.name) + text(&p.names) + ALLOC)
+            .sum();
+        std::mem::size_of::<DirSnapshot>() + entries + pointers
+    }
+
+    pub(super) fn run(r: &RunObs) -> usize {
+        std::mem::size_of::<RunObs>()
+            + r.resume.as_deref().map_or(0, text)
+            + text(&r.how)
+            + r.events.iter().map(event).sum::<usize>()
+            + r.saves.len() * (std::mem::size_of::<Announced>() + ALLOC + 64)
+            + r.after.as_ref().map_or(0, snapshot)
+            + match &r.state {
+                Some(Ok(s)) => text(&s.digest) + map(&s.fields),
+                Some(Err(_)) => 256,
+                None => 0,
+            }
+            + r.outside
+                .iter()
+                .map(|p| p.as_os_str().len() + ALLOC)
+                .sum::<usize>()
+    }
+}
+
+impl Observations {
+    /// Roughly how many bytes they hold: what keeping a copy costs (see
+    /// [`crate::oracle::SeenSlot`]).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Observations>()
+            + self.runs.iter().map(weigh::run).sum::<usize>()
+            + weigh::snapshot(&self.end)
+            + self.notes.iter().map(|n| weigh::text(n)).sum::<usize>()
+            + self.harness_error.as_deref().map_or(0, weigh::text)
+    }
+}

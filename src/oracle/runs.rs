@@ -3,7 +3,7 @@
 //! place instead of starting the subject.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::obs::Observations;
 use super::Target;
@@ -55,10 +55,147 @@ pub struct Seen {
     pub case_dir: PathBuf,
 }
 
-/// Where the first of the cases that see the same leaves what it saw:
-/// empty until it is done; `None` in it when it could not be kept (a run
-/// failed to start, or the sandbox was disturbed from outside).
-pub type SeenSlot = Arc<OnceLock<Option<Arc<Seen>>>>;
+/// Where the first of the cases that see the same leaves what it saw, for
+/// the others: empty until it is done; holding nothing when it could not
+/// be kept (a run failed to start, the sandbox was disturbed from outside,
+/// or there was no [`Room`] for it: the others are then run as it was).
+/// Cloning it gives another handle to the same slot.
+#[derive(Debug, Clone)]
+pub struct SeenSlot {
+    inner: Arc<SlotInner>,
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    cell: OnceLock<Option<Arc<Seen>>>,
+    room: Arc<Room>,
+    /// The bytes it holds of its room, and whether every case that
+    /// shares it has asked for it already (then it holds none).
+    held: Mutex<(usize, bool)>,
+}
+
+impl SeenSlot {
+    /// An empty slot whose keeping takes its bytes from `room`.
+    pub fn new(room: &Arc<Room>) -> SeenSlot {
+        SeenSlot {
+            inner: Arc::new(SlotInner {
+                cell: OnceLock::new(),
+                room: Arc::clone(room),
+                held: Mutex::new((0, false)),
+            }),
+        }
+    }
+
+    /// What the first case left, making it with `make` when no case did
+    /// yet (blocking while another case makes it).
+    pub fn get_or_make(&self, make: impl FnOnce() -> Option<Seen>) -> Took<'_> {
+        let mut made_here = false;
+        let mut made: Option<Option<Box<Seen>>> = None;
+        let got = self.inner.cell.get_or_init(|| {
+            made_here = true;
+            match make() {
+                Some(s) => match self.keep(s) {
+                    Ok(kept) => Some(kept),
+                    Err(s) => {
+                        made = Some(Some(s));
+                        None
+                    }
+                },
+                None => {
+                    made = Some(None);
+                    None
+                }
+            }
+        });
+        match (got, made) {
+            (Some(seen), _) => Took::Kept { seen, made_here },
+            (None, Some(m)) => Took::Made(m),
+            (None, None) => Took::Nothing,
+        }
+    }
+
+    /// Keeps `seen` if there is room for it; gives it back otherwise.
+    fn keep(&self, seen: Seen) -> Result<Arc<Seen>, Box<Seen>> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.1 {
+            // Only the cases in flight are left to judge from it: it goes
+            // with them, and takes no room.
+            return Ok(Arc::new(seen));
+        }
+        let bytes = seen.obs.approx_bytes() + seen.leftovers.len() * 64 + 256;
+        if !self.inner.room.take(bytes) {
+            return Err(Box::new(seen));
+        }
+        held.0 = bytes;
+        Ok(Arc::new(seen))
+    }
+
+    /// Every case that shares the slot has asked for it: what it holds
+    /// goes once those in flight are judged, and its room is given back.
+    pub fn close(&self) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.room.give(held.0);
+        *held = (0, true);
+    }
+
+    /// Are `a` and `b` the same slot?
+    pub fn ptr_eq(a: &SeenSlot, b: &SeenSlot) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+}
+
+/// What [`SeenSlot::get_or_make`] found.
+#[derive(Debug)]
+pub enum Took<'a> {
+    /// What the first case saw, kept (`made_here`: by this call's `make`).
+    Kept {
+        /// What it saw.
+        seen: &'a Arc<Seen>,
+        /// Was it made here?
+        made_here: bool,
+    },
+    /// Made here and not kept: what `make` gave, for this case alone.
+    Made(Option<Box<Seen>>),
+    /// Made by another case, which kept nothing.
+    Nothing,
+}
+
+/// How many bytes the slots of one layout may keep at once: what the
+/// cases that share states hold is bounded, whatever the campaign's size.
+#[derive(Debug)]
+pub struct Room {
+    left: Mutex<usize>,
+}
+
+impl Room {
+    /// Room for `bytes`.
+    pub fn new(bytes: usize) -> Arc<Room> {
+        Arc::new(Room {
+            left: Mutex::new(bytes),
+        })
+    }
+
+    /// Takes `bytes` when that many are left.
+    fn take(&self, bytes: usize) -> bool {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        match left.checked_sub(bytes) {
+            Some(l) => {
+                *left = l;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn give(&self, bytes: usize) {
+        *self.left.lock().unwrap_or_else(|e| e.into_inner()) += bytes;
+    }
+
+    /// The bytes left.
+    pub fn left(&self) -> usize {
+        *self.left.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// The runs of one case, in order.
 pub trait CaseRuns {

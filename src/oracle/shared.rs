@@ -7,10 +7,9 @@
 //! case's does (`--keep-failed`), and its outcome is the one it reports.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::runs::{Runs, Seen, SeenSlot};
+use super::runs::{Runs, Seen, SeenSlot, Took};
 use super::{judge_observed, see_case, CaseOutcome, Reference, Target};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::runner::RunnerError;
@@ -28,43 +27,35 @@ pub(super) fn run_case(
     slot: &SeenSlot,
 ) -> Result<CaseOutcome, RunnerError> {
     let start = Instant::now();
-    let mut made_here = false;
+    let point = points.first().copied();
     let mut own = None;
-    let kept = slot.get_or_init(|| {
-        made_here = true;
-        match see_case(target, reference, plan, points, case_dir, runs) {
-            Ok(s) if s.obs.harness_error.is_none() => Some(Arc::new(s)),
-            r => {
-                own = Some(r);
-                None
-            }
-        }
-    });
-    if let Some(seen) = kept {
-        let out = judge_seen(
-            target,
-            reference,
-            plan,
-            points.first().copied(),
-            seen,
-            start,
+    let took =
+        slot.get_or_make(
+            || match see_case(target, reference, plan, points, case_dir, runs) {
+                Ok(s) if s.obs.harness_error.is_none() => Some(s),
+                r => {
+                    own = Some(r);
+                    None
+                }
+            },
         );
-        if made_here || out.passed() {
-            return Ok(out);
+    let seen = match took {
+        Took::Kept { seen, made_here } => {
+            let out = judge_seen(target, reference, plan, point, seen, start);
+            if made_here || out.passed() {
+                return Ok(out);
+            }
+            see_case(target, reference, plan, points, case_dir, runs)?
         }
-    }
-    let seen = match own {
-        Some(r) => r?,
-        None => see_case(target, reference, plan, points, case_dir, runs)?,
+        Took::Made(Some(seen)) => *seen,
+        // `make` gives nothing only when it kept the case's own result.
+        Took::Made(None) => match own {
+            Some(r) => r?,
+            None => return Err(RunnerError::Trace("a shared case left nothing".into())),
+        },
+        Took::Nothing => see_case(target, reference, plan, points, case_dir, runs)?,
     };
-    Ok(judge_seen(
-        target,
-        reference,
-        plan,
-        points.first().copied(),
-        &seen,
-        start,
-    ))
+    Ok(judge_seen(target, reference, plan, point, &seen, start))
 }
 
 /// Judges `seen` as the case of `plan`, whose first crash point is
@@ -101,12 +92,12 @@ mod tests {
     use crate::oracle::checks::tests::{hf, reference, run};
     use crate::oracle::obs::Observations;
     use crate::oracle::runs::CaseRuns;
+    use crate::oracle::Room;
     use crate::oracle::{ResumeMode, Tracing};
     use crate::protocol::{OpCrash, When};
     use crate::runner::{Exit, RunRequest, RunResult, Subject};
     use crate::verdict::FailureKind;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     fn target() -> Target {
@@ -188,9 +179,19 @@ mod tests {
         }
     }
 
+    fn empty() -> SeenSlot {
+        SeenSlot::new(&Room::new(1 << 20))
+    }
+
     fn filled(s: Seen) -> SeenSlot {
-        let slot: SeenSlot = Arc::new(OnceLock::new());
-        assert!(slot.set(Some(Arc::new(s))).is_ok());
+        let slot = empty();
+        assert!(matches!(
+            slot.get_or_make(|| Some(s)),
+            Took::Kept {
+                made_here: true,
+                ..
+            }
+        ));
         slot
     }
 
@@ -274,10 +275,10 @@ mod tests {
         let plan = CrashPlan {
             points: vec![op(9)],
         };
-        let slot: SeenSlot = Arc::default();
+        let slot = empty();
         let dir = work.path().join("case-000009");
         assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());
-        assert_eq!(slot.get().map(Option::is_some), Some(false));
+        assert!(matches!(slot.get_or_make(|| unreachable!()), Took::Nothing));
         // The next case of the slot makes its own runs.
         let dir = work.path().join("case-000010");
         assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());

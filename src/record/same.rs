@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::Recording;
 use crate::inject::CrashPlan;
-use crate::oracle::SeenSlot;
+use crate::oracle::{Room, SeenSlot};
 use crate::store::StateId;
 
 /// What the cases that see the same share.
@@ -20,11 +20,14 @@ type Key = (StateId, Vec<PathBuf>);
 /// leaves what it saw, and how many of them are yet to ask for it.
 ///
 /// An entry goes when the last of its plans has asked, so what the first
-/// case saw is freed once the last of them is judged: what is held grows
-/// with the cases in flight, not with the campaign.
-#[derive(Debug, Default)]
+/// case saw is freed once the last of them is judged; and what the slots
+/// keep at once is at most [`SameCases::ROOM`] (a case finding no room
+/// keeps nothing, and the cases of its slot are run as it was): what is
+/// held does not grow with the campaign.
+#[derive(Debug)]
 pub struct SameCases {
     slots: Mutex<HashMap<Key, (SeenSlot, usize)>>,
+    room: std::sync::Arc<Room>,
 }
 
 /// The key of the case of `plan`: plans of one recorded crash point.
@@ -37,8 +40,17 @@ fn key(recording: &Recording, plan: &CrashPlan) -> Option<Key> {
 }
 
 impl SameCases {
+    /// How many bytes the slots of one layout keep at most at once.
+    pub const ROOM: usize = 4 << 20;
+
     /// The slots of `plans`, whose first points are in `recording`.
     pub fn of(recording: &Recording, plans: &[CrashPlan]) -> SameCases {
+        Self::with_room(recording, plans, Self::ROOM)
+    }
+
+    /// [`SameCases::of`], the slots keeping at most `room` bytes at once.
+    pub fn with_room(recording: &Recording, plans: &[CrashPlan], room: usize) -> SameCases {
+        let room = Room::new(room);
         let mut counts: HashMap<Key, usize> = HashMap::new();
         for k in plans.iter().filter_map(|p| key(recording, p)) {
             *counts.entry(k).or_default() += 1;
@@ -46,10 +58,11 @@ impl SameCases {
         let slots = counts
             .into_iter()
             .filter(|(_, n)| *n >= 2)
-            .map(|(k, n)| (k, (SeenSlot::default(), n)))
+            .map(|(k, n)| (k, (SeenSlot::new(&room), n)))
             .collect();
         SameCases {
             slots: Mutex::new(slots),
+            room,
         }
     }
 
@@ -59,12 +72,18 @@ impl SameCases {
         let key = key(recording, plan)?;
         let mut m = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let (slot, left) = m.get_mut(&key)?;
-        let slot = Arc::clone(slot);
+        let slot = slot.clone();
         *left -= 1;
         if *left == 0 {
             m.remove(&key);
+            slot.close();
         }
         Some(slot)
+    }
+
+    /// The bytes the slots may still keep.
+    pub fn room_left(&self) -> usize {
+        self.room.left()
     }
 
     /// Keys some plan is yet to ask for.
@@ -121,7 +140,7 @@ mod tests {
         assert!(same.take(&r, &plans[3]).is_none());
         let a = same.take(&r, &plans[0]).expect("shared");
         let b = same.take(&r, &plans[1]).expect("shared");
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(SeenSlot::ptr_eq(&a, &b));
         assert_eq!(same.pending(), 0, "freed once the last has asked");
     }
 
@@ -132,5 +151,52 @@ mod tests {
         let same = SameCases::of(&r, &plans);
         assert_eq!(same.pending(), 0);
         assert!(plans.iter().all(|p| same.take(&r, p).is_none()));
+    }
+
+    use crate::oracle::Took;
+
+    fn seen() -> crate::oracle::Seen {
+        crate::oracle::Seen {
+            obs: Default::default(),
+            leftovers: Vec::new(),
+            root: "/w/case-000001/sandbox".into(),
+            case_dir: "/w/case-000001".into(),
+        }
+    }
+
+    #[test]
+    fn what_the_slots_keep_is_bounded_and_given_back_when_the_last_has_asked() {
+        let r = rec(&[(11, 1, ""), (12, 1, ""), (13, 2, ""), (14, 2, "")]);
+        let plans = [plan(&[11]), plan(&[12]), plan(&[13]), plan(&[14])];
+        // Room for one kept observation, not two.
+        let one = seen().obs.approx_bytes() + 256;
+        let same = SameCases::with_room(&r, &plans, one + one / 2);
+        let a = same.take(&r, &plans[0]).expect("shared");
+        assert!(matches!(
+            a.get_or_make(|| Some(seen())),
+            Took::Kept {
+                made_here: true,
+                ..
+            }
+        ));
+        let c = same.take(&r, &plans[2]).expect("shared");
+        assert!(
+            matches!(c.get_or_make(|| Some(seen())), Took::Made(Some(_))),
+            "no room left: nothing kept, what was made given back"
+        );
+        let before = same.room_left();
+        let b = same.take(&r, &plans[1]).expect("shared");
+        assert!(matches!(
+            b.get_or_make(|| unreachable!()),
+            Took::Kept {
+                made_here: false,
+                ..
+            }
+        ));
+        assert!(same.room_left() > before, "given back once the last asked");
+        // The slot kept nothing: its other case is run (made) as it was.
+        let d = same.take(&r, &plans[3]).expect("shared");
+        assert!(matches!(d.get_or_make(|| unreachable!()), Took::Nothing));
+        assert_eq!(same.room_left(), one + one / 2);
     }
 }
