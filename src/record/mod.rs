@@ -13,7 +13,11 @@
 //! the state a remembered run left) gives the same result for a
 //! deterministic subject, so it is run once: later cases starting from the
 //! same state get its effect put in place ([`replay`]). Two crash points
-//! whose states are equal thus cost one resume.
+//! whose states are equal thus cost one resume; and the cases of such
+//! points (one crash each) see the same things but for their crash
+//! point's name, so all but the first are judged from what the first saw,
+//! each under its own point ([`same`]; a failing one is run after all,
+//! for the evidence in its directory).
 //!
 //! Later crashes (`--crashes 2` or more) land in resume runs: each resume
 //! run wanted with a crash from a known start state is recorded once, to
@@ -28,6 +32,8 @@
 //! * [`later`]: which later points are wanted from which start state, and
 //!   the recording of a resume run;
 //! * [`replay`]: the engine's runs: materialise, remember, replay;
+//! * [`same`]: which cases are judged from another's observations, and
+//!   the bounded room those observations are kept in;
 //! * [`power`]: under the power-loss fault model, the operation log of a
 //!   recorded point (its calls before the point), which the power-loss
 //!   states are built from instead of a killed run's log;

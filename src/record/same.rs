@@ -41,7 +41,7 @@ fn key(recording: &Recording, plan: &CrashPlan) -> Option<Key> {
 
 impl SameCases {
     /// How many bytes the slots of one layout keep at most at once.
-    pub const ROOM: usize = 4 << 20;
+    pub const ROOM: usize = 2 << 20;
 
     /// The slots of `plans`, whose first points are in `recording`.
     pub fn of(recording: &Recording, plans: &[CrashPlan]) -> SameCases {
