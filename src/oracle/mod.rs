@@ -274,6 +274,14 @@ pub fn run_case_with(
     ))
 }
 
+/// A sandbox that could not be built, as a runner error.
+fn sandbox_error(e: std::io::Error) -> RunnerError {
+    RunnerError::Spawn {
+        program: "sandbox".into(),
+        source: e,
+    }
+}
+
 /// Drives one case of `plan` (its points resolved: `points`) in a fresh
 /// sandbox under `case_dir` and keeps what it saw.
 fn see_case(

@@ -21,19 +21,12 @@ use std::time::Instant;
 
 use super::driver::{prepare, Driver};
 use super::power;
-use super::{judge_case, CaseOutcome, Reference, Runs, Target};
+use super::{judge_case, sandbox_error, CaseOutcome, Reference, Runs, Target};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::power::{CrashState, Entry};
 use crate::runner::{Exit, RunnerError};
 use crate::store::StateId;
 use crate::trace::TracedOp;
-
-fn sandbox_error(e: std::io::Error) -> RunnerError {
-    RunnerError::Spawn {
-        program: "sandbox".into(),
-        source: e,
-    }
-}
 
 fn power_error(e: power::PowerError) -> RunnerError {
     RunnerError::Trace(e.to_string())

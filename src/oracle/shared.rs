@@ -221,50 +221,35 @@ mod tests {
         assert!(out.after_save);
     }
 
-    #[test]
-    fn a_passing_case_that_sees_what_one_saw_is_not_run() {
+    /// The case of `op:9` run with `slot`: how it went, and how many
+    /// cases the runs were asked for.
+    fn op9_with(slot: &SeenSlot, work: &Path) -> (Result<CaseOutcome, RunnerError>, usize) {
         let r = reference(hf(&["checkpoint-8"]));
         let runs = Counting::default();
-        let work = tempfile::tempdir().expect("tempdir");
         let plan = CrashPlan {
             points: vec![op(9)],
         };
-        let slot = filled(seen(op(4), false));
-        let out = run_case(
-            &target(),
-            &r,
-            &plan,
-            &plan.points,
-            &work.path().join("case-000009"),
-            &runs,
-            &slot,
-        )
-        .expect("judged");
+        let dir = work.join("case-000009");
+        let got = run_case(&target(), &r, &plan, &plan.points, &dir, &runs, slot);
+        (got, runs.0.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_passing_case_that_sees_what_one_saw_is_not_run() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let (got, asked) = op9_with(&filled(seen(op(4), false)), work.path());
+        let out = got.expect("judged");
         assert!(out.passed(), "{:#?}", out.findings);
-        assert_eq!(runs.0.load(Ordering::SeqCst), 0, "no run was made");
+        assert_eq!(asked, 0, "no run was made");
         assert!(!work.path().join("case-000009").exists());
     }
 
     #[test]
     fn a_failing_case_that_sees_what_one_saw_is_run_for_its_evidence() {
-        let r = reference(hf(&["checkpoint-8"]));
-        let runs = Counting::default();
         let work = tempfile::tempdir().expect("tempdir");
-        let plan = CrashPlan {
-            points: vec![op(9)],
-        };
-        let slot = filled(seen(op(4), true));
-        let got = run_case(
-            &target(),
-            &r,
-            &plan,
-            &plan.points,
-            &work.path().join("case-000009"),
-            &runs,
-            &slot,
-        );
+        let (got, asked) = op9_with(&filled(seen(op(4), true)), work.path());
         assert!(got.is_err(), "its own run was started (and failed to)");
-        assert_eq!(runs.0.load(Ordering::SeqCst), 1);
+        assert_eq!(asked, 1);
     }
 
     #[test]

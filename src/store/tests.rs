@@ -28,14 +28,21 @@ fn fresh(store: &Store, root: &Path) -> Manifest {
     c.manifest().clone()
 }
 
-#[test]
-fn a_state_round_trips_through_the_store() {
+/// A store in a temporary directory holding the state of [`tree`] (made
+/// in its `a/`), and that state's manifest.
+fn recorded() -> (tempfile::TempDir, Store, Manifest) {
     let d = tempfile::tempdir().unwrap();
     let store = Store::create(d.path().join("store")).unwrap();
     let a = d.path().join("a");
     std::fs::create_dir(&a).unwrap();
     tree(&a);
     let m = fresh(&store, &a);
+    (d, store, m)
+}
+
+#[test]
+fn a_state_round_trips_through_the_store() {
+    let (d, store, m) = recorded();
     let id = Hash::of(m.to_text().as_bytes());
     let back = Manifest::from_text(std::str::from_utf8(&store.get(&id).unwrap()).unwrap());
     assert_eq!(back.unwrap(), m);
@@ -213,12 +220,7 @@ fn a_malformed_manifest_names_its_line() {
 
 #[test]
 fn a_state_is_rebuilt_over_a_tree_that_keeps_only_its_directories() {
-    let d = tempfile::tempdir().unwrap();
-    let store = Store::create(d.path().join("store")).unwrap();
-    let a = d.path().join("a");
-    std::fs::create_dir(&a).unwrap();
-    tree(&a);
-    let m = fresh(&store, &a);
+    let (d, store, m) = recorded();
 
     // Another tree where the state goes: some of its directories, others
     // it does not have, a file where it has a directory, a link to a
