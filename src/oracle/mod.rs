@@ -254,16 +254,24 @@ pub fn run_case_with(
         .iter()
         .map(|p| crate::inject::resolve(*p, window))
         .collect();
+    let job = CaseJob {
+        target,
+        reference,
+        plan,
+        points: &points,
+        case_dir,
+        runs,
+    };
     if target.fault.is_power_loss() && !points.is_empty() {
         // The first crash is a power cut (see `power_case`): its disk
         // states come from the killed run's operations, or the recording's.
-        return power_case::run_case(target, reference, plan, &points, case_dir, runs);
+        return power_case::run_case(job);
     }
     if let Some(slot) = runs.same_case(plan) {
-        return shared::run_case(target, reference, plan, &points, case_dir, runs, &slot);
+        return shared::run_case(job, &slot);
     }
     let start = Instant::now();
-    let seen = see_case(target, reference, plan, &points, case_dir, runs)?;
+    let seen = see_case(job)?;
     Ok(shared::judge_seen(
         target,
         reference,
@@ -282,20 +290,31 @@ fn sandbox_error(e: std::io::Error) -> RunnerError {
     }
 }
 
-/// Drives one case of `plan` (its points resolved: `points`) in a fresh
-/// sandbox under `case_dir` and keeps what it saw.
-fn see_case(
-    target: &Target,
-    reference: &Reference,
-    plan: &CrashPlan,
-    points: &[CrashPoint],
-    case_dir: &Path,
-    runs: &dyn Runs,
-) -> Result<Seen, RunnerError> {
-    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(|e| RunnerError::Spawn {
-        program: "sandbox".into(),
-        source: e,
-    })?;
+/// One case to run: its plan (with its points resolved), its directory,
+/// and what carries out its runs.
+#[derive(Clone, Copy)]
+struct CaseJob<'a> {
+    target: &'a Target,
+    reference: &'a Reference,
+    plan: &'a CrashPlan,
+    /// The plan's points, time points resolved.
+    points: &'a [CrashPoint],
+    case_dir: &'a Path,
+    runs: &'a dyn Runs,
+}
+
+/// Drives the case `job` in a fresh sandbox under its directory and keeps
+/// what it saw.
+fn see_case(job: CaseJob<'_>) -> Result<Seen, RunnerError> {
+    let CaseJob {
+        target,
+        reference,
+        plan,
+        points,
+        case_dir,
+        runs,
+    } = job;
+    let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
     let mut driver =
         Driver::new(target, reference, sandbox, files).with_runs(runs.case(plan, case_dir));
     driver.drive(points)?;

@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use super::driver::{prepare, Driver};
 use super::power;
-use super::{judge_case, sandbox_error, CaseOutcome, Reference, Runs, Target};
-use crate::inject::{CrashPlan, CrashPoint};
+use super::{judge_case, sandbox_error, CaseJob, CaseOutcome, Target};
+use crate::inject::CrashPoint;
 use crate::power::{CrashState, Entry};
 use crate::runner::{Exit, RunnerError};
 use crate::store::StateId;
@@ -75,17 +75,17 @@ pub fn state_ids(
     Ok(states.states.iter().map(|s| state_id(s, events)).collect())
 }
 
-/// Runs one case of `plan` (whose points are already resolved as
-/// `points`, the first one given) under the power-loss fault model, its
-/// runs carried out by `runs`.
-pub(super) fn run_case(
-    target: &Target,
-    reference: &Reference,
-    plan: &CrashPlan,
-    points: &[CrashPoint],
-    case_dir: &Path,
-    runs: &dyn Runs,
-) -> Result<CaseOutcome, RunnerError> {
+/// Runs the case `job` (its first point given) under the power-loss fault
+/// model.
+pub(super) fn run_case(job: CaseJob<'_>) -> Result<CaseOutcome, RunnerError> {
+    let CaseJob {
+        target,
+        reference,
+        plan,
+        points,
+        case_dir,
+        runs,
+    } = job;
     let start = Instant::now();
     let (sandbox, files) = prepare(reference.layout, case_dir).map_err(sandbox_error)?;
     let initial = power::scan(sandbox.root()).map_err(sandbox_error)?;

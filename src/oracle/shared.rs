@@ -6,46 +6,40 @@
 //! after all, so that its directory holds the evidence as any failing
 //! case's does (`--keep-failed`), and its outcome is the one it reports.
 
-use std::path::Path;
 use std::time::Instant;
 
-use super::runs::{Runs, Seen, SeenSlot, Took};
-use super::{judge_observed, see_case, CaseOutcome, Reference, Target};
+use super::runs::{Seen, SeenSlot, Took};
+use super::{judge_observed, see_case, CaseJob, CaseOutcome, Reference, Target};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::runner::RunnerError;
 
-/// Runs the case of `plan` (its points resolved: `points`) in `case_dir`,
-/// unless a case sharing `slot` ran first: then it is judged from what
-/// that one saw.
-pub(super) fn run_case(
-    target: &Target,
-    reference: &Reference,
-    plan: &CrashPlan,
-    points: &[CrashPoint],
-    case_dir: &Path,
-    runs: &dyn Runs,
-    slot: &SeenSlot,
-) -> Result<CaseOutcome, RunnerError> {
+/// Runs the case `job`, unless a case sharing `slot` ran first: then it is
+/// judged from what that one saw.
+pub(super) fn run_case(job: CaseJob<'_>, slot: &SeenSlot) -> Result<CaseOutcome, RunnerError> {
+    let CaseJob {
+        target,
+        reference,
+        plan,
+        points,
+        ..
+    } = job;
     let start = Instant::now();
     let point = points.first().copied();
     let mut own = None;
-    let took =
-        slot.get_or_make(
-            || match see_case(target, reference, plan, points, case_dir, runs) {
-                Ok(s) if s.obs.harness_error.is_none() => Some(s),
-                r => {
-                    own = Some(r);
-                    None
-                }
-            },
-        );
+    let took = slot.get_or_make(|| match see_case(job) {
+        Ok(s) if s.obs.harness_error.is_none() => Some(s),
+        r => {
+            own = Some(r);
+            None
+        }
+    });
     let seen = match took {
         Took::Kept { seen, made_here } => {
             let out = judge_seen(target, reference, plan, point, seen, start);
             if made_here || out.passed() {
                 return Ok(out);
             }
-            see_case(target, reference, plan, points, case_dir, runs)?
+            see_case(job)?
         }
         Took::Made(Some(seen)) => *seen,
         // `make` gives nothing only when it kept the case's own result.
@@ -53,7 +47,7 @@ pub(super) fn run_case(
             Some(r) => r?,
             None => return Err(RunnerError::Trace("a shared case left nothing".into())),
         },
-        Took::Nothing => see_case(target, reference, plan, points, case_dir, runs)?,
+        Took::Nothing => see_case(job)?,
     };
     Ok(judge_seen(target, reference, plan, point, &seen, start))
 }
@@ -91,12 +85,13 @@ mod tests {
     use crate::oracle::checks::shape::tests::{saved, snap};
     use crate::oracle::checks::tests::{hf, reference, run};
     use crate::oracle::obs::Observations;
-    use crate::oracle::runs::CaseRuns;
+    use crate::oracle::runs::{CaseRuns, Runs};
     use crate::oracle::Room;
     use crate::oracle::{ResumeMode, Tracing};
     use crate::protocol::{OpCrash, When};
     use crate::runner::{Exit, RunRequest, RunResult, Subject};
     use crate::verdict::FailureKind;
+    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -230,7 +225,15 @@ mod tests {
             points: vec![op(9)],
         };
         let dir = work.join("case-000009");
-        let got = run_case(&target(), &r, &plan, &plan.points, &dir, &runs, slot);
+        let job = CaseJob {
+            target: &target(),
+            reference: &r,
+            plan: &plan,
+            points: &plan.points,
+            case_dir: &dir,
+            runs: &runs,
+        };
+        let got = run_case(job, slot);
         (got, runs.0.load(Ordering::SeqCst))
     }
 
@@ -254,19 +257,16 @@ mod tests {
 
     #[test]
     fn the_first_case_of_a_slot_runs_and_leaves_what_it_saw_unless_it_failed_to_start() {
-        let r = reference(hf(&["checkpoint-8"]));
-        let runs = Counting::default();
-        let work = tempfile::tempdir().expect("tempdir");
-        let plan = CrashPlan {
-            points: vec![op(9)],
-        };
         let slot = empty();
-        let dir = work.path().join("case-000009");
-        assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());
+        let (one, two) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (got, asked) = op9_with(&slot, one.path());
+        assert!(got.is_err() && asked == 1);
         assert!(matches!(slot.get_or_make(|| unreachable!()), Took::Nothing));
         // The next case of the slot makes its own runs.
-        let dir = work.path().join("case-000010");
-        assert!(run_case(&target(), &r, &plan, &plan.points, &dir, &runs, &slot).is_err());
-        assert_eq!(runs.0.load(Ordering::SeqCst), 2);
+        let (got, asked) = op9_with(&slot, two.path());
+        assert!(got.is_err() && asked == 1);
     }
 }
