@@ -25,6 +25,7 @@ mod probe;
 mod reference;
 mod resume;
 mod runs;
+mod seen;
 mod shared;
 mod watch;
 
@@ -35,7 +36,8 @@ pub use power_case::{initial_tree, state_id, state_ids};
 pub use probe::{run_probe, run_probe_with};
 pub use reference::{reference, reference_with, FirstRun, ReferenceRuns};
 pub use resume::ResumeMode;
-pub use runs::{CaseRuns, KillEach, Room, Runs, Seen, SeenSlot, Took};
+pub use runs::{CaseRuns, KillEach, Runs};
+pub use seen::{Room, Seen, SeenSlot, Took};
 
 /// What is being certified, and how.
 #[derive(Debug, Clone)]
@@ -282,6 +284,15 @@ pub fn run_case_with(
     ))
 }
 
+/// The leftovers in the sandbox of a case that saw `obs` (none looked
+/// for when it was disturbed from outside: it is not judged).
+fn leftovers(obs: &obs::Observations, sandbox: &crate::layout::Sandbox) -> Vec<String> {
+    match obs.harness_error {
+        None => watch::leftovers(sandbox),
+        Some(_) => Vec::new(),
+    }
+}
+
 /// A sandbox that could not be built, as a runner error.
 fn sandbox_error(e: std::io::Error) -> RunnerError {
     RunnerError::Spawn {
@@ -319,10 +330,7 @@ fn see_case(job: CaseJob<'_>) -> Result<Seen, RunnerError> {
         Driver::new(target, reference, sandbox, files).with_runs(runs.case(plan, case_dir));
     driver.drive(points)?;
     let (obs, sandbox) = driver.finish();
-    let leftovers = match obs.harness_error {
-        None => watch::leftovers(&sandbox),
-        Some(_) => Vec::new(),
-    };
+    let leftovers = leftovers(&obs, &sandbox);
     Ok(Seen {
         obs,
         leftovers,
@@ -342,10 +350,7 @@ pub fn judge_case(
     case_dir: &Path,
     start: Instant,
 ) -> CaseOutcome {
-    let leftovers = match obs.harness_error {
-        None => watch::leftovers(sandbox),
-        Some(_) => Vec::new(),
-    };
+    let leftovers = leftovers(obs, sandbox);
     let seen_in = (sandbox.root(), case_dir);
     judge_observed(
         target, reference, plan, obs, None, leftovers, seen_in, start,

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::runs::{Seen, SeenSlot, Took};
+use super::seen::{Seen, SeenSlot, Took};
 use super::{judge_observed, see_case, CaseJob, CaseOutcome, Reference, Target};
 use crate::inject::{CrashPlan, CrashPoint};
 use crate::runner::RunnerError;
@@ -25,15 +25,7 @@ pub(super) fn run_case(job: CaseJob<'_>, slot: &SeenSlot) -> Result<CaseOutcome,
     } = job;
     let start = Instant::now();
     let point = points.first().copied();
-    let mut own = None;
-    let took = slot.get_or_make(|| match see_case(job) {
-        Ok(s) if s.obs.harness_error.is_none() => Some(s),
-        r => {
-            own = Some(r);
-            None
-        }
-    });
-    let seen = match took {
+    let seen = match slot.get_or_make(|| see_case(job)) {
         Took::Kept { seen, made_here } => {
             let out = judge_seen(target, reference, plan, point, seen, start);
             if made_here || out.passed() {
@@ -41,12 +33,7 @@ pub(super) fn run_case(job: CaseJob<'_>, slot: &SeenSlot) -> Result<CaseOutcome,
             }
             see_case(job)?
         }
-        Took::Made(Some(seen)) => *seen,
-        // `make` gives nothing only when it kept the case's own result.
-        Took::Made(None) => match own {
-            Some(r) => r?,
-            None => return Err(RunnerError::Trace("a shared case left nothing".into())),
-        },
+        Took::Made(made) => *made?,
         Took::Nothing => see_case(job)?,
     };
     Ok(judge_seen(target, reference, plan, point, &seen, start))
@@ -86,7 +73,7 @@ mod tests {
     use crate::oracle::checks::tests::{hf, reference, run};
     use crate::oracle::obs::Observations;
     use crate::oracle::runs::{CaseRuns, Runs};
-    use crate::oracle::Room;
+    use crate::oracle::seen::Room;
     use crate::oracle::{ResumeMode, Tracing};
     use crate::protocol::{OpCrash, When};
     use crate::runner::{Exit, RunRequest, RunResult, Subject};
@@ -181,7 +168,7 @@ mod tests {
     fn filled(s: Seen) -> SeenSlot {
         let slot = empty();
         assert!(matches!(
-            slot.get_or_make(|| Some(s)),
+            slot.get_or_make(|| Ok(s)),
             Took::Kept {
                 made_here: true,
                 ..

@@ -169,11 +169,11 @@ mod tests {
         let r = rec(&[(11, 1, ""), (12, 1, ""), (13, 2, ""), (14, 2, "")]);
         let plans = [plan(&[11]), plan(&[12]), plan(&[13]), plan(&[14])];
         // Room for one kept observation, not two.
-        let one = seen().obs.approx_bytes() + 256;
+        let one = seen().approx_bytes();
         let same = SameCases::with_room(&r, &plans, one + one / 2);
         let a = same.take(&r, &plans[0]).expect("shared");
         assert!(matches!(
-            a.get_or_make(|| Some(seen())),
+            a.get_or_make(|| Ok(seen())),
             Took::Kept {
                 made_here: true,
                 ..
@@ -181,7 +181,7 @@ mod tests {
         ));
         let c = same.take(&r, &plans[2]).expect("shared");
         assert!(
-            matches!(c.get_or_make(|| Some(seen())), Took::Made(Some(_))),
+            matches!(c.get_or_make(|| Ok(seen())), Took::Made(Ok(_))),
             "no room left: nothing kept, what was made given back"
         );
         let before = same.room_left();
