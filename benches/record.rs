@@ -1,7 +1,7 @@
 //! The record-once engine against kill-each and against the floor, side by
 //! side in one run, on the simulated trainer, one layout, every `op` point:
 //! - `floor/one-life-per-case`: one full uninterrupted `crashpoint sim` life
-//!   per case, back to back (two workers);
+//!   per case, back to back (two workers), each a process of its own;
 //! - `campaign/kill-each` and `campaign/record`: the same campaign by each
 //!   engine (two workers).
 //!
@@ -23,9 +23,11 @@ use crashpoint::inject::{Mode, Selection};
 use crashpoint::layout::{Layout, Sandbox};
 use crashpoint::observe::HarnessFiles;
 use crashpoint::oracle::{ResumeMode, Target, Tracing};
+use crashpoint::protocol;
 use crashpoint::record::Engine;
-use crashpoint::runner::{self, Exit, RunRequest, Subject};
+use crashpoint::runner::Subject;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::os::unix::process::CommandExt;
 
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
@@ -89,35 +91,39 @@ fn once(engine: Engine) -> (u64, Duration) {
     (cases, children_cpu() - before)
 }
 
-/// One uninterrupted sim life in a fresh sandbox under `dir`.
+/// One uninterrupted sim life in a fresh sandbox under `dir`: a cold
+/// `crashpoint sim` process (not a fork of the warm-start server the
+/// engines' resume runs use), as the runner starts it.
 fn one_life(dir: &Path) {
     std::fs::create_dir_all(dir.join("sandbox")).expect("mkdir");
     std::fs::create_dir_all(dir.join("harness")).expect("mkdir");
     let sb = Sandbox::create(Layout::Relative, &dir.join("sandbox")).expect("sandbox");
     let files = HarnessFiles::in_dir(&dir.join("harness"));
     let place = sb.place();
-    let req = RunRequest {
-        place: &place,
-        sandbox: sb.root(),
-        max_steps: 20,
-        seed: 0,
-        resume: None,
-        state_out: &files.state,
-        events: &files.events,
-        crash: None,
-        op_log: None,
-        traced: false,
-        power: false,
-        timeout: Duration::from_secs(60),
-    };
-    let subject = Subject {
-        program: exe().into(),
-        args: vec!["sim".into()],
-        sim: true,
-        preload: Vec::new(),
-    };
-    let r = runner::run(&subject, &req).expect("runs");
-    assert_eq!(r.exit, Exit::Code(0));
+    let out = std::process::Command::new(exe())
+        .arg("sim")
+        .current_dir(&place.cwd)
+        .env_clear()
+        .env("PWD", &place.pwd)
+        .env("HOME", sb.root().join("home"))
+        .env("TMPDIR", sb.root().join("tmp"))
+        .env(protocol::PROTOCOL, "1")
+        .env(protocol::CKPT_DIR, &place.ckpt_dir)
+        .env(protocol::MAX_STEPS, "20")
+        .env(protocol::SEED, "0")
+        .env(protocol::STATE_OUT, &files.state)
+        .env(protocol::EVENTS, &files.events)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).expect("rm");
 }
 

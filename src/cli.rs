@@ -42,6 +42,9 @@ pub enum Command {
     /// The simulated trainer, as a subject speaking the protocol (started by the harness).
     #[command(after_help = SIM_EXAMPLES)]
     Sim(SimSettings),
+    /// The simulated trainer's warm-start server (started by the harness).
+    #[command(hide = true)]
+    SimServer,
     /// The bug zoo.
     #[command(after_help = ZOO_EXAMPLES)]
     Zoo(ZooArgs),
@@ -74,7 +77,7 @@ const ZOO_EXAMPLES: &str = "Examples:
 /// a child subreaper that stops cleanly on SIGINT, SIGTERM or SIGHUP, and
 /// kills whatever its subjects left before it returns.
 pub fn main(cli: Cli) -> Result<i32, CommandError> {
-    let harness = !matches!(cli.command, Command::Sim(_));
+    let harness = !matches!(cli.command, Command::Sim(_) | Command::SimServer);
     let cancel = if harness {
         crate::sys::bound_malloc_arenas();
         crate::pool::install_interrupt_handler()
@@ -85,6 +88,7 @@ pub fn main(cli: Cli) -> Result<i32, CommandError> {
         Command::Run(a) => commands::run::run(a, &cancel),
         Command::Certify(a) => commands::certify::certify(a, &cancel),
         Command::Sim(s) => Ok(commands::sim(&s)),
+        Command::SimServer => Ok(commands::sim_server()),
         Command::Census(a) => commands::census(&a),
         Command::Report(a) => Ok(tools::show(&a)?),
         Command::Merge(a) => Ok(tools::merge(&a)?),

@@ -30,7 +30,8 @@
 //! * [`census`] is the typed list of numbered operations where crashes can
 //!   land, from the sim's I/O layer or the tracer; [`inject`] turns a census into crash plans; [`runner`] runs one process
 //!   in its own process group with a watchdog ([`runner::warm`]: or forks it from a
-//!   Python that imported the subject's framework once); [`observe`] reads
+//!   Python that imported the subject's framework once, or, for the simulated
+//!   trainer, from `crashpoint sim-server`); [`observe`] reads
 //!   what it left.
 //! * [`oracle`] runs references and cases ([`oracle::driver`]: spawn, crash,
 //!   resume until a run exits 0) and judges them ([`oracle::checks`]: pure

@@ -158,6 +158,28 @@ pub fn kill_self() -> ! {
     std::process::abort()
 }
 
+/// Forks this process, which must have one thread (checked: an error
+/// otherwise): `Ok(None)` in the child, `Ok(Some(pid))` in the parent. The
+/// child is a copy of a single-threaded process, so it may do anything the
+/// parent could (allocate, take locks) and should end with
+/// [`std::process::exit`]. For the simulated trainer's warm-start server
+/// (`crashpoint sim-server`).
+pub fn fork_single_threaded() -> io::Result<Option<u32>> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork a process of {threads} threads"
+        )));
+    }
+    // SAFETY: the process has one thread (checked above, and a process of
+    // one thread cannot gain another behind its back), so the child holds
+    // no lock another thread held at the fork and may run any code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(None),
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw() as u32)),
+    }
+}
+
 /// Bounds the C allocator to two arenas. glibc gives threads arenas of
 /// their own (up to eight per core), each keeping its own high-water mark;
 /// the harness's threads (the case workers, a watchdog and an stderr

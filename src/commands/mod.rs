@@ -156,10 +156,6 @@ pub fn census(a: &crate::commands::tools::CensusArgs) -> Result<i32, CommandErro
 
 /// Runs `crashpoint sim`, the simulated trainer; returns the exit status.
 pub fn sim(settings: &SimSettings) -> i32 {
-    if let Some((field, problem)) = settings.problem() {
-        eprintln!("error: --{}: {problem}", field.replace('_', "-"));
-        return EXIT_USAGE;
-    }
     // Started by a harness: die with it (see `protocol::SIM_PARENT`).
     if let Some(parent) = std::env::var(crate::protocol::SIM_PARENT)
         .ok()
@@ -167,11 +163,12 @@ pub fn sim(settings: &SimSettings) -> i32 {
     {
         crate::sys::die_with_parent(parent);
     }
-    match crate::sim::trainer::run(settings, |k| std::env::var(k).ok()) {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
+    crate::sim::trainer::main(settings, |k| std::env::var(k).ok())
+}
+
+/// Runs `crashpoint sim-server`, the simulated trainer's warm-start server
+/// (see [`crate::sim::serve`]); returns its exit status.
+pub fn sim_server() -> i32 {
+    let stdin = std::io::stdin();
+    crate::sim::serve::serve(stdin.lock(), std::io::stdout())
 }

@@ -267,6 +267,24 @@ impl TrainerError {
     }
 }
 
+/// `crashpoint sim`: checks `settings`, runs the trainer as [`run`] does and
+/// returns the exit status (0 when the state file was written, 2 for
+/// settings or an environment that cannot be used, 1 otherwise), its
+/// error printed on stderr.
+pub fn main(settings: &SimSettings, get: impl Fn(&str) -> Option<String>) -> i32 {
+    if let Some((field, problem)) = settings.problem() {
+        eprintln!("error: --{}: {problem}", field.replace('_', "-"));
+        return 2;
+    }
+    match run(settings, get) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// Runs the simulated trainer under the protocol, reading the environment
 /// through `get`. Returns normally only when the state file was written.
 pub fn run(

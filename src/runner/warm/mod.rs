@@ -1,4 +1,11 @@
-//! Warm starts for Python subjects (`certify --preload MODULE,...`).
+//! Warm starts for Python subjects (`certify --preload MODULE,...`) and for
+//! the simulated trainer.
+//!
+//! The simulated trainer is always warm-started: each worker starts
+//! `crashpoint sim-server` once ([`crate::sim::serve`], which speaks the
+//! protocol below) and every untraced run without a crash point is a fork
+//! of it, because starting a process costs more than a short run of the
+//! trainer (on a virtual machine, a millisecond or two before `main`).
 //!
 //! A training program in Python spends most of a short run importing its
 //! framework (torch and Lightning: seconds per run), and a campaign makes
@@ -31,7 +38,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::runner::{Exit, RunRequest, RunResult, RunnerError, Subject, STDERR_TAIL};
@@ -101,17 +108,26 @@ pub fn check(subject: &Subject, modules: &[String]) -> Result<(), WarmError> {
 }
 
 /// Does this run go through the worker's warm server? Only untraced,
-/// uncrashed runs of an external subject with a preload list.
+/// uncrashed runs of an external subject with a preload list, or of the
+/// simulated trainer (whose server is `crashpoint sim-server`, see
+/// [`crate::sim::serve`]).
 pub fn applies(subject: &Subject, req: &RunRequest<'_>) -> bool {
-    !subject.preload.is_empty()
-        && !subject.sim
+    (sim_server(subject) || !subject.preload.is_empty())
         && !req.traced
         && !req.power
         && req.crash.is_none()
         && req.op_log.is_none()
 }
 
-/// One worker's server: the interpreter with the modules imported.
+/// Is `subject` the simulated trainer, `PROGRAM sim ...`, whose program
+/// then has the subcommand `sim-server`? (A stand-in that only speaks the
+/// `op` protocol, such as a shell script, runs cold.)
+fn sim_server(subject: &Subject) -> bool {
+    subject.sim && subject.args.first().is_some_and(|a| a == "sim")
+}
+
+/// One worker's server: the interpreter with the modules imported, or the
+/// simulated trainer's server.
 struct Server {
     /// What it was started for: the program and its preload list.
     key: Key,
@@ -125,8 +141,17 @@ struct Server {
     shared: bool,
 }
 
-/// A server's program and preload list.
-type Key = (OsString, Vec<String>);
+/// A server's program, preload list, and whether it is the simulated
+/// trainer's.
+type Key = (OsString, Vec<String>, bool);
+
+fn key_of(subject: &Subject) -> Key {
+    (
+        subject.program.clone(),
+        subject.preload.clone(),
+        sim_server(subject),
+    )
+}
 
 /// A thread's server; when the thread ends, a shared one is given back.
 struct Slot(Option<Server>);
@@ -156,13 +181,15 @@ impl Drop for Server {
         let pid = self.child.id();
         crate::sys::kill_group(pid);
         let _ = self.child.wait();
-        crate::sys::end_run(pid, true);
+        // The simulated trainer's server leaves nothing: each of its runs
+        // was killed and reaped by it, or dies with it (parent-death signal).
+        crate::sys::end_run(pid, !self.key.2);
     }
 }
 
 fn failed(what: impl Into<String>) -> RunnerError {
     RunnerError::Spawn {
-        program: "the warm-start Python".into(),
+        program: "the warm-start server".into(),
         source: std::io::Error::other(what.into()),
     }
 }
@@ -185,19 +212,23 @@ impl Server {
     /// background ([`Server::wait_ready`]).
     fn start(subject: &Subject, run: &Command) -> Result<Server, RunnerError> {
         let mut cmd = Command::new(&subject.program);
-        // The script's directory, where the run finds its own modules.
-        let dir = match subject.args.first() {
-            Some(a) if a != "-m" => std::fs::canonicalize(a)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_default(),
-            _ => PathBuf::new(),
-        };
-        cmd.arg("-c")
-            .arg(SERVER_SOURCE)
-            .arg(dir)
-            .args(&subject.preload)
-            .current_dir("/")
+        if sim_server(subject) {
+            cmd.arg("sim-server");
+        } else {
+            // The script's directory, where the run finds its own modules.
+            let dir = match subject.args.first() {
+                Some(a) if a != "-m" => std::fs::canonicalize(a)
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .unwrap_or_default(),
+                _ => PathBuf::new(),
+            };
+            cmd.arg("-c")
+                .arg(SERVER_SOURCE)
+                .arg(dir)
+                .args(&subject.preload);
+        }
+        cmd.current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -223,7 +254,7 @@ impl Server {
             return Err(failed("no pipes to the server"));
         };
         Ok(Server {
-            key: (subject.program.clone(), subject.preload.clone()),
+            key: key_of(subject),
             child,
             input,
             output: BufReader::new(output),
@@ -247,11 +278,43 @@ impl Server {
                 subject.preload.join(","),
                 &l["error ".len()..]
             ))),
+            _ if sim_server(subject) => Err(failed(format!(
+                "`{} sim-server` did not start",
+                subject.display_program()
+            ))),
             _ => Err(failed(format!(
                 "{} did not start (is it a Python 3 interpreter?)",
                 subject.display_program()
             ))),
         }
+    }
+
+    /// The next line, if it comes by `deadline`; past it, the server is
+    /// killed (and its line is `None`).
+    fn line_by(&mut self, deadline: Instant) -> Option<String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        while self.output.buffer().is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                crate::sys::kill_group(self.child.id());
+                break;
+            }
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(
+                self.output.get_ref().as_fd(),
+                PollFlags::POLLIN,
+            )];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(n) if n > 0 => break,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        self.line()
     }
 
     fn line(&mut self) -> Option<String> {
@@ -295,7 +358,10 @@ impl Server {
             "cpus": crate::sys::allowed_cpus(),
         });
         let start = Instant::now();
-        writeln!(self.input, "{request}")
+        // One write: the pipe is unbuffered, and each write wakes the server.
+        let line = format!("{request}\n");
+        self.input
+            .write_all(line.as_bytes())
             .and_then(|_| self.input.flush())
             .map_err(|e| failed(format!("the server is gone: {e}")))?;
         let Some(pid) = self
@@ -305,20 +371,12 @@ impl Server {
             return Err(failed("the server did not fork the run"));
         };
         crate::sys::adopt(pid, cmd);
-        // A watchdog for the server itself: it enforces the run's limit.
-        let server = self.child.id();
-        let (stop, stopped) = mpsc::channel::<()>();
-        let limit = req.timeout + GRACE;
-        let watchdog = std::thread::spawn(move || {
-            if stopped.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
-                crate::sys::kill_group(server);
-            }
-        });
-        let end = self.line();
+        // The server enforces the run's limit; past it and a grace, the
+        // server itself is killed.
+        let end = self.line_by(start + req.timeout + GRACE);
         let duration = start.elapsed();
-        let _ = stop.send(());
-        let _ = watchdog.join();
-        crate::sys::end_run(pid, true);
+        // The simulated trainer starts no process: nothing to sweep.
+        crate::sys::end_run(pid, !subject.sim);
         let exit = match end.as_deref().map(|l| l.split_once(' ').unwrap_or((l, ""))) {
             Some(("exit", n)) => n.parse().map(Exit::Code).ok(),
             Some(("signal", n)) => n.parse().map(Exit::Signal).ok(),
@@ -365,7 +423,7 @@ pub fn run(
 ) -> Result<RunResult, RunnerError> {
     SERVER.with(|cell| {
         let slot = &mut cell.borrow_mut().0;
-        let key = (subject.program.clone(), subject.preload.clone());
+        let key = key_of(subject);
         if slot.as_ref().is_some_and(|s| s.key != key) {
             *slot = None;
         }
@@ -412,7 +470,7 @@ pub fn prestart(subject: &Subject, dir: &Path, n: usize) -> Result<(), RunnerErr
     for v in crate::protocol::ALL_VARS {
         env.env_remove(v);
     }
-    let key = (subject.program.clone(), subject.preload.clone());
+    let key = key_of(subject);
     let have = idle().iter().filter(|s| s.key == key).count();
     for _ in have..n {
         let mut s = Server::start(subject, &env)?;
