@@ -8,7 +8,11 @@
 //! - `time (window)` and `time (whole run)`: kills at times drawn as
 //!   fractions of the save window (today's time mode) or uniformly over the
 //!   whole reference run (the old time mode), run one after the other until
-//!   one fails, averaged over seeds; `>N` when none of N failed.
+//!   one fails, averaged over seeds; `>N` when none of N failed;
+//! - `uniform / w-f` and `time / w-f`: how many times more cases uniform
+//!   sampling and time mode (window) needed than windows-first (the goal
+//!   is 10 or more; where a large share of the points fail, uniform
+//!   sampling needs few cases too, and no order can be ten times better).
 //!
 //! Subjects: the simulated trainer's zoo mutants on their scenarios (`op`
 //! points) and the Python example's bugs (`syscall` points), layout
@@ -194,6 +198,20 @@ fn main() {
             ));
         }
     }
+    // How many times more cases the other strategies need than
+    // windows-first (the goal: 10 or more), `>x` where time mode caught
+    // nothing in its tries.
+    let ratio = |other: &str, wf: Option<usize>| -> String {
+        let Some(wf) = wf else { return "-".into() };
+        let (more, v) = match other.strip_prefix('>') {
+            Some(v) => (">", v),
+            None => ("", other),
+        };
+        match v.parse::<f64>() {
+            Ok(v) => format!("{more}{:.1}", v / wf as f64),
+            Err(_) => "-".into(),
+        }
+    };
     let mut lines = vec![[
         "subject".to_string(),
         "points".into(),
@@ -203,6 +221,8 @@ fn main() {
         "uniform".into(),
         "time (window)".into(),
         "time (whole run)".into(),
+        "uniform / w-f".into(),
+        "time / w-f".into(),
     ]];
     for r in &rows {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "never".into());
@@ -215,6 +235,11 @@ fn main() {
             opt(r.uniform.map(|u| format!("{u:.1}"))),
             r.time_window.clone(),
             r.time_whole.clone(),
+            ratio(
+                &r.uniform.map(|u| u.to_string()).unwrap_or_default(),
+                r.windows_first,
+            ),
+            ratio(&r.time_window, r.windows_first),
         ]);
     }
     print!("{}", crashpoint::report::render(&lines));

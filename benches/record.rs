@@ -8,7 +8,9 @@
 //! Throughput is in cases, so criterion prints cases/s for each. Before the
 //! timings it prints the subject-seconds (CPU time of every subject
 //! process, from `getrusage(RUSAGE_CHILDREN)`) of one campaign by each
-//! engine, and their ratio. Workspaces live on /dev/shm when it exists.
+//! engine, and their ratio; then the floor's and the record engine's
+//! cases/s measured side by side (ten rounds, one of each in turn), and
+//! their ratio. Workspaces live on /dev/shm when it exists.
 //!
 //! Run with `cargo bench --bench record`.
 
@@ -127,6 +129,26 @@ fn one_life(dir: &Path) {
     std::fs::remove_dir_all(dir).expect("rm");
 }
 
+/// Rounds of the side-by-side measurement printed before the timings.
+const ROUNDS: u64 = 10;
+
+/// `cases` sim lives on two workers.
+fn floor(cases: u64) {
+    let work = scratch();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= cases {
+                    return;
+                }
+                one_life(&work.path().join(format!("life-{i}")));
+            });
+        }
+    });
+}
+
 fn engines(c: &mut Criterion) {
     let (cases, kill_cpu) = once(Engine::KillEach);
     let (cases_r, rec_cpu) = once(Engine::Record);
@@ -137,27 +159,30 @@ fn engines(c: &mut Criterion) {
         rec_cpu.as_secs_f64(),
         kill_cpu.as_secs_f64() / rec_cpu.as_secs_f64().max(1e-9)
     );
+    // The goals' ratios, side by side: floor and record alternately, the
+    // same number of campaigns each.
+    let (mut floor_t, mut record_t) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let t = std::time::Instant::now();
+        floor(cases);
+        floor_t += t.elapsed();
+        let t = std::time::Instant::now();
+        once(Engine::Record);
+        record_t += t.elapsed();
+    }
+    let rate = |t: Duration| (cases * ROUNDS) as f64 / t.as_secs_f64().max(1e-9);
+    eprintln!(
+        "cases/s side by side ({ROUNDS} rounds): floor {:.0}, record {:.0}: {:.2}x the floor (goal 1.6x), {} 1,000 cases/s",
+        rate(floor_t),
+        rate(record_t),
+        floor_t.as_secs_f64() / record_t.as_secs_f64().max(1e-9),
+        if rate(record_t) >= 1000.0 { "at least" } else { "below" }
+    );
     let mut g = c.benchmark_group("sim-every-op");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(cases));
-    g.bench_function("floor/one-life-per-case", |b| {
-        b.iter(|| {
-            let work = scratch();
-            let next = std::sync::atomic::AtomicU64::new(0);
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        if i >= cases {
-                            return;
-                        }
-                        one_life(&work.path().join(format!("life-{i}")));
-                    });
-                }
-            });
-        })
-    });
+    g.bench_function("floor/one-life-per-case", |b| b.iter(|| floor(cases)));
     for engine in [Engine::KillEach, Engine::Record] {
         g.bench_function(format!("campaign/{}", engine.name()), |b| {
             b.iter(|| {

@@ -456,6 +456,7 @@ impl Campaign {
         let may_start = || estimate.map_or(true, Estimate::may_start);
         let ran = Pool::new(self.jobs)
             .pinned()
+            .at_worker_end(crate::runner::warm::release)
             .run_while(mine, cancel, &may_start, |_, &i| {
                 let plan = &plans[i];
                 let case_dir: PathBuf = scratch.join(format!("case-{i:06}"));

@@ -76,7 +76,13 @@ pub fn reference_with(
     } = runs;
     let (a, b) = if side_by_side {
         std::thread::scope(|s| {
-            let second = s.spawn(|| one_run(target, layout, scratch, 1, None));
+            let second = s.spawn(|| {
+                let b = one_run(target, layout, scratch, 1, None);
+                // Its warm-start server ends (or goes back) now, not after
+                // the scope.
+                crate::runner::warm::release();
+                b
+            });
             let a = one_run(target, layout, scratch, 0, first);
             let b = second
                 .join()

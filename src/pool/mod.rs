@@ -23,11 +23,13 @@ mod tests;
 
 pub use cancel::{install_interrupt_handler, signal_name, Cancel};
 
-/// How many workers, and whether each pins itself to one CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How many workers, whether each pins itself to one CPU, and what each
+/// does when it stops taking items.
+#[derive(Debug, Clone, Copy)]
 pub struct Pool {
     workers: usize,
     pin: bool,
+    at_end: Option<fn()>,
 }
 
 /// What a pool run did.
@@ -47,6 +49,7 @@ impl Pool {
         Pool {
             workers: jobs.max(1),
             pin: false,
+            at_end: None,
         }
     }
 
@@ -56,6 +59,17 @@ impl Pool {
     /// workers do not steal each other's caches.
     pub fn pinned(self) -> Pool {
         Pool { pin: true, ..self }
+    }
+
+    /// The same pool, each worker calling `end` on its own thread once it
+    /// takes no more items, before the run returns (a campaign's workers
+    /// give back their warm-start servers there, so that none outlives
+    /// the run).
+    pub fn at_worker_end(self, end: fn()) -> Pool {
+        Pool {
+            at_end: Some(end),
+            ..self
+        }
     }
 
     /// Runs `work(index, item)` for every item until `cancel` is cancelled.
@@ -91,6 +105,7 @@ impl Pool {
         let next = AtomicUsize::new(0);
         let gated = AtomicBool::new(false);
         let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+        let at_end = self.at_end;
         std::thread::scope(|s| {
             for w in 0..workers {
                 let cpu = (!cpus.is_empty()).then(|| cpus[w % cpus.len()]);
@@ -100,6 +115,8 @@ impl Pool {
                         // Subjects inherit the worker thread's CPU.
                         crate::sys::pin_to_cpu(cpu);
                     }
+                    // Also when `work` panics.
+                    let _end = AtEnd(at_end);
                     loop {
                         if cancel.is_cancelled() || gated.load(Ordering::SeqCst) {
                             return;
@@ -121,6 +138,17 @@ impl Pool {
         Ran {
             results: slots.into_inner().unwrap_or_else(|e| e.into_inner()),
             gated: gated.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Calls its function when dropped.
+struct AtEnd(Option<fn()>);
+
+impl Drop for AtEnd {
+    fn drop(&mut self) {
+        if let Some(f) = self.0 {
+            f();
         }
     }
 }

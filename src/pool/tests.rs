@@ -130,3 +130,22 @@ fn pinned_workers_each_run_on_one_cpu_and_unpinned_ones_where_the_caller_does() 
         .run(&items, &Cancel::new(), |_, _| crate::sys::allowed_cpus());
     assert!(ran.results.iter().flatten().all(|c| *c == mine));
 }
+
+#[test]
+fn each_worker_calls_its_end_once_before_the_run_returns() {
+    static ENDS: AtomicUsize = AtomicUsize::new(0);
+    fn end() {
+        ENDS.fetch_add(1, Ordering::SeqCst);
+    }
+    let items: Vec<u32> = (0..20).collect();
+    let ran = Pool::new(3)
+        .at_worker_end(end)
+        .run(&items, &Cancel::new(), |_, n| n + 1);
+    assert_eq!(ENDS.load(Ordering::SeqCst), 3);
+    assert_eq!(ran.results.iter().flatten().count(), 20);
+    // Fewer items than workers: one worker an item.
+    Pool::new(3)
+        .at_worker_end(end)
+        .run(&items[..2], &Cancel::new(), |_, n| *n);
+    assert_eq!(ENDS.load(Ordering::SeqCst), 5);
+}
