@@ -364,8 +364,10 @@ impl Server {
             .write_all(line.as_bytes())
             .and_then(|_| self.input.flush())
             .map_err(|e| failed(format!("the server is gone: {e}")))?;
+        // A fork is quick: a server that does not answer in the grace is
+        // killed.
         let Some(pid) = self
-            .line()
+            .line_by(start + GRACE)
             .and_then(|l| l.strip_prefix("pid ").and_then(|p| p.parse::<u32>().ok()))
         else {
             return Err(failed("the server did not fork the run"));
