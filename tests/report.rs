@@ -591,7 +591,53 @@ fn spooled_cases_give_the_report_held_in_memory() {
             (junit(&[r]).expect("junit"), page, text)
         };
         assert_eq!(others(&spooled), others(&held), "{name}");
+        // The JUnit file, written as the spooled records are read back.
+        let xml = dir.path().join("report.xml");
+        crashpoint::report::junit::write(&xml, &[&spooled]).expect("junit file");
+        assert_eq!(
+            std::fs::read_to_string(&xml).expect("read"),
+            junit(&[&held]).expect("junit"),
+            "{name}: the JUnit file"
+        );
     }
     assert!(failed > 0, "no case failed");
     assert!(later > 0, "no later crash state");
+}
+
+#[test]
+fn the_junit_file_is_the_junit_text_with_errors_reference_failures_and_escapes() {
+    let mut r = sample();
+    let mut cases = r.case_results.to_vec().expect("cases");
+    cases[0].harness_error = Some("run 2: the sandbox <x> & 'y' \"z\" was changed".into());
+    cases[2].name = "a <name> & 'quotes' \"too\"".into();
+    r.case_results = cases.into();
+    r.failures.insert(
+        0,
+        crashpoint::report::Failure {
+            layout: Layout::Nested,
+            kind: FailureKind::Nondeterministic,
+            crash: CrashPlan { points: Vec::new() },
+            name: "reference".into(),
+            detail: "the two reference runs differ: <a> & <b>".into(),
+            replay: "crashpoint certify -- python3 t.py".into(),
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("report.xml");
+    crashpoint::report::junit::write(&path, &[&r, &sample()]).expect("written");
+    let text = crashpoint::report::junit(&[&r, &sample()]).expect("junit");
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+    assert!(text.contains("<error message=\"harness error\" type=\"harness-error\">run 2: the sandbox &lt;x&gt; &amp; &apos;y&apos; &quot;z&quot; was changed</error>"), "{text}");
+    assert!(
+        text.contains("a &lt;name&gt; &amp; &apos;quotes&apos; &quot;too&quot;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<testcase name=\"nested reference\">"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tests=\"13\" failures=\"7\" errors=\"1\""),
+        "{text}"
+    );
 }

@@ -163,7 +163,7 @@ pub fn write_files(
         json::write(p, reports)?;
     }
     if let Some(p) = junit {
-        write(p, report::junit(reports)?)?;
+        report::junit::write(p, reports)?;
     }
     if let Some(p) = html {
         write(p, report::html::page(reports)?)?;

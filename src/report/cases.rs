@@ -83,6 +83,20 @@ impl CaseList {
         }
     }
 
+    /// Calls `f` with each record in turn: from memory when held, read
+    /// back one at a time from the spool file otherwise (never all at once).
+    pub fn each(&self, mut f: impl FnMut(&CaseRecord)) -> Result<(), SpoolError> {
+        match self {
+            CaseList::Held(v) => v.iter().for_each(f),
+            CaseList::Spooled(file) => {
+                for c in file.records()? {
+                    f(&c?);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The records, owned.
     pub fn to_vec(&self) -> Result<Vec<CaseRecord>, SpoolError> {
         self.load().map(Cow::into_owned)

@@ -23,7 +23,7 @@ pub mod cases;
 mod coverage;
 pub mod html;
 pub mod json;
-mod junit;
+pub mod junit;
 pub mod later;
 pub mod merge;
 pub mod name;
