@@ -599,6 +599,14 @@ fn spooled_cases_give_the_report_held_in_memory() {
             junit(&[&held]).expect("junit"),
             "{name}: the JUnit file"
         );
+        // And the page, written as they are read back.
+        let page = dir.path().join("report.html");
+        html::write(&page, &[&spooled]).expect("html file");
+        assert_eq!(
+            std::fs::read_to_string(&page).expect("read"),
+            html::page(&[&held]).expect("html"),
+            "{name}: the HTML file"
+        );
     }
     assert!(failed > 0, "no case failed");
     assert!(later > 0, "no later crash state");

@@ -153,12 +153,6 @@ pub fn write_files(
     html: Option<&Path>,
     reports: &[&Report],
 ) -> Result<(), ToolError> {
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|source| ToolError::Write {
-            path: path.display().to_string(),
-            source,
-        })
-    };
     if let Some(p) = json_path {
         json::write(p, reports)?;
     }
@@ -166,7 +160,7 @@ pub fn write_files(
         report::junit::write(p, reports)?;
     }
     if let Some(p) = html {
-        write(p, report::html::page(reports)?)?;
+        report::html::write(p, reports)?;
     }
     Ok(())
 }

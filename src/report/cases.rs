@@ -1,8 +1,10 @@
 //! A report's case records: held in memory (a report read back, merged, or
 //! built from a campaign's results), or spooled to a file as a campaign's
 //! cases finish, one compact JSON line each, so that a campaign's memory
-//! does not grow with its cases. The JSON report streams a spooled list
-//! from its file; the JSON written is the same either way.
+//! does not grow with its cases. The JSON report, the JUnit file and the
+//! HTML page stream a spooled list from its file ([`CaseList::each`], and
+//! [`CaseList::reader`] for a record by its place); what they write is the
+//! same either way.
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};
@@ -97,6 +99,41 @@ impl CaseList {
         Ok(())
     }
 
+    /// A reader of the records by their place in the list: borrowed when
+    /// held; read back one at a time from the spool file otherwise (only
+    /// the offsets of its lines are held).
+    pub fn reader(&self) -> Result<CaseReader<'_>, SpoolError> {
+        Ok(CaseReader(match self {
+            CaseList::Held(v) => Reader::Held(v),
+            CaseList::Spooled(f) => {
+                use std::io::{BufReader, Seek};
+                let file = std::fs::File::open(&f.path).map_err(|e| f.io(e))?;
+                let mut lines = BufReader::new(file);
+                let mut offsets = Vec::with_capacity(f.len);
+                let (mut at, mut buf) = (0u64, Vec::new());
+                for _ in 0..f.len {
+                    offsets.push(at);
+                    buf.clear();
+                    let n = lines.read_until(b'\n', &mut buf).map_err(|e| f.io(e))?;
+                    if n == 0 {
+                        return Err(f.io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("{} of {} records", offsets.len() - 1, f.len),
+                        )));
+                    }
+                    at += n as u64;
+                }
+                lines.rewind().map_err(|e| f.io(e))?;
+                Reader::Spooled {
+                    file: f,
+                    offsets,
+                    lines,
+                    line: String::new(),
+                }
+            }
+        }))
+    }
+
     /// The records, owned.
     pub fn to_vec(&self) -> Result<Vec<CaseRecord>, SpoolError> {
         self.load().map(Cow::into_owned)
@@ -136,6 +173,51 @@ impl serde::Serialize for CaseList {
 impl<'de> serde::Deserialize<'de> for CaseList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Vec::<CaseRecord>::deserialize(d).map(CaseList::Held)
+    }
+}
+
+/// The records of a [`CaseList`] by their place in it ([`CaseList::reader`]).
+pub struct CaseReader<'a>(Reader<'a>);
+
+enum Reader<'a> {
+    Held(&'a [CaseRecord]),
+    Spooled {
+        file: &'a SpoolFile,
+        offsets: Vec<u64>,
+        lines: std::io::BufReader<std::fs::File>,
+        line: String,
+    },
+}
+
+impl CaseReader<'_> {
+    /// The record at place `k` (`None` past the end).
+    pub fn get(&mut self, k: usize) -> Option<Result<Cow<'_, CaseRecord>, SpoolError>> {
+        match &mut self.0 {
+            Reader::Held(v) => v.get(k).map(|c| Ok(Cow::Borrowed(c))),
+            Reader::Spooled {
+                file,
+                offsets,
+                lines,
+                line,
+            } => {
+                use std::io::{Seek, SeekFrom};
+                let at = *offsets.get(k)?;
+                line.clear();
+                let read = lines
+                    .seek(SeekFrom::Start(at))
+                    .and_then(|_| lines.read_line(line))
+                    .map_err(|e| file.io(e));
+                Some(read.and_then(|_| {
+                    serde_json::from_str(line)
+                        .map(Cow::Owned)
+                        .map_err(|source| SpoolError::Format {
+                            path: file.path.display().to_string(),
+                            line: k + 1,
+                            source,
+                        })
+                }))
+            }
+        }
     }
 }
 
@@ -309,5 +391,34 @@ mod tests {
         assert!(matches!(spooled.load(), Err(SpoolError::Io { .. })));
         let err = serde_json::to_string(&spooled).expect_err("no file, no JSON");
         assert!(err.to_string().contains("cases.jsonl"), "{err}");
+    }
+
+    #[test]
+    fn a_reader_reads_any_record_by_its_place_and_each_streams_them_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cases.jsonl");
+        let held: Vec<CaseRecord> = (0..7).map(record).collect();
+        let mut s = Spooler::create(&path).expect("create");
+        for c in &held {
+            s.push(c).expect("push");
+        }
+        let spooled = s.finish().expect("finish");
+        let list = CaseList::Held(held.clone());
+        for l in [&spooled, &list] {
+            let mut r = l.reader().expect("reader");
+            for k in [6, 0, 3, 3, 1, 5, 2, 4] {
+                let got = r.get(k).expect("in range").expect("read");
+                assert_eq!(*got, held[k], "place {k}");
+            }
+            assert!(r.get(7).is_none());
+            let mut seen = Vec::new();
+            l.each(|c| seen.push(c.index)).expect("each");
+            assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        }
+        // A spool file cut short is an error, not a shorter list.
+        let text = std::fs::read_to_string(&path).expect("read");
+        let cut: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, cut).expect("write");
+        assert!(matches!(spooled.reader(), Err(SpoolError::Io { .. })));
     }
 }

@@ -5,12 +5,18 @@
 //! crash state as another point); its call and path on hover or keyboard
 //! focus, with the replay command to copy; above, a summary of the unsafe
 //! windows: per site, how many of its points fail and how.
+//!
+//! [`write()`] writes the page to its file as it is made: it holds a few
+//! [`Facts`] per case and reads each case's record back when its cell is
+//! drawn, so neither the records nor the page are ever all in memory;
+//! [`page`] makes the same bytes as a string.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
+use super::cases::CaseReader;
 use super::{CaseRecord, LayoutRow, PointRecord, Report};
 use crate::inject::CrashPoint;
+use crate::layout::Layout;
 use crate::verdict::FailureKind;
 
 const CSS: &str = include_str!("html/page.css");
@@ -83,9 +89,38 @@ fn outcome_text(case: Option<&CaseRecord>) -> String {
     }
 }
 
+/// What the page needs of a case before its cell is drawn: one is held per
+/// case, the record itself is read back when its cell is.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    layout: Layout,
+    site: String,
+    first: Option<CrashPoint>,
+    passed: bool,
+    kinds: Vec<FailureKind>,
+    same_state: bool,
+    /// Its place in the report's case list.
+    at: usize,
+}
+
+impl Facts {
+    /// The facts of `c`, the case at place `at` of its list.
+    pub fn of(c: &CaseRecord, at: usize) -> Facts {
+        Facts {
+            layout: c.layout,
+            site: c.site.clone(),
+            first: c.first_point(),
+            passed: c.passed(),
+            kinds: c.kinds.clone(),
+            same_state: c.same_state_as.is_some(),
+            at,
+        }
+    }
+}
+
 /// One line per unsafe window of a layout: a site with failing points.
-pub fn unsafe_windows(l: &LayoutRow, cases: &[&CaseRecord]) -> Vec<String> {
-    let mut sites: Vec<(&str, Vec<&CaseRecord>)> = Vec::new();
+pub fn unsafe_windows(l: &LayoutRow, cases: &[&Facts]) -> Vec<String> {
+    let mut sites: Vec<(&str, Vec<&Facts>)> = Vec::new();
     for c in cases {
         match sites.iter_mut().find(|(s, _)| *s == c.site) {
             Some((_, v)) => v.push(c),
@@ -94,7 +129,7 @@ pub fn unsafe_windows(l: &LayoutRow, cases: &[&CaseRecord]) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (site, run) in sites {
-        let failing: Vec<&&CaseRecord> = run.iter().filter(|c| !c.passed()).collect();
+        let failing: Vec<&&Facts> = run.iter().filter(|c| !c.passed).collect();
         if failing.is_empty() {
             continue;
         }
@@ -139,11 +174,55 @@ pub fn unsafe_windows(l: &LayoutRow, cases: &[&CaseRecord]) -> Vec<String> {
 /// The page for `reports` (one per scenario, or one `certify`); their
 /// case records are read back when spooled.
 pub fn page(reports: &[&Report]) -> Result<String, super::ReportError> {
+    let mut h = String::new();
+    write_page(&mut h, reports)?;
+    Ok(h)
+}
+
+/// Writes the page for `reports` to `path` as it is made (the bytes
+/// [`page`] makes): a report's case records are read back one at a time,
+/// and the page is never all in memory.
+pub fn write(path: &std::path::Path, reports: &[&Report]) -> Result<(), super::ReportError> {
+    use std::io::Write as _;
+    let failed = |source| super::ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(failed)?;
+    let mut out = IoText {
+        out: std::io::BufWriter::new(file),
+        error: None,
+    };
+    write_page(&mut out, reports)?;
+    if let Some(e) = out.error {
+        return Err(failed(e));
+    }
+    out.out.flush().map_err(failed)
+}
+
+/// Text written to a file: the first error is kept (and nothing more is
+/// written), for the caller to report.
+struct IoText<W> {
+    out: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::fmt::Write for IoText<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(s.as_bytes()) {
+                self.error = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_page(h: &mut impl std::fmt::Write, reports: &[&Report]) -> Result<(), super::ReportError> {
     let title = match reports {
         [r] => format!("crashpoint: {}", r.name),
         _ => format!("crashpoint: {} reports", reports.len()),
     };
-    let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -152,9 +231,9 @@ pub fn page(reports: &[&Report]) -> Result<String, super::ReportError> {
         esc(&title)
     );
     for r in reports {
-        report_section(&mut h, r)?;
+        report_section(h, r)?;
     }
-    h.push_str(
+    let _ = h.write_str(
         "<aside id=\"detail\" aria-live=\"polite\">\n<div class=\"name\">Point at a cell, or \
          move to one with Tab, to see its call, path and outcome.</div>\n\
          <div class=\"outcome muted\"></div>\n<div class=\"what mono\"></div>\n\
@@ -162,11 +241,13 @@ pub fn page(reports: &[&Report]) -> Result<String, super::ReportError> {
          <input id=\"replay\" readonly value=\"\"><button type=\"button\" disabled>Copy</button></div>\n</aside>\n",
     );
     let _ = write!(h, "<script>\n{JS}</script>\n</body>\n</html>\n");
-    Ok(h)
+    Ok(())
 }
 
-fn report_section(h: &mut String, r: &Report) -> Result<(), super::SpoolError> {
-    let all = r.case_results.load()?;
+fn report_section(h: &mut impl std::fmt::Write, r: &Report) -> Result<(), super::SpoolError> {
+    let mut all = Vec::with_capacity(r.case_results.len());
+    r.case_results.each(|c| all.push(Facts::of(c, all.len())))?;
+    let mut records = r.case_results.reader()?;
     // The words of the text report's verdict line ("no failure in N of M
     // points (S of T sites): ..."), green only for a certified whole run.
     let class = if r.certified && !r.interrupted && r.partition.is_none() {
@@ -184,14 +265,14 @@ fn report_section(h: &mut String, r: &Report) -> Result<(), super::SpoolError> {
         r.cases
     );
     if !r.not_covered.is_empty() {
-        h.push_str("<p class=\"muted\">Not covered:</p>\n<ul class=\"windows\">\n");
+        let _ = h.write_str("<p class=\"muted\">Not covered:</p>\n<ul class=\"windows\">\n");
         for line in &r.not_covered {
             let _ = writeln!(h, "<li>{}</li>", esc(line));
         }
-        h.push_str("</ul>\n");
+        let _ = h.write_str("</ul>\n");
     }
     legend(h, &all);
-    let by_layout: Vec<(&LayoutRow, Vec<&CaseRecord>)> = r
+    let by_layout: Vec<(&LayoutRow, Vec<&Facts>)> = r
         .layouts
         .iter()
         .map(|l| {
@@ -203,29 +284,29 @@ fn report_section(h: &mut String, r: &Report) -> Result<(), super::SpoolError> {
         .iter()
         .flat_map(|(l, c)| unsafe_windows(l, c))
         .collect();
-    h.push_str("<h2>Unsafe windows</h2>\n");
+    let _ = h.write_str("<h2>Unsafe windows</h2>\n");
     if windows.is_empty() {
-        h.push_str("<p class=\"muted\">No crash point failed.</p>\n");
+        let _ = h.write_str("<p class=\"muted\">No crash point failed.</p>\n");
     } else {
-        h.push_str("<ul class=\"windows\">\n");
+        let _ = h.write_str("<ul class=\"windows\">\n");
         for w in &windows {
             let _ = writeln!(h, "<li>{}</li>", esc(w));
         }
-        h.push_str("</ul>\n");
+        let _ = h.write_str("</ul>\n");
     }
     for (l, cases) in &by_layout {
-        layout_section(h, r, l, cases);
+        layout_section(h, r, l, cases, &mut records)?;
     }
-    h.push_str("</section>\n");
+    let _ = h.write_str("</section>\n");
     Ok(())
 }
 
-fn legend(h: &mut String, cases: &[CaseRecord]) {
+fn legend(h: &mut impl std::fmt::Write, cases: &[Facts]) {
     let mut classes: Vec<(String, String)> = vec![
         ("k-passed".into(), "passed".into()),
         ("k-not-run".into(), "not run".into()),
     ];
-    if cases.iter().any(|c| c.same_state_as.is_some()) {
+    if cases.iter().any(|c| c.same_state) {
         classes.push((
             "k-same-state".into(),
             "passed, same crash state as another point".into(),
@@ -241,7 +322,7 @@ fn legend(h: &mut String, cases: &[CaseRecord]) {
     for k in shown {
         classes.push((format!("k-{k}"), k.name().into()));
     }
-    h.push_str("<ul class=\"legend\">\n");
+    let _ = h.write_str("<ul class=\"legend\">\n");
     for (c, label) in classes {
         let _ = writeln!(
             h,
@@ -249,12 +330,12 @@ fn legend(h: &mut String, cases: &[CaseRecord]) {
             esc(&label)
         );
     }
-    h.push_str("</ul>\n");
+    let _ = h.write_str("</ul>\n");
 }
 
 /// A cell: one crash point, its case if it ran.
 fn cell(
-    h: &mut String,
+    h: &mut impl std::fmt::Write,
     r: &Report,
     layout: &str,
     point: &str,
@@ -296,13 +377,19 @@ fn point_name(p: &PointRecord) -> String {
     s
 }
 
-fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecord]) {
-    let by_point: HashMap<CrashPoint, &CaseRecord> = cases
+fn layout_section(
+    h: &mut impl std::fmt::Write,
+    r: &Report,
+    l: &LayoutRow,
+    cases: &[&Facts],
+    records: &mut CaseReader<'_>,
+) -> Result<(), super::SpoolError> {
+    let by_point: HashMap<CrashPoint, &Facts> = cases
         .iter()
         .rev()
-        .filter_map(|c| Some((c.first_point()?, *c)))
+        .filter_map(|c| Some((c.first?, *c)))
         .collect();
-    let failing = cases.iter().filter(|c| !c.passed()).count();
+    let failing = cases.iter().filter(|c| !c.passed).count();
     let _ = write!(
         h,
         "<section class=\"layout\" id=\"layout-{}\">\n<h2>{}</h2>\n<p class=\"muted\">census of {} \
@@ -337,18 +424,22 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
             esc(&label)
         );
         for p in &l.census_points[i..j] {
-            let case = by_point.get(&p.point).copied();
+            let case = match by_point.get(&p.point) {
+                Some(f) => Some(record(records, f.at)?),
+                None => None,
+            };
+            let case = case.as_ref();
             let name = case.map_or_else(|| point_name(p), |c| c.name.clone());
             cell(h, r, l.layout.name(), &p.point.to_string(), &name, case);
         }
-        h.push_str("</div></div>\n");
+        let _ = h.write_str("</div></div>\n");
         i = j;
     }
     let known: std::collections::HashSet<CrashPoint> =
         l.census_points.iter().map(|p| p.point).collect();
-    let others: Vec<&&CaseRecord> = cases
+    let others: Vec<&&Facts> = cases
         .iter()
-        .filter(|c| !c.first_point().is_some_and(|f| known.contains(&f)))
+        .filter(|c| !c.first.is_some_and(|f| known.contains(&f)))
         .collect();
     if !others.is_empty() {
         let label = if others.iter().all(|c| c.site == "probe") {
@@ -360,17 +451,32 @@ fn layout_section(h: &mut String, r: &Report, l: &LayoutRow, cases: &[&CaseRecor
             h,
             "<div class=\"group\"><div class=\"glabel\">{label}</div><div class=\"cells\">"
         );
-        for c in others {
+        for f in others {
+            let c = record(records, f.at)?;
             cell(
                 h,
                 r,
                 l.layout.name(),
                 &c.point.to_string(),
                 &c.name,
-                Some(c),
+                Some(&c),
             );
         }
-        h.push_str("</div></div>\n");
+        let _ = h.write_str("</div></div>\n");
     }
-    h.push_str("</div>\n</section>\n");
+    let _ = h.write_str("</div>\n</section>\n");
+    Ok(())
+}
+
+/// The record at place `at` of the list `records` reads.
+fn record(records: &mut CaseReader<'_>, at: usize) -> Result<CaseRecord, super::SpoolError> {
+    records
+        .get(at)
+        .unwrap_or_else(|| {
+            Err(super::SpoolError::Io {
+                path: "the case list".into(),
+                source: std::io::Error::other(format!("no case at place {at}")),
+            })
+        })
+        .map(std::borrow::Cow::into_owned)
 }

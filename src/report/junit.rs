@@ -1,7 +1,7 @@
 //! JUnit XML for CI: one test suite per report, one test case per layout ×
 //! crash plan, named by its crash point (call, path, phase).
 //!
-//! [`junit`] builds the XML in memory with `quick_junit`; [`write`] writes
+//! [`junit`] builds the XML in memory with `quick_junit`; [`write()`] writes
 //! the same bytes to a file as it goes, the spooled case records read back
 //! one at a time (twice: once to count, once to write), so that neither the
 //! records nor the document are ever all in memory.
