@@ -10,6 +10,7 @@ use crashpoint::inject::{Coverage, CrashPlan, CrashPoint};
 use crashpoint::layout::Layout;
 use crashpoint::report::{
     html, CaseRecord, CaseVerdict, FindingRecord, LayoutRow, PointRecord, ReplayCommand, Report,
+    ReportError,
 };
 use crashpoint::verdict::FailureKind;
 
@@ -591,21 +592,22 @@ fn spooled_cases_give_the_report_held_in_memory() {
             (junit(&[r]).expect("junit"), page, text)
         };
         assert_eq!(others(&spooled), others(&held), "{name}");
-        // The JUnit file, written as the spooled records are read back.
-        let xml = dir.path().join("report.xml");
-        crashpoint::report::junit::write(&xml, &[&spooled]).expect("junit file");
+        // The JUnit file and the page, written as the spooled records are
+        // read back: the bytes of the strings made from the held ones.
+        let file = |name: &str, write: &dyn Fn(&Path) -> Result<(), ReportError>| {
+            let p = dir.path().join(name);
+            write(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            std::fs::read_to_string(&p).expect("read")
+        };
+        let xml = file("report.xml", &|p| {
+            crashpoint::report::junit::write(p, &[&spooled])
+        });
+        assert_eq!(xml, junit(&[&held]).expect("junit"), "{name}: JUnit file");
+        let page = file("report.html", &|p| html::write(p, &[&spooled]));
         assert_eq!(
-            std::fs::read_to_string(&xml).expect("read"),
-            junit(&[&held]).expect("junit"),
-            "{name}: the JUnit file"
-        );
-        // And the page, written as they are read back.
-        let page = dir.path().join("report.html");
-        html::write(&page, &[&spooled]).expect("html file");
-        assert_eq!(
-            std::fs::read_to_string(&page).expect("read"),
+            page,
             html::page(&[&held]).expect("html"),
-            "{name}: the HTML file"
+            "{name}: HTML file"
         );
     }
     assert!(failed > 0, "no case failed");

@@ -358,16 +358,21 @@ mod tests {
         }
     }
 
+    /// `records` spooled to `path`.
+    fn spool(path: &Path, records: &[CaseRecord]) -> CaseList {
+        let mut s = Spooler::create(path).expect("create");
+        for c in records {
+            s.push(c).expect("push");
+        }
+        s.finish().expect("finish")
+    }
+
     #[test]
     fn a_spooled_list_is_the_held_list() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cases.jsonl");
         let held: Vec<CaseRecord> = (0..5).map(record).collect();
-        let mut s = Spooler::create(&path).expect("create");
-        for c in &held {
-            s.push(c).expect("push");
-        }
-        let spooled = s.finish().expect("finish");
+        let spooled = spool(&path, &held);
         assert_eq!(spooled.len(), 5);
         assert_eq!(spooled.to_vec().expect("load"), held);
         let list = CaseList::Held(held);
@@ -398,11 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cases.jsonl");
         let held: Vec<CaseRecord> = (0..7).map(record).collect();
-        let mut s = Spooler::create(&path).expect("create");
-        for c in &held {
-            s.push(c).expect("push");
-        }
-        let spooled = s.finish().expect("finish");
+        let spooled = spool(&path, &held);
         let list = CaseList::Held(held.clone());
         for l in [&spooled, &list] {
             let mut r = l.reader().expect("reader");
