@@ -603,6 +603,7 @@ fn spooled_cases_give_the_report_held_in_memory() {
             crashpoint::report::junit::write(p, &[&spooled])
         });
         assert_eq!(xml, junit(&[&held]).expect("junit"), "{name}: JUnit file");
+        assert_eq!(as_quick_junit_writes_it(&xml), xml, "{name}: JUnit layout");
         let page = file("report.html", &|p| html::write(p, &[&spooled]));
         assert_eq!(
             page,
@@ -637,6 +638,7 @@ fn the_junit_file_is_the_junit_text_with_errors_reference_failures_and_escapes()
     crashpoint::report::junit::write(&path, &[&r, &sample()]).expect("written");
     let text = crashpoint::report::junit(&[&r, &sample()]).expect("junit");
     assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+    assert_eq!(as_quick_junit_writes_it(&text), text);
     assert!(text.contains("<error message=\"harness error\" type=\"harness-error\">run 2: the sandbox &lt;x&gt; &amp; &apos;y&apos; &quot;z&quot; was changed</error>"), "{text}");
     assert!(
         text.contains("a &lt;name&gt; &amp; &apos;quotes&apos; &quot;too&quot;"),
@@ -650,4 +652,13 @@ fn the_junit_file_is_the_junit_text_with_errors_reference_failures_and_escapes()
         text.contains("tests=\"13\" failures=\"7\" errors=\"1\""),
         "{text}"
     );
+}
+
+/// `xml` read by quick_junit and written again by it: JUnit the way a
+/// JUnit library lays it out, with every test case, status and text kept.
+fn as_quick_junit_writes_it(xml: &str) -> String {
+    quick_junit::Report::deserialize_from_str(xml)
+        .unwrap_or_else(|e| panic!("quick_junit cannot read it: {e}\n{xml}"))
+        .to_string()
+        .expect("quick_junit writes it")
 }

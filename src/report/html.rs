@@ -183,39 +183,7 @@ pub fn page(reports: &[&Report]) -> Result<String, super::ReportError> {
 /// [`page`] makes): a report's case records are read back one at a time,
 /// and the page is never all in memory.
 pub fn write(path: &std::path::Path, reports: &[&Report]) -> Result<(), super::ReportError> {
-    use std::io::Write as _;
-    let failed = |source| super::ReportError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::create(path).map_err(failed)?;
-    let mut out = IoText {
-        out: std::io::BufWriter::new(file),
-        error: None,
-    };
-    write_page(&mut out, reports)?;
-    if let Some(e) = out.error {
-        return Err(failed(e));
-    }
-    out.out.flush().map_err(failed)
-}
-
-/// Text written to a file: the first error is kept (and nothing more is
-/// written), for the caller to report.
-struct IoText<W> {
-    out: W,
-    error: Option<std::io::Error>,
-}
-
-impl<W: std::io::Write> std::fmt::Write for IoText<W> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if self.error.is_none() {
-            if let Err(e) = self.out.write_all(s.as_bytes()) {
-                self.error = Some(e);
-            }
-        }
-        Ok(())
-    }
+    super::text_file::write_text(path, |h| write_page(h, reports))
 }
 
 fn write_page(h: &mut impl std::fmt::Write, reports: &[&Report]) -> Result<(), super::ReportError> {

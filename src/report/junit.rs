@@ -1,68 +1,29 @@
 //! JUnit XML for CI: one test suite per report, one test case per layout ×
-//! crash plan, named by its crash point (call, path, phase).
+//! crash plan, named by its crash point (call, path, phase), laid out as
+//! `quick_junit` lays it out.
 //!
-//! [`junit`] builds the XML in memory with `quick_junit`; [`write()`] writes
-//! the same bytes to a file as it goes, the spooled case records read back
-//! one at a time (twice: once to count, once to write), so that neither the
-//! records nor the document are ever all in memory.
+//! The XML is written as it is made, the spooled case records read back one
+//! at a time (twice: once to count, once to write): [`write()`] puts it in a
+//! file, so neither the records nor the document are ever all in memory;
+//! [`junit`] makes the same text as a string.
 
-use std::io::Write;
+use std::fmt::Write;
 
 use super::{CaseRecord, Report, ReportError};
 
 /// JUnit XML of `reports`.
 pub fn junit(reports: &[&Report]) -> Result<String, ReportError> {
-    use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
-    let mut j = JReport::new("crashpoint");
-    for r in reports {
-        let mut suite = TestSuite::new(r.name.as_str());
-        suite.add_property(quick_junit::Property::new("fault", r.fault.name()));
-        let mut add = |case: Case| {
-            let status = match case.outcome {
-                None => TestCaseStatus::success(),
-                Some(o) => {
-                    let kind = if o.error {
-                        NonSuccessKind::Error
-                    } else {
-                        NonSuccessKind::Failure
-                    };
-                    let mut s = TestCaseStatus::non_success(kind);
-                    s.set_message(o.message);
-                    s.set_type(o.ty);
-                    s.set_description(o.text);
-                    s
-                }
-            };
-            let mut t = TestCase::new(case.name, status);
-            if let Some(c) = case.class {
-                t.set_classname(c);
-            }
-            suite.add_test_case(t);
-        };
-        reference_cases(r).for_each(&mut add);
-        r.case_results.each(|c| add(case_of(r, c)))?;
-        j.add_test_suite(suite);
-    }
-    j.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+    let mut text = String::new();
+    write_to(&mut text, reports)?;
+    Ok(text)
 }
 
-/// Writes the JUnit XML of `reports` to `path` (the bytes [`junit`] makes).
+/// Writes the JUnit XML of `reports` to `path` (the text [`junit`] makes).
 pub fn write(path: &std::path::Path, reports: &[&Report]) -> Result<(), ReportError> {
-    let failed = |source| ReportError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::create(path).map_err(failed)?;
-    let mut out = std::io::BufWriter::new(file);
-    let mut io_error = None;
-    write_to(&mut out, reports, &mut io_error)?;
-    if let Some(e) = io_error {
-        return Err(failed(e));
-    }
-    out.flush().map_err(failed)
+    super::text_file::write_text(path, |out| write_to(out, reports))
 }
 
-/// One test case, as both writers see it.
+/// One test case.
 struct Case {
     name: String,
     class: Option<String>,
@@ -139,13 +100,17 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, c: &Case) {
+    /// One test case more, an error or a failure or neither.
+    fn add(&mut self, error: bool, failure: bool) {
         self.tests += 1;
-        match &c.outcome {
-            Some(o) if o.error => self.errors += 1,
-            Some(_) => self.failures += 1,
-            None => {}
-        }
+        self.errors += usize::from(error);
+        self.failures += usize::from(failure);
+    }
+
+    /// The test case of `c` (as [`case_of`] makes it, without its text).
+    fn add_record(&mut self, c: &CaseRecord) {
+        let failure = !c.findings.is_empty();
+        self.add(!failure && c.harness_error.is_some(), failure);
     }
 }
 
@@ -169,79 +134,69 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// The streaming writer: the first I/O error is kept in `io_error` (and
-/// nothing more is written).
-fn write_to(
-    out: &mut impl Write,
-    reports: &[&Report],
-    io_error: &mut Option<std::io::Error>,
-) -> Result<(), ReportError> {
-    let mut put = |text: std::fmt::Arguments<'_>| {
-        if io_error.is_none() {
-            if let Err(e) = out.write_fmt(text) {
-                *io_error = Some(e);
-            }
-        }
-    };
+/// The writer.
+fn write_to(out: &mut impl Write, reports: &[&Report]) -> Result<(), ReportError> {
     let mut tallies = Vec::with_capacity(reports.len());
     let mut all = Tally::default();
     for r in reports {
         let mut t = Tally::default();
-        reference_cases(r).for_each(|c| t.add(&c));
-        r.case_results.each(|c| t.add(&case_of(r, c)))?;
+        reference_cases(r).for_each(|_| t.add(false, true));
+        r.case_results.each(|c| t.add_record(c))?;
         all.tests += t.tests;
         all.failures += t.failures;
         all.errors += t.errors;
         tallies.push(t);
     }
-    put(format_args!(
+    let _ = write!(
+        out,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"crashpoint\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n",
         all.tests, all.failures, all.errors
-    ));
+    );
     for (r, t) in reports.iter().zip(tallies) {
-        put(format_args!(
+        let _ = write!(
+            out,
             "    <testsuite name=\"{}\" tests=\"{}\" disabled=\"0\" errors=\"{}\" failures=\"{}\">\n        <properties>\n            <property name=\"fault\" value=\"{}\"/>\n        </properties>\n",
             esc(&r.name),
             t.tests,
             t.errors,
             t.failures,
             esc(r.fault.name())
-        ));
-        let mut case = |c: Case| {
-            match &c.class {
-                Some(class) => put(format_args!(
-                    "        <testcase name=\"{}\" classname=\"{}\">\n",
-                    esc(&c.name),
-                    esc(class)
-                )),
-                None => put(format_args!(
-                    "        <testcase name=\"{}\">\n",
-                    esc(&c.name)
-                )),
-            }
-            if let Some(o) = &c.outcome {
-                let tag = if o.error { "error" } else { "failure" };
-                if o.text.is_empty() {
-                    put(format_args!(
-                        "            <{tag} message=\"{}\" type=\"{}\"/>\n",
-                        esc(&o.message),
-                        esc(&o.ty)
-                    ));
-                } else {
-                    put(format_args!(
-                        "            <{tag} message=\"{}\" type=\"{}\">{}</{tag}>\n",
-                        esc(&o.message),
-                        esc(&o.ty),
-                        esc(&o.text)
-                    ));
-                }
-            }
-            put(format_args!("        </testcase>\n"));
-        };
+        );
+        let mut case = |c: Case| test_case(out, &c);
         reference_cases(r).for_each(&mut case);
         r.case_results.each(|c| case(case_of(r, c)))?;
-        put(format_args!("    </testsuite>\n"));
+        let _ = out.write_str("    </testsuite>\n");
     }
-    put(format_args!("</testsuites>\n"));
+    let _ = out.write_str("</testsuites>\n");
     Ok(())
+}
+
+/// One `<testcase>` element.
+fn test_case(out: &mut impl Write, c: &Case) {
+    let _ = match &c.class {
+        Some(class) => writeln!(
+            out,
+            "        <testcase name=\"{}\" classname=\"{}\">",
+            esc(&c.name),
+            esc(class)
+        ),
+        None => writeln!(out, "        <testcase name=\"{}\">", esc(&c.name)),
+    };
+    if let Some(o) = &c.outcome {
+        let tag = if o.error { "error" } else { "failure" };
+        let (message, ty) = (esc(&o.message), esc(&o.ty));
+        let _ = if o.text.is_empty() {
+            writeln!(
+                out,
+                "            <{tag} message=\"{message}\" type=\"{ty}\"/>"
+            )
+        } else {
+            writeln!(
+                out,
+                "            <{tag} message=\"{message}\" type=\"{ty}\">{}</{tag}>",
+                esc(&o.text)
+            )
+        };
+    }
+    let _ = out.write_str("        </testcase>\n");
 }

@@ -28,6 +28,7 @@ pub mod later;
 pub mod merge;
 pub mod name;
 mod table;
+mod text_file;
 
 pub use crate::replay::{shell_join, ReplayCommand};
 pub use assemble::{SpooledCases, Tally};

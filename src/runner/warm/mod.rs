@@ -378,7 +378,7 @@ impl Server {
         let end = self.line_by(start + req.timeout + GRACE);
         let duration = start.elapsed();
         // The simulated trainer starts no process: nothing to sweep.
-        crate::sys::end_run(pid, !subject.sim);
+        crate::sys::end_run(pid, !sim_server(subject));
         let exit = match end.as_deref().map(|l| l.split_once(' ').unwrap_or((l, ""))) {
             Some(("exit", n)) => n.parse().map(Exit::Code).ok(),
             Some(("signal", n)) => n.parse().map(Exit::Signal).ok(),
