@@ -73,6 +73,14 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
     let Some(&(_, _, start)) = firsts.first() else {
         return;
     };
+    // Files made and removed before the first save (Python's `tempfile`
+    // probing its directory at import) are scratch of the start, not of
+    // the first save.
+    let removed: Vec<&str> = census[..start]
+        .iter()
+        .filter(|e| matches!(e.call, Call::Unlink | Call::Rmdir))
+        .filter_map(|e| e.paths.first().map(String::as_str))
+        .collect();
     let mut named = Vec::with_capacity(census.len());
     for i in 0..census.len() {
         let e = &census[i];
@@ -81,8 +89,9 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
             continue;
         }
         if i < start {
-            // Making the directories is the start; anything else (the
-            // first save's temporary file) is that save.
+            // Making the directories and scratch files removed again are
+            // the start; anything else (the first save's temporary file) is
+            // that save.
             let start = Phase {
                 kind: PhaseKind::Start,
                 step: None,
@@ -91,8 +100,10 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
                 e.call,
                 Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
             );
+            let scratch = e.paths.iter().all(|p| removed.contains(&p.as_str()));
             named.push(match e.call {
                 Call::Mkdir => start,
+                _ if scratch && !e.paths.is_empty() => start,
                 _ if sync && named.last() == Some(&start) => start,
                 _ => Phase::at(PhaseKind::Save, firsts[0].0),
             });
@@ -216,6 +227,39 @@ mod tests {
                 "top-k after the save of step 8",
             ]
             .map(|s| s.replace("top-k", PhaseKind::Rotate.name()))
+        );
+    }
+
+    #[test]
+    fn scratch_files_removed_before_the_first_save_are_the_start() {
+        // Python's `tempfile` probes TMPDIR at import: create, write and
+        // remove a random name; then the trainer's own temporary file.
+        let mut c = vec![
+            call(1, Call::Create, &["tmp/l42k9v_u"]),
+            call(2, Call::Write, &["tmp/l42k9v_u"]),
+            call(3, Call::Unlink, &["tmp/l42k9v_u"]),
+            call(4, Call::Mkdir, &["work/checkpoints"]),
+            call(5, Call::Create, &["tmp/tmpp72e16v9"]),
+            call(6, Call::Write, &["tmp/tmpp72e16v9"]),
+            call(
+                7,
+                Call::Rename,
+                &["tmp/tmpp72e16v9", "work/checkpoints/step=1.ckpt"],
+            ),
+        ];
+        name_phases(&mut c, &[saved(1, "step=1.ckpt")]);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "start",
+                "start",
+                "start",
+                "start",
+                "save of step 1",
+                "save of step 1",
+                "save of step 1",
+            ]
         );
     }
 
