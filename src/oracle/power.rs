@@ -136,19 +136,37 @@ pub fn install(state: &CrashState, root: &Path) -> Result<(), PowerError> {
 }
 
 /// What a state dropped, in a few words for a finding: the entry changes
-/// first (where the checkpoints went), then the data.
+/// first (where the checkpoints went), then the data, each outside the
+/// sandbox's `tmp` and `home` (TMPDIR and HOME) before inside; pairs that
+/// cancel out (a scratch file created and removed) only in the count.
 pub fn explain(state: &CrashState) -> String {
     if state.dropped.is_empty() {
         return "nothing unsynced was dropped".into();
     }
-    let mut shown: Vec<&str> = state
-        .dropped
-        .iter()
-        .filter(|d| d.kind == DroppedKind::Entry)
-        .chain(state.dropped.iter().filter(|d| d.kind == DroppedKind::Data))
+    let scratch = |place: &str| {
+        let top = place.split('/').next().unwrap_or("");
+        top == "tmp" || top == "home"
+    };
+    let telling = |kind, in_scratch| {
+        state
+            .dropped
+            .iter()
+            .filter(move |d| d.kind == kind && !d.cancelled && scratch(&d.place) == in_scratch)
+    };
+    let mut shown: Vec<&str> = telling(DroppedKind::Entry, false)
+        .chain(telling(DroppedKind::Data, false))
+        .chain(telling(DroppedKind::Entry, true))
+        .chain(telling(DroppedKind::Data, true))
         .map(|d| d.message.as_str())
         .take(2)
         .collect();
+    if shown.is_empty() {
+        return format!(
+            "only {} unsynced changes that cancel out were dropped \
+             (names created and removed again)",
+            state.dropped.len()
+        );
+    }
     shown.dedup();
     let more = state.dropped.len() - shown.len();
     let mut text = shown.join("; ");
@@ -206,6 +224,49 @@ mod tests {
         let s = states(&initial, &ops, Some(2), &FaultModel::power_loss(0), 0).expect("states");
         assert!(!s.states[0].entries.contains_key("ckpt/a.tmp"));
         assert!(explain(&s.states[0]).contains("not made durable"));
+    }
+
+    #[test]
+    fn a_scratch_file_created_and_removed_is_not_what_the_explanation_leads_with() {
+        let mut initial = BTreeMap::new();
+        initial.insert("tmp".to_string(), Entry::Dir);
+        initial.insert("work".to_string(), Entry::Dir);
+        // Python's tempfile probe, then the checkpoint directory: nothing
+        // is ever fsynced.
+        let probe = vec![
+            traced(1, Op::create("tmp/x3kq9z0a", 1)),
+            traced(2, Op::write(1, 0, b"probe")),
+            traced(3, Op::Unlink("tmp/x3kq9z0a".into())),
+        ];
+        let ckpt = traced(4, Op::create("work/step=1.ckpt", 2));
+        let mut ops = probe.clone();
+        ops.push(ckpt);
+        let s = states(&initial, &ops, None, &FaultModel::power_loss(0), 0).expect("states");
+        let text = explain(&s.states[0]);
+        assert!(
+            text.starts_with("creation of step=1.ckpt not made durable"),
+            "{text}"
+        );
+        // A directory made in TMPDIR before it comes after it.
+        let mut ops = vec![traced(1, Op::Mkdir("tmp/torchinductor_root".into()))];
+        ops.extend(probe.clone());
+        ops.push(traced(4, Op::create("work/step=1.ckpt", 2)));
+        let s = states(&initial, &ops, None, &FaultModel::power_loss(0), 0).expect("states");
+        let text = explain(&s.states[0]);
+        assert!(
+            text.starts_with("creation of step=1.ckpt not made durable: directory work"),
+            "{text}"
+        );
+        assert!(text.contains("; mkdir of torchinductor_root"), "{text}");
+        assert!(!text.contains("x3kq9z0a"), "{text}");
+        assert!(text.ends_with("(and 2 more unsynced changes)"), "{text}");
+        // Only the probe: its two changes cancel out, and it says so.
+        let s = states(&initial, &probe, None, &FaultModel::power_loss(0), 0).expect("states");
+        assert_eq!(
+            explain(&s.states[0]),
+            "only 2 unsynced changes that cancel out were dropped \
+             (names created and removed again)"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::log::Log;
-use super::model::{DirChange, Fs, Ino, Node, ROOT};
+use super::model::{DirChange, DirOp, Fs, Ino, Node, ROOT};
 use super::rope::Rope;
 
 /// What a path holds in a crash state.
@@ -46,6 +46,13 @@ pub struct Dropped {
     pub op: usize,
     /// Entry or data.
     pub kind: DroppedKind,
+    /// Undone anyway by a later dropped change of the same name (a file
+    /// created and removed again, such as Python's `tempfile` probing its
+    /// directory): the tree is the same with or without the pair.
+    pub cancelled: bool,
+    /// Where: the directory whose entry changed, or the file whose data
+    /// was lost, relative to the tree's root (`""` for the root).
+    pub place: String,
     /// E.g. "rename of epoch=0-step=3.ckpt.tmp to epoch=0-step=3.ckpt not
     /// made durable: directory checkpoints never fsynced".
     pub message: String,
@@ -309,7 +316,13 @@ impl Window {
                 "never fsynced"
             };
             let label = fs.dir_label(ino);
-            for op in &d.pending[k..] {
+            let place = if ino == ROOT {
+                String::new()
+            } else {
+                d.label.clone()
+            };
+            let cancelled = cancelling(&d.pending[k..]);
+            for (op, &cancelled) in d.pending[k..].iter().zip(&cancelled) {
                 // A rename between directories is said once, for the
                 // directory it moves into, when that one is reachable.
                 let source_half = matches!(op.change, DirChange::Remove { .. });
@@ -319,6 +332,8 @@ impl Window {
                 dropped.push(Dropped {
                     op: op.op,
                     kind: DroppedKind::Entry,
+                    cancelled,
+                    place: place.clone(),
                     message: format!("{} not made durable: {label} {why}", op.text),
                 });
             }
@@ -347,6 +362,8 @@ impl Window {
             dropped.push(Dropped {
                 op: f.pending[k].op,
                 kind: DroppedKind::Data,
+                cancelled: false,
+                place: path.clone(),
                 message,
             });
         }
@@ -356,6 +373,32 @@ impl Window {
             dropped,
         }
     }
+}
+
+/// Which of a directory's dropped changes cancel out: an insertion of a
+/// name and a later removal of it, with no change of that name between.
+fn cancelling(ops: &[DirOp]) -> Vec<bool> {
+    let name_of = |c: &DirChange| match c {
+        DirChange::Insert { name, .. } | DirChange::Remove { name } => vec![name.clone()],
+        DirChange::Move { from, to, .. } => vec![from.clone(), to.clone()],
+    };
+    let mut out = vec![false; ops.len()];
+    for (a, op) in ops.iter().enumerate() {
+        let DirChange::Insert { name, .. } = &op.change else {
+            continue;
+        };
+        let next = ops[a + 1..]
+            .iter()
+            .position(|o| name_of(&o.change).contains(name))
+            .map(|i| a + 1 + i);
+        if let Some(b) = next {
+            if matches!(&ops[b].change, DirChange::Remove { name: n } if n == name) {
+                out[a] = true;
+                out[b] = true;
+            }
+        }
+    }
+    out
 }
 
 /// A tree read from the inodes, and which directories and files it reached.
