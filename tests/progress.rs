@@ -45,6 +45,7 @@ fn reference(census: usize) -> Reference {
         saved: Vec::new(),
         window: None,
         notes: Vec::new(),
+        usual_leftovers: Vec::new(),
         census: (1..=census as u64)
             .map(|i| crashpoint::census::CensusEntry {
                 index: i,

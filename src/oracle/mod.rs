@@ -123,6 +123,11 @@ pub struct Reference {
     /// What could not be checked for this subject (no events, ...): every
     /// case of the layout carries these as warnings.
     pub notes: Vec<String>,
+    /// What the first run left in the sandbox's `TMPDIR` and `HOME`
+    /// (`tmp/NAME`, `home/NAME`, a directory with a trailing `/`): the
+    /// subject's own habit (`tmp/torchinductor_root/` for torch), not
+    /// repeated in the cases' leftover warnings.
+    pub usual_leftovers: Vec<String>,
     /// The census of the first reference run.
     pub census: Vec<CensusEntry>,
     /// The slower of the two runs.
@@ -286,9 +291,13 @@ pub fn run_case_with(
 
 /// The leftovers in the sandbox of a case that saw `obs` (none looked
 /// for when it was disturbed from outside: it is not judged).
-fn leftovers(obs: &obs::Observations, sandbox: &crate::layout::Sandbox) -> Vec<String> {
+fn leftovers(
+    obs: &obs::Observations,
+    sandbox: &crate::layout::Sandbox,
+    reference: &Reference,
+) -> Vec<String> {
     match obs.harness_error {
-        None => watch::leftovers(sandbox),
+        None => watch::leftovers(sandbox, &reference.usual_leftovers),
         Some(_) => Vec::new(),
     }
 }
@@ -330,7 +339,7 @@ fn see_case(job: CaseJob<'_>) -> Result<Seen, RunnerError> {
         Driver::new(target, reference, sandbox, files).with_runs(runs.case(plan, case_dir));
     driver.drive(points)?;
     let (obs, sandbox) = driver.finish();
-    let leftovers = leftovers(&obs, &sandbox);
+    let leftovers = leftovers(&obs, &sandbox, reference);
     Ok(Seen {
         obs,
         leftovers,
@@ -350,7 +359,7 @@ pub fn judge_case(
     case_dir: &Path,
     start: Instant,
 ) -> CaseOutcome {
-    let leftovers = leftovers(obs, sandbox);
+    let leftovers = leftovers(obs, sandbox, reference);
     let seen_in = (sandbox.root(), case_dir);
     judge_observed(
         target, reference, plan, obs, None, leftovers, seen_in, start,

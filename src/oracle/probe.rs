@@ -172,7 +172,7 @@ fn one_variant(
         _ => {}
     }
     outcome.warnings.extend(
-        super::watch::leftovers(d.sandbox())
+        super::watch::leftovers(d.sandbox(), &d.reference().usual_leftovers)
             .iter()
             .map(|w| plain(w)),
     );

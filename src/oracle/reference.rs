@@ -61,6 +61,8 @@ struct OneRun {
     events: Vec<Event>,
     saves: Vec<Announced>,
     window: Option<SaveWindow>,
+    /// What it left in the sandbox's `TMPDIR` and `HOME`.
+    left: Vec<String>,
 }
 
 /// [`reference()`], its runs made as `runs` says.
@@ -101,6 +103,7 @@ pub fn reference_with(
         events: ea,
         saves,
         window,
+        left,
     } = a;
     let OneRun {
         res: rb,
@@ -145,7 +148,8 @@ pub fn reference_with(
         .timeout
         .unwrap_or_else(|| (duration * 10).max(Duration::from_secs(10)));
     let shape = RefShape::learn(&da, &db, &saves);
-    let (findings, notes) = reference_verdict(target, &da, &shape, &saves);
+    let (findings, mut notes) = reference_verdict(target, &da, &shape, &saves);
+    notes.extend(super::watch::usual_leftovers(&left));
     // With no finding, the cases are all there is to judge: an empty op
     // census would certify a campaign that never crashed anything.
     if findings.is_empty() && target.mode == Mode::Op && ra.census.is_empty() {
@@ -171,6 +175,7 @@ pub fn reference_with(
         saves,
         window,
         notes,
+        usual_leftovers: left,
         census: ra.census,
         duration,
         timeout,
@@ -303,6 +308,7 @@ fn one_run(
     let dir = DirSnapshot::take(&sandbox.ckpt_dir(), sandbox.root());
     let events = crate::observe::read_events(&files.events);
     let saves = driver::announced(&events, &place.cwd, &sandbox.ckpt_dir(), 0);
+    let left = super::watch::left(&sandbox);
     let _ = std::fs::remove_dir_all(&case_dir);
     Ok(OneRun {
         res,
@@ -311,5 +317,6 @@ fn one_run(
         events,
         saves,
         window,
+        left,
     })
 }

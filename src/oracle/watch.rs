@@ -122,10 +122,53 @@ fn walk(root: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// What the subject left in its sandbox's `TMPDIR` and `HOME`: each entry
+/// as `tmp/NAME` or `home/NAME` (a directory with a trailing `/`), sorted.
+pub(super) fn left(sandbox: &Sandbox) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in ["tmp", "home"] {
+        let Ok(read) = std::fs::read_dir(sandbox.root().join(dir)) else {
+            continue;
+        };
+        for e in read.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let slash = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                "/"
+            } else {
+                ""
+            };
+            out.push(format!("{dir}/{n}{slash}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The warning for what an uninterrupted run leaves in `TMPDIR` and `HOME`
+/// (as [`left`] gives it; `None` when nothing), said once for the layout
+/// instead of for every case.
+pub(super) fn usual_leftovers(usual: &[String]) -> Option<String> {
+    let words = |dir: &str, what: &str| {
+        let names: Vec<&str> = usual.iter().filter_map(|p| p.strip_prefix(dir)).collect();
+        (!names.is_empty()).then(|| format!("{what}: {}", names.join(", ")))
+    };
+    let parts: Vec<String> = [words("tmp/", "TMPDIR"), words("home/", "HOME")]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "the uninterrupted run leaves in the sandbox's {} (not repeated for each case)",
+            parts.join("; ")
+        )
+    })
+}
+
 /// Warnings for what the subject left in its sandbox's `TMPDIR` and `HOME`
-/// by the end of a case: one per directory, naming the entries (a
-/// directory with a trailing `/`), sorted.
-pub(super) fn leftovers(sandbox: &Sandbox) -> Vec<String> {
+/// by the end of a case, but for what the uninterrupted run leaves too
+/// (`usual`, as [`left`] gives it): one per directory, naming the entries
+/// (a directory with a trailing `/`), sorted.
+pub(super) fn leftovers(sandbox: &Sandbox, usual: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for (dir, what) in [("tmp", "TMPDIR"), ("home", "HOME")] {
         let Ok(read) = std::fs::read_dir(sandbox.root().join(dir)) else {
@@ -141,6 +184,7 @@ pub(super) fn leftovers(sandbox: &Sandbox) -> Vec<String> {
                     n
                 }
             })
+            .filter(|n| !usual.contains(&format!("{dir}/{n}")))
             .collect();
         if names.is_empty() {
             continue;
@@ -222,15 +266,45 @@ mod tests {
     #[test]
     fn leftovers_in_tmp_and_home_are_listed() {
         let (_t, _case, sb) = case();
-        assert!(leftovers(&sb).is_empty());
+        assert!(leftovers(&sb, &[]).is_empty());
         std::fs::write(sb.root().join("tmp/tmpabc123.ckpt"), "x").expect("write");
         std::fs::create_dir(sb.root().join("home/.cache")).expect("mkdir");
         assert_eq!(
-            leftovers(&sb),
+            leftovers(&sb, &[]),
             [
                 "leftover in the sandbox's TMPDIR: tmpabc123.ckpt",
                 "leftover in the sandbox's HOME: .cache/"
             ]
         );
+    }
+
+    #[test]
+    fn what_the_uninterrupted_run_leaves_is_said_once_not_per_case() {
+        let (_t, _case, sb) = case();
+        std::fs::create_dir(sb.root().join("tmp/torchinductor_root")).expect("mkdir");
+        let usual = left(&sb);
+        assert_eq!(usual, ["tmp/torchinductor_root/"]);
+        assert_eq!(
+            usual_leftovers(&usual).as_deref(),
+            Some(
+                "the uninterrupted run leaves in the sandbox's TMPDIR: torchinductor_root/ \
+                 (not repeated for each case)"
+            )
+        );
+        assert!(leftovers(&sb, &usual).is_empty());
+        // A crash's own leftover is still listed, beside the usual one.
+        std::fs::write(sb.root().join("tmp/tmpabc123.ckpt"), "x").expect("write");
+        assert_eq!(
+            leftovers(&sb, &usual),
+            ["leftover in the sandbox's TMPDIR: tmpabc123.ckpt"]
+        );
+        // A file of the same name is not the directory.
+        std::fs::remove_dir(sb.root().join("tmp/torchinductor_root")).expect("rmdir");
+        std::fs::write(sb.root().join("tmp/torchinductor_root"), "x").expect("write");
+        assert_eq!(
+            leftovers(&sb, &usual),
+            ["leftover in the sandbox's TMPDIR: tmpabc123.ckpt, torchinductor_root"]
+        );
+        assert_eq!(usual_leftovers(&[]), None);
     }
 }

@@ -171,6 +171,7 @@ pub(crate) mod tests {
             saved: Vec::new(),
             window: None,
             notes: Vec::new(),
+            usual_leftovers: Vec::new(),
             census: Vec::new(),
             duration: Duration::ZERO,
             timeout: Duration::from_secs(10),
