@@ -42,6 +42,11 @@ pub enum CrashPoint {
     Syscall(u64),
     /// SIGKILL this many milliseconds after the start.
     Time(u64),
+    /// SIGKILL this many milliseconds after the run's checkpoint tree first
+    /// changed (`time:+40ms`): what a [`CrashPoint::Fraction`] becomes, so
+    /// that a run slower to start than the reference is still killed inside
+    /// its saves.
+    AfterChange(u64),
     /// SIGKILL at this fraction (in 1/10000) of the reference run's save
     /// window (see [`window`]): `time:0.4172`.
     Fraction(u32),
@@ -106,6 +111,7 @@ impl fmt::Display for CrashPoint {
             CrashPoint::Op(c) => write!(f, "op:{c}"),
             CrashPoint::Syscall(n) => write!(f, "syscall:{n}"),
             CrashPoint::Time(ms) => write!(f, "time:{ms}ms"),
+            CrashPoint::AfterChange(ms) => write!(f, "time:+{ms}ms"),
             CrashPoint::Fraction(v) if *v >= 10_000 => f.write_str("time:1.0000"),
             CrashPoint::Fraction(v) => write!(f, "time:0.{v:04}"),
             CrashPoint::Probe(p) => write!(f, "probe:{}", p.name()),
@@ -133,6 +139,13 @@ impl FromStr for CrashPoint {
                     "`{rest}` is not a fraction of the save window (0.0 to 1.0)"
                 )),
             },
+            "time" if rest.starts_with('+') => rest[1..]
+                .trim_end_matches("ms")
+                .parse()
+                .map(CrashPoint::AfterChange)
+                .map_err(|_| {
+                    format!("`{rest}` is not a delay after the first checkpoint change (+40ms)")
+                }),
             "time" => rest
                 .trim_end_matches("ms")
                 .parse()
@@ -359,12 +372,33 @@ pub fn plans(spec: &PlanSpec<'_>, census: &[CensusEntry]) -> Vec<CrashPlan> {
         .collect()
 }
 
-/// A time point as a delay: fractions of the save window become
-/// milliseconds from the start of the run; every other point is itself.
-pub fn resolve(point: CrashPoint, window: SaveWindow) -> CrashPoint {
-    match point {
-        CrashPoint::Fraction(f) => CrashPoint::Time(window.at(f)),
-        p => p,
+/// A time point as a delay: a fraction of the reference's save window
+/// becomes milliseconds after the run's own checkpoint tree first changes
+/// (so a run whose start-up is slower than the reference's is still killed
+/// inside its saves); without a window (`None`: the reference's tree never
+/// changed), a fraction of `duration`, from the start of the run. Every
+/// other point is itself.
+///
+/// ```
+/// use crashpoint::inject::{resolve, CrashPoint, SaveWindow};
+/// let w = SaveWindow { start_ms: 3_400, end_ms: 3_500 };
+/// assert_eq!(resolve(CrashPoint::Fraction(5_000), Some(w), 9_000), CrashPoint::AfterChange(50));
+/// assert_eq!(resolve(CrashPoint::Fraction(5_000), None, 9_000), CrashPoint::Time(4_500));
+/// assert_eq!(resolve(CrashPoint::Syscall(3), Some(w), 9_000), CrashPoint::Syscall(3));
+/// ```
+pub fn resolve(point: CrashPoint, window: Option<SaveWindow>, duration_ms: u64) -> CrashPoint {
+    match (point, window) {
+        (CrashPoint::Fraction(f), Some(w)) => {
+            CrashPoint::AfterChange(w.at(f).saturating_sub(w.start_ms))
+        }
+        (CrashPoint::Fraction(f), None) => CrashPoint::Time(
+            SaveWindow {
+                start_ms: 0,
+                end_ms: duration_ms,
+            }
+            .at(f),
+        ),
+        (p, _) => p,
     }
 }
 

@@ -457,3 +457,65 @@ fn an_unreadable_or_malformed_op_census_is_an_error_not_an_empty_campaign() {
         );
     }
 }
+
+/// A time kill measured from the run's first checkpoint change lands in
+/// its saves however slowly it starts: a subject that waits 600 ms, writes
+/// `a`, then after 1.5 s `b`, killed 100 ms after its first change, keeps
+/// `a` and never writes `b`, traced or not, wherever its checkpoint
+/// directory is (through a link in `symlinked-dir`). Killed 100 ms after its
+/// start instead, it writes neither.
+#[test]
+fn a_kill_after_the_first_checkpoint_change_lands_in_the_saves_of_a_slow_starter() {
+    let subject = Subject {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "sleep 0.6; mkdir -p \"$CRASHPOINT_CKPT_DIR\"; echo a > \"$CRASHPOINT_CKPT_DIR/a\"; \
+             sleep 1.5; echo b > \"$CRASHPOINT_CKPT_DIR/b\""
+                .into(),
+        ],
+        sim: false,
+        preload: Vec::new(),
+    };
+    for (layout, traced, crash, kept) in [
+        (Layout::Relative, false, CrashPoint::AfterChange(100), true),
+        (
+            Layout::SymlinkedDir,
+            false,
+            CrashPoint::AfterChange(100),
+            true,
+        ),
+        (Layout::Relative, true, CrashPoint::AfterChange(100), true),
+        (Layout::Relative, false, CrashPoint::Time(100), false),
+    ] {
+        if traced && !crashpoint::trace::tracing_available() {
+            panic!("system-call tracing is not available on this machine");
+        }
+        let case = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(case.path().join("sandbox")).unwrap();
+        std::fs::create_dir_all(case.path().join("harness")).unwrap();
+        let sandbox = Sandbox::create(layout, &case.path().join("sandbox")).unwrap();
+        let files = HarnessFiles::in_dir(&case.path().join("harness"));
+        let place = sandbox.place();
+        let req = RunRequest {
+            place: &place,
+            sandbox: sandbox.root(),
+            max_steps: 20,
+            seed: 0,
+            resume: None,
+            state_out: &files.state,
+            events: &files.events,
+            crash: Some(crash),
+            op_log: None,
+            traced,
+            power: false,
+            timeout: std::time::Duration::from_secs(60),
+        };
+        let res = runner::run(&subject, &req).unwrap();
+        let what = format!("{layout:?} traced={traced} {crash}");
+        assert_eq!(res.exit, Exit::Crashed, "{what}: {res:?}");
+        let dir = sandbox.ckpt_dir();
+        assert_eq!(dir.join("a").exists(), kept, "{what}");
+        assert!(!dir.join("b").exists(), "{what}: killed before b");
+    }
+}

@@ -231,10 +231,18 @@ fn time_points_are_fractions_of_the_save_window_drawn_from_the_seed() {
             start_ms: 1000,
             end_ms: 2000,
         };
+        // Measured from the run's own first checkpoint change.
         assert_eq!(
-            inject::resolve(p.points[0], w),
-            CrashPoint::Time(1000 + u64::from(f) / 10)
+            inject::resolve(p.points[0], Some(w), 5000),
+            CrashPoint::AfterChange(u64::from(f) / 10)
         );
+        // No window: a fraction of the whole run, from its start.
+        assert_eq!(
+            inject::resolve(p.points[0], None, 5000),
+            CrashPoint::Time(u64::from(f) / 2)
+        );
+        let after = CrashPoint::AfterChange(u64::from(f) / 10);
+        assert_eq!(after.to_string().parse::<CrashPoint>().unwrap(), after);
     }
 }
 

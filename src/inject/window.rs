@@ -3,13 +3,16 @@
 //! whole sandbox (new directories are watched as they appear, so a
 //! checkpoint tree made during the run is seen). Time crash points are
 //! fractions of this window (`time:0.4172`), drawn from the seed, so the
-//! same seed gives the same plan and report text; a kill lands at
-//! `start + fraction × (end - start)` of the run being killed.
+//! same seed gives the same plan and report text; a kill lands
+//! `fraction × (end - start)` after the run being killed first changes its
+//! own checkpoint tree ([`AfterChange`], the same watch while that run
+//! runs), so a start-up slower than the reference's does not move it out
+//! of the saves.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -101,9 +104,25 @@ impl Tree {
     }
 }
 
+/// Is `p` in the checkpoint tree at `ckpt_dir` (as the layout names it),
+/// or in the directory it resolves to (`real`, once it exists)?
+fn inside(p: &Path, ckpt_dir: &Path, real: &mut Option<PathBuf>) -> bool {
+    if real.is_none() {
+        *real = ckpt_dir.canonicalize().ok();
+    }
+    p.starts_with(ckpt_dir) || real.as_ref().is_some_and(|r| p.starts_with(r))
+}
+
+/// Tells when a file in a checkpoint tree first changed, while it runs.
+type FirstSeen = (PathBuf, Arc<OnceLock<Instant>>);
+
 impl Watch {
     /// Starts watching `root` (the sandbox); `None` where inotify is refused.
     pub fn start(root: &Path) -> Option<Watch> {
+        Watch::start_with(root, None)
+    }
+
+    fn start_with(root: &Path, first: Option<FirstSeen>) -> Option<Watch> {
         let fd = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
         let root = root.canonicalize().ok()?;
         let start = Instant::now();
@@ -120,6 +139,8 @@ impl Watch {
         let thread = std::thread::spawn(move || {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             use std::os::fd::AsFd;
+            let mut real = None;
+            let mut looked = 0;
             loop {
                 let done = flag.load(Ordering::SeqCst);
                 let ready = {
@@ -128,6 +149,16 @@ impl Watch {
                 };
                 if ready > 0 {
                     while tree.drain(start, &mut seen) {}
+                }
+                if let Some((ckpt_dir, at)) = &first {
+                    if at.get().is_none()
+                        && seen[looked..]
+                            .iter()
+                            .any(|(_, p, is_dir)| !is_dir && inside(p, ckpt_dir, &mut real))
+                    {
+                        let _ = at.set(Instant::now());
+                    }
+                    looked = seen.len();
                 }
                 if done {
                     while tree.drain(start, &mut seen) {}
@@ -145,12 +176,10 @@ impl Watch {
     pub fn finish(self, ckpt_dir: &Path) -> Option<SaveWindow> {
         self.stop.store(true, Ordering::SeqCst);
         let seen = self.thread.join().ok()?;
-        let real = ckpt_dir.canonicalize().ok();
-        let inside =
-            |p: &Path| p.starts_with(ckpt_dir) || real.as_ref().is_some_and(|r| p.starts_with(r));
+        let mut real = None;
         let times: Vec<Duration> = seen
             .iter()
-            .filter(|(_, p, is_dir)| !is_dir && inside(p))
+            .filter(|(_, p, is_dir)| !is_dir && inside(p, ckpt_dir, &mut real))
             .map(|(t, _, _)| *t)
             .collect();
         let ms = |d: &Duration| d.as_millis() as u64;
@@ -158,6 +187,85 @@ impl Watch {
             start_ms: times.iter().min().map(ms)?,
             end_ms: times.iter().max().map(ms)?,
         })
+    }
+}
+
+/// A kill due `delay` after a file in a run's checkpoint tree first
+/// changes ([`crate::inject::CrashPoint::AfterChange`]): the sandbox is
+/// watched from before the run starts until this is dropped.
+#[derive(Debug)]
+pub struct AfterChange {
+    watch: Option<Watch>,
+    first: Arc<OnceLock<Instant>>,
+    delay: Duration,
+}
+
+impl AfterChange {
+    /// Starts watching the sandbox `root` for changes in `ckpt_dir` (as the
+    /// layout names it); `None` where inotify is refused.
+    pub fn start(root: &Path, ckpt_dir: &Path, delay: Duration) -> Option<AfterChange> {
+        let first = Arc::new(OnceLock::new());
+        let watch = Watch::start_with(root, Some((ckpt_dir.to_path_buf(), first.clone())))?;
+        Some(AfterChange {
+            watch: Some(watch),
+            first,
+            delay,
+        })
+    }
+
+    /// When the kill is due: `None` until the checkpoint tree has changed.
+    pub fn due(&self) -> Option<Instant> {
+        self.first.get().map(|t| *t + self.delay)
+    }
+}
+
+impl Drop for AfterChange {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.stop.store(true, Ordering::SeqCst);
+            let _ = w.thread.join();
+        }
+    }
+}
+
+/// How a [`watchdog`] ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    /// At its time crash point.
+    Crash,
+    /// At its time limit.
+    Timeout,
+}
+
+/// How often a watchdog looks whether the checkpoint tree has changed yet.
+const LOOK: Duration = Duration::from_millis(5);
+
+/// A run's watchdog: waits with `wait(d)` (true when the run ended within
+/// `d`) until the run ends (`None`), the kill `at` is due (`Crash`; a fixed
+/// instant or one `after` a change) or `timeout_at` passes (`Timeout`).
+pub fn watchdog(
+    at: Option<Instant>,
+    after: Option<&AfterChange>,
+    timeout_at: Instant,
+    mut wait: impl FnMut(Duration) -> bool,
+) -> Option<Fired> {
+    loop {
+        let now = Instant::now();
+        let due = at.or_else(|| after.and_then(AfterChange::due));
+        match due {
+            Some(d) if d <= now && d < timeout_at => return Some(Fired::Crash),
+            _ if now >= timeout_at => return Some(Fired::Timeout),
+            _ => {}
+        }
+        let next = match (due, after) {
+            (Some(d), _) => d,
+            (None, Some(_)) => now + LOOK,
+            (None, None) => timeout_at,
+        }
+        .min(timeout_at);
+        if wait(next.saturating_duration_since(now)) {
+            return None;
+        }
     }
 }
 

@@ -252,14 +252,11 @@ pub fn run_case_with(
     runs: &dyn Runs,
 ) -> Result<CaseOutcome, RunnerError> {
     // Time points that are fractions of the save window become delays.
-    let window = reference.window.unwrap_or(crate::inject::SaveWindow {
-        start_ms: 0,
-        end_ms: reference.duration.as_millis() as u64,
-    });
+    let duration = reference.duration.as_millis() as u64;
     let points: Vec<CrashPoint> = plan
         .points
         .iter()
-        .map(|p| crate::inject::resolve(*p, window))
+        .map(|p| crate::inject::resolve(*p, reference.window, duration))
         .collect();
     let job = CaseJob {
         target,

@@ -25,7 +25,10 @@ pub fn entry<'a>(point: &CrashPoint, census: &'a [CensusEntry]) -> Option<&'a Ce
     let n = match point {
         CrashPoint::Op(c) => c.index,
         CrashPoint::Syscall(n) => *n,
-        CrashPoint::Time(_) | CrashPoint::Fraction(_) | CrashPoint::Probe(_) => return None,
+        CrashPoint::Time(_)
+        | CrashPoint::AfterChange(_)
+        | CrashPoint::Fraction(_)
+        | CrashPoint::Probe(_) => return None,
     };
     let i = usize::try_from(n).ok()?.checked_sub(1)?;
     census.get(i).filter(|e| e.index == n)
@@ -76,7 +79,9 @@ pub fn plan(plan: &CrashPlan, census: &[CensusEntry]) -> String {
 pub fn site(point: &CrashPoint, census: &[CensusEntry]) -> String {
     match (point, entry(point, census)) {
         (CrashPoint::Probe(_), _) => "probe".into(),
-        (CrashPoint::Time(_) | CrashPoint::Fraction(_), _) => "time".into(),
+        (CrashPoint::Time(_) | CrashPoint::AfterChange(_) | CrashPoint::Fraction(_), _) => {
+            "time".into()
+        }
         (CrashPoint::Op(c), Some(e)) => sites::site_of(e, Some(c.when)).to_string(),
         (_, Some(e)) => site_of(e),
         _ => "unknown".into(),

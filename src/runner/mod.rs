@@ -275,6 +275,18 @@ pub fn run(subject: &Subject, req: &RunRequest<'_>) -> Result<RunResult, RunnerE
     Ok(result)
 }
 
+/// For a run to be killed some time after its checkpoint tree first
+/// changes ([`CrashPoint::AfterChange`]): the watch of its sandbox, started
+/// now, before the run. `None` for any other run, and where inotify is
+/// refused (the kill then never comes: the case says so).
+fn after_change(req: &RunRequest<'_>) -> Option<crate::inject::window::AfterChange> {
+    let Some(CrashPoint::AfterChange(ms)) = req.crash else {
+        return None;
+    };
+    let ckpt = req.place.cwd.join(&req.place.ckpt_dir);
+    crate::inject::window::AfterChange::start(req.sandbox, &ckpt, Duration::from_millis(ms))
+}
+
 /// The simulated trainer's op census, when the run wrote one and ended
 /// well: into `result.census`, if the tracer did not fill it.
 fn read_op_census(

@@ -127,10 +127,13 @@ pub(super) fn run_plain(
     } else {
         crate::sys::isolate(&mut cmd);
     }
+    // A kill after the checkpoint tree first changes: watched from before
+    // the start.
+    let after = super::after_change(req);
     let start = Instant::now();
     let mut child = crate::sys::spawn_registered(&mut cmd).map_err(|e| spawn_error(subject, e))?;
     let pgid = child.id();
-    if on_pause.is_none() {
+    if on_pause.is_none() && after.is_none() {
         // Watched from this thread alone, where the kernel gives pidfds.
         if let Ok(pidfd) = crate::sys::pidfd_open(pgid) {
             return run_polled(child, pidfd, subject, req, start);
@@ -138,25 +141,22 @@ pub(super) fn run_plain(
     }
     let stderr = child.stderr.take().map(Tail::start);
     // The watchdog: kills the group at a time crash point or at the timeout.
-    let crash_after = match req.crash {
-        Some(CrashPoint::Time(ms)) => Some(Duration::from_millis(ms)),
+    let crash_at = match req.crash {
+        Some(CrashPoint::Time(ms)) => Some(start + Duration::from_millis(ms)),
         _ => None,
     };
-    let timeout = req.timeout;
+    let timeout_at = start + req.timeout;
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || -> Option<Exit> {
-        if let Some(after) = crash_after.filter(|a| *a < timeout) {
-            if stop_rx.recv_timeout(after) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return None;
-            }
-            crate::sys::kill_group(pgid);
-            return Some(Exit::Crashed);
-        }
-        if stop_rx.recv_timeout(timeout) != Err(mpsc::RecvTimeoutError::Timeout) {
-            return None;
-        }
+        use crate::inject::window::{watchdog, Fired};
+        let fired = watchdog(crash_at, after.as_ref(), timeout_at, |d| {
+            stop_rx.recv_timeout(d) != Err(mpsc::RecvTimeoutError::Timeout)
+        })?;
         crate::sys::kill_group(pgid);
-        Some(Exit::TimedOut)
+        Some(match fired {
+            Fired::Crash => Exit::Crashed,
+            Fired::Timeout => Exit::TimedOut,
+        })
     });
     if let Some(on_pause) = on_pause {
         converse(&mut child, on_pause);

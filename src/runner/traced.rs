@@ -53,6 +53,13 @@ pub(super) fn run_traced(
             _ => None,
         },
         timeout: Some(crash_at.unwrap_or(req.timeout)),
+        kill_after_change: match req.crash {
+            Some(CrashPoint::AfterChange(ms)) => Some((
+                req.place.cwd.join(&req.place.ckpt_dir),
+                Duration::from_millis(ms),
+            )),
+            _ => None,
+        },
         power: req.power,
     };
     let mut stderr = None;
@@ -75,7 +82,7 @@ pub(super) fn run_traced(
             Exit::Crashed
         }
         TraceExit::Signaled(s) => Exit::Signal(s),
-        TraceExit::KilledAtCall(_) => Exit::Crashed,
+        TraceExit::KilledAtCall(_) | TraceExit::KilledOnTime => Exit::Crashed,
         TraceExit::TimedOut if crash_at.is_some() => Exit::Crashed,
         TraceExit::TimedOut => Exit::TimedOut,
     };

@@ -178,6 +178,11 @@ impl Search<'_> {
                     .filter(|t| *t < ms)
                     .map(CrashPoint::Time)
                     .collect(),
+                CrashPoint::AfterChange(ms) => [ms / 4, ms / 2]
+                    .into_iter()
+                    .filter(|t| *t < ms)
+                    .map(CrashPoint::AfterChange)
+                    .collect(),
                 CrashPoint::Fraction(f) => [f / 4, f / 2]
                     .into_iter()
                     .filter(|t| *t < f)

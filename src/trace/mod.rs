@@ -120,6 +120,10 @@ pub struct TraceConfig {
     pub stop_at: Option<u64>,
     /// Watchdog: SIGKILL the subject after this long.
     pub timeout: Option<Duration>,
+    /// A time crash point: SIGKILL the subject this long after a file in
+    /// this checkpoint directory (as the layout names it) first changed
+    /// ([`TraceExit::KilledOnTime`]), if that comes before the timeout.
+    pub kill_after_change: Option<(PathBuf, Duration)>,
     /// Record the operations the power-loss model needs
     /// ([`TraceOutcome::power`]): costs a copy of every byte written.
     pub power: bool,
@@ -170,6 +174,8 @@ pub enum TraceExit {
     KilledAtCall(u64),
     /// Killed by the watchdog.
     TimedOut,
+    /// Killed at [`TraceConfig::kill_after_change`].
+    KilledOnTime,
 }
 
 /// What a traced run did.
@@ -338,6 +344,10 @@ fn run_with_pauses<F>(
 where
     F: FnOnce(&mut Child),
 {
+    // Watched from before the start, so that no change is missed.
+    let after = cfg.kill_after_change.as_ref().and_then(|(dir, delay)| {
+        crate::inject::window::AfterChange::start(&cfg.sandbox, dir, *delay)
+    });
     let start = Instant::now();
     let program = cmd.get_program().to_string_lossy().into_owned();
     let filter = build_filter()?;
@@ -396,11 +406,15 @@ where
             }
         };
         if let (Some(pgid), Some(timeout)) = (pgid, cfg.timeout) {
-            let left = timeout.saturating_sub(start.elapsed());
-            if done_rx.recv_timeout(left) == Err(RecvTimeoutError::Timeout) {
+            use crate::inject::window::{watchdog, Fired};
+            let fired = watchdog(None, after.as_ref(), start + timeout, |d| {
+                done_rx.recv_timeout(d) != Err(RecvTimeoutError::Timeout)
+            });
+            if let Some(fired) = fired {
                 let mut st = lock(&shared);
                 if !st.finished {
                     st.timed_out = true;
+                    st.on_time = fired == Fired::Crash;
                     kill_tasks(pgid as i32, &st.tids);
                 }
             }

@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) finished: bool,
     /// The watchdog fired.
     pub(super) timed_out: bool,
+    /// ... at the time crash point, not at the timeout.
+    pub(super) on_time: bool,
 }
 
 pub(super) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -208,7 +210,7 @@ pub(super) fn trace_subject(
                         t.handle(ev);
                     }
                     lock(shared).tids.remove(&main);
-                    Ok(t.finish(false))
+                    Ok(t.finish(false, false))
                 }
             };
         }
@@ -231,13 +233,13 @@ pub(super) fn trace_subject(
             }
         }
     }
-    let timed_out = {
+    let (timed_out, on_time) = {
         let mut st = lock(shared);
         st.finished = true;
-        st.timed_out
+        (st.timed_out, st.on_time)
     };
     t.reap_orphans();
-    Ok(t.finish(timed_out))
+    Ok(t.finish(timed_out, on_time))
 }
 
 struct Tracer<'a, 'p> {
@@ -259,9 +261,10 @@ struct Tracer<'a, 'p> {
 }
 
 impl Tracer<'_, '_> {
-    fn finish(self, timed_out: bool) -> Traced {
+    fn finish(self, timed_out: bool, on_time: bool) -> Traced {
         let exit = match (self.killed_at, timed_out, self.main_exit) {
             (Some(k), _, _) => TraceExit::KilledAtCall(k),
+            (None, true, _) if on_time => TraceExit::KilledOnTime,
             (None, true, _) => TraceExit::TimedOut,
             (None, false, Some(e)) => e,
             (None, false, None) => TraceExit::Signaled(libc::SIGKILL),
