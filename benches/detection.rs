@@ -19,7 +19,8 @@
 //! `relative`. Every point is run once to know which fail, so the figures
 //! for the census strategies are exact. Run with
 //! `cargo bench --bench detection` (add `-- --quick` for fewer time-mode
-//! seeds); it prints one table.
+//! seeds, `--sim-only` for the simulated trainer's rows alone); it prints
+//! one table.
 
 mod common;
 use common::exe;
@@ -152,6 +153,7 @@ fn measure(name: &str, target: Target, work: &Path, seeds: u64, max_time: usize)
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let sim_only = std::env::args().any(|a| a == "--sim-only");
     let seeds = if quick { 2 } else { 5 };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("tempdir");
@@ -163,7 +165,7 @@ fn main() {
         std::fs::create_dir_all(&w).expect("mkdir");
         rows.push(measure(&format!("sim {m}"), target, &w, seeds, 200));
     }
-    if crashpoint::trace::tracing_available() {
+    if crashpoint::trace::tracing_available() && !sim_only {
         let trainer = root.join("examples/python/trainer.py");
         for bug in [
             &["--bug", "unlink-then-link"][..],

@@ -469,6 +469,18 @@ impl Coverage {
         })
     }
 
+    /// Why a layout's time-mode cases, conclusive or not, are no
+    /// certification: kill times drawn from a stretch of time are a sample
+    /// of it; no number of them runs every point. `None` for a census.
+    pub fn sampled_times(&self) -> Option<String> {
+        (self.timed && self.points_run > 0 && self.after_save > 0).then(|| {
+            format!(
+                "time mode: {} kill times are a sample of the save window, not every point of it (--mode syscall runs every point)",
+                self.points_run
+            )
+        })
+    }
+
     /// The coverage of two partitions of one run (`--partition I/N`) taken
     /// together: the same points and sites offered, the points and probes
     /// each ran added up (partitions split the cases, whose first points

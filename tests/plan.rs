@@ -206,6 +206,36 @@ fn time_mode_kills_before_the_first_save_are_inconclusive() {
 }
 
 #[test]
+fn time_mode_never_certifies_even_when_its_kills_land_after_a_save() {
+    let (o, v, _) = certify(&[
+        "--layouts",
+        "relative",
+        "--mode",
+        "time",
+        "--cases",
+        "3",
+        "--",
+        "sh",
+        "tests/fixtures/saves-first-then-works.sh",
+    ]);
+    let t = text(&o);
+    assert!(v["failures"].as_array().unwrap().is_empty(), "{t}");
+    assert_eq!(v["layouts"][0]["points_run"], 3, "{v}");
+    assert!(v["layouts"][0]["after_save"].as_u64() > Some(0), "{v}");
+    // A sample of kill times: exit 1, not certified, and it says why.
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert_eq!(v["certified"], false);
+    assert!(
+        t.contains("NOT certified (time mode samples kill times)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("time mode: 3 kill times are a sample of the save window"),
+        "{t}"
+    );
+}
+
+#[test]
 fn time_points_are_fractions_of_the_save_window_drawn_from_the_seed() {
     use crashpoint::inject::{self, CrashPoint, Mode, PlanSpec, Selection};
     let spec = |seed, layout| PlanSpec {

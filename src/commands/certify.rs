@@ -124,8 +124,9 @@ every layout ran; otherwise \"no failure in N of M points (S of T sites): NOT
 certified\" (exit 1) and the report lists what was not covered. Time mode draws
 kill times as fractions of the save window (the stretch of the reference run
 during which the checkpoint directory changed), counted from when the killed
-run's own checkpoint directory first changes; if no kill landed after a
-completed save the result is inconclusive, exit 1.
+run's own checkpoint directory first changes; kill times are a sample, so time
+mode never certifies (exit 1), and if no kill landed after a completed save
+the result is inconclusive.
 
 Examples:
   crashpoint certify -- python3 train.py

@@ -238,7 +238,7 @@ pub enum Fired {
 }
 
 /// How often a watchdog looks whether the checkpoint tree has changed yet.
-const LOOK: Duration = Duration::from_millis(5);
+const LOOK: Duration = Duration::from_millis(1);
 
 /// A run's watchdog: waits with `wait(d)` (true when the run ended within
 /// `d`) until the run ends (`None`), the kill `at` is due (`Crash`; a fixed

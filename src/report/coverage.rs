@@ -45,7 +45,7 @@ pub fn not_covered(layouts: &[LayoutRow], p: Option<Partition>) -> Vec<String> {
                 }
             }
         }
-        if let Some(why) = c.inconclusive() {
+        if let Some(why) = c.inconclusive().or_else(|| c.sampled_times()) {
             out.push(format!("{}: {why}", l.layout));
         }
     }
@@ -139,6 +139,8 @@ pub fn verdict(r: &Report) -> String {
             "no failure in {seen}: NOT certified ({})",
             if inconclusive {
                 "inconclusive: no kill landed after a completed save"
+            } else if timed {
+                "time mode samples kill times"
             } else if r.partition.is_some() {
                 "not every case of the partition ran"
             } else {
