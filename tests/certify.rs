@@ -22,6 +22,38 @@ fn trainer() -> String {
         .to_string()
 }
 
+/// A case directory under `case`: a sandbox of `layout` and the harness files.
+fn case_in(case: &std::path::Path, layout: Layout) -> (Sandbox, HarnessFiles) {
+    std::fs::create_dir_all(case.join("sandbox")).unwrap();
+    std::fs::create_dir_all(case.join("harness")).unwrap();
+    let sandbox = Sandbox::create(layout, &case.join("sandbox")).unwrap();
+    (sandbox, HarnessFiles::in_dir(&case.join("harness")))
+}
+
+/// A first run (20 steps, seed 0, a minute at most) killed at `crash`.
+fn request<'a>(
+    sandbox: &'a Sandbox,
+    place: &'a crashpoint::layout::Place,
+    files: &'a HarnessFiles,
+    crash: CrashPoint,
+    traced: bool,
+) -> RunRequest<'a> {
+    RunRequest {
+        place,
+        sandbox: sandbox.root(),
+        max_steps: 20,
+        seed: 0,
+        resume: None,
+        state_out: &files.state,
+        events: &files.events,
+        crash: Some(crash),
+        op_log: None,
+        traced,
+        power: false,
+        timeout: std::time::Duration::from_secs(60),
+    }
+}
+
 #[test]
 fn the_kill_lands_at_the_exact_system_call() {
     if !crashpoint::trace::tracing_available() {
@@ -50,26 +82,15 @@ fn the_kill_lands_at_the_exact_system_call() {
         .iter()
         .find(|e| e.call == Call::Rename && e.path().ends_with("/step=10.ckpt"))
         .unwrap_or_else(|| panic!("no rename to step=10.ckpt in {:#?}", reference.census));
-    let case = work.path().join("case");
-    std::fs::create_dir_all(case.join("sandbox")).unwrap();
-    std::fs::create_dir_all(case.join("harness")).unwrap();
-    let sandbox = Sandbox::create(Layout::Relative, &case.join("sandbox")).unwrap();
-    let files = HarnessFiles::in_dir(&case.join("harness"));
+    let (sandbox, files) = case_in(&work.path().join("case"), Layout::Relative);
     let place = sandbox.place();
-    let req = RunRequest {
-        place: &place,
-        sandbox: sandbox.root(),
-        max_steps: 20,
-        seed: 0,
-        resume: None,
-        state_out: &files.state,
-        events: &files.events,
-        crash: Some(CrashPoint::Syscall(rename.index)),
-        op_log: None,
-        traced: true,
-        power: false,
-        timeout: std::time::Duration::from_secs(60),
-    };
+    let req = request(
+        &sandbox,
+        &place,
+        &files,
+        CrashPoint::Syscall(rename.index),
+        true,
+    );
     let res = runner::run(&target.subject, &req).unwrap();
     assert_eq!(res.exit, Exit::Crashed, "{res:?}");
     assert_eq!(
@@ -492,25 +513,9 @@ fn a_kill_after_the_first_checkpoint_change_lands_in_the_saves_of_a_slow_starter
             panic!("system-call tracing is not available on this machine");
         }
         let case = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(case.path().join("sandbox")).unwrap();
-        std::fs::create_dir_all(case.path().join("harness")).unwrap();
-        let sandbox = Sandbox::create(layout, &case.path().join("sandbox")).unwrap();
-        let files = HarnessFiles::in_dir(&case.path().join("harness"));
+        let (sandbox, files) = case_in(case.path(), layout);
         let place = sandbox.place();
-        let req = RunRequest {
-            place: &place,
-            sandbox: sandbox.root(),
-            max_steps: 20,
-            seed: 0,
-            resume: None,
-            state_out: &files.state,
-            events: &files.events,
-            crash: Some(crash),
-            op_log: None,
-            traced,
-            power: false,
-            timeout: std::time::Duration::from_secs(60),
-        };
+        let req = request(&sandbox, &place, &files, crash, traced);
         let res = runner::run(&subject, &req).unwrap();
         let what = format!("{layout:?} traced={traced} {crash}");
         assert_eq!(res.exit, Exit::Crashed, "{what}: {res:?}");

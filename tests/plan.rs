@@ -179,8 +179,8 @@ fn a_spent_budget_starts_no_more_cases_and_certifies_nothing() {
     );
 }
 
-#[test]
-fn time_mode_kills_before_the_first_save_are_inconclusive() {
+/// `certify` in time mode, three kills, layout `relative`, of `sh SCRIPT`.
+fn three_time_kills(script: &str) -> (std::process::Output, serde_json::Value) {
     let (o, v, _) = certify(&[
         "--layouts",
         "relative",
@@ -190,8 +190,14 @@ fn time_mode_kills_before_the_first_save_are_inconclusive() {
         "3",
         "--",
         "sh",
-        "tests/fixtures/saves-only-at-the-end.sh",
+        script,
     ]);
+    (o, v)
+}
+
+#[test]
+fn time_mode_kills_before_the_first_save_are_inconclusive() {
+    let (o, v) = three_time_kills("tests/fixtures/saves-only-at-the-end.sh");
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert_eq!(v["certified"], false);
@@ -207,17 +213,7 @@ fn time_mode_kills_before_the_first_save_are_inconclusive() {
 
 #[test]
 fn time_mode_never_certifies_even_when_its_kills_land_after_a_save() {
-    let (o, v, _) = certify(&[
-        "--layouts",
-        "relative",
-        "--mode",
-        "time",
-        "--cases",
-        "3",
-        "--",
-        "sh",
-        "tests/fixtures/saves-first-then-works.sh",
-    ]);
+    let (o, v) = three_time_kills("tests/fixtures/saves-first-then-works.sh");
     let t = text(&o);
     assert!(v["failures"].as_array().unwrap().is_empty(), "{t}");
     assert_eq!(v["layouts"][0]["points_run"], 3, "{v}");
