@@ -144,18 +144,26 @@ pub(super) fn left(sandbox: &Sandbox) -> Vec<String> {
     out
 }
 
+/// Entries as [`left`] gives them, said per directory: `TMPDIR: a, b/`,
+/// then `HOME: ...`, each only when it has some.
+fn by_dir<'a>(entries: impl Iterator<Item = &'a String> + Clone) -> Vec<String> {
+    [("tmp/", "TMPDIR"), ("home/", "HOME")]
+        .into_iter()
+        .filter_map(|(dir, what)| {
+            let names: Vec<&str> = entries
+                .clone()
+                .filter_map(|p| p.strip_prefix(dir))
+                .collect();
+            (!names.is_empty()).then(|| format!("{what}: {}", names.join(", ")))
+        })
+        .collect()
+}
+
 /// The warning for what an uninterrupted run leaves in `TMPDIR` and `HOME`
 /// (as [`left`] gives it; `None` when nothing), said once for the layout
 /// instead of for every case.
 pub(super) fn usual_leftovers(usual: &[String]) -> Option<String> {
-    let words = |dir: &str, what: &str| {
-        let names: Vec<&str> = usual.iter().filter_map(|p| p.strip_prefix(dir)).collect();
-        (!names.is_empty()).then(|| format!("{what}: {}", names.join(", ")))
-    };
-    let parts: Vec<String> = [words("tmp/", "TMPDIR"), words("home/", "HOME")]
-        .into_iter()
-        .flatten()
-        .collect();
+    let parts = by_dir(usual.iter());
     (!parts.is_empty()).then(|| {
         format!(
             "the uninterrupted run leaves in the sandbox's {} (not repeated for each case)",
@@ -169,33 +177,11 @@ pub(super) fn usual_leftovers(usual: &[String]) -> Option<String> {
 /// (`usual`, as [`left`] gives it): one per directory, naming the entries
 /// (a directory with a trailing `/`), sorted.
 pub(super) fn leftovers(sandbox: &Sandbox, usual: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (dir, what) in [("tmp", "TMPDIR"), ("home", "HOME")] {
-        let Ok(read) = std::fs::read_dir(sandbox.root().join(dir)) else {
-            continue;
-        };
-        let mut names: Vec<String> = read
-            .flatten()
-            .map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    n + "/"
-                } else {
-                    n
-                }
-            })
-            .filter(|n| !usual.contains(&format!("{dir}/{n}")))
-            .collect();
-        if names.is_empty() {
-            continue;
-        }
-        names.sort();
-        out.push(format!(
-            "leftover in the sandbox's {what}: {}",
-            names.join(", ")
-        ));
-    }
-    out
+    let left = left(sandbox);
+    by_dir(left.iter().filter(|p| !usual.contains(p)))
+        .into_iter()
+        .map(|part| format!("leftover in the sandbox's {part}"))
+        .collect()
 }
 
 #[cfg(test)]
