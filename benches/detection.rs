@@ -1,7 +1,8 @@
 //! Cases needed to first catch the window bugs, by strategy, side by side:
 //!
 //! - `windows-first`: the position of the first failing point in the plan's
-//!   order (sites once, namespace first, after the first completed save);
+//!   order (sites once, namespace operations and in-place rewrites first,
+//!   after the first completed save);
 //! - `uniform`: the expected position of the first failing point when the
 //!   same points are drawn uniformly without replacement (the old
 //!   `--cases N`), averaged over 1,000 permutations;

@@ -334,6 +334,7 @@ pub fn first_points(spec: &PlanSpec<'_>, census: &[CensusEntry]) -> Vec<sites::S
                         path: String::new(),
                         when: None,
                     },
+                    in_place: false,
                 })
                 .collect()
         }

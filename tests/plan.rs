@@ -91,6 +91,38 @@ fn six_cases_catch_torn_write_for_any_seed() {
 }
 
 #[test]
+fn the_first_case_is_inside_a_file_rewritten_in_place() {
+    // The torn-write trainer truncates last.ckpt and writes it in pieces:
+    // its first write into the reopened file ranks with the unlinks, ahead
+    // of the rotation's unlink that comes later in the census.
+    for seed in ["0", "3"] {
+        let (o, v, _) = certify(&[
+            "--layouts",
+            "relative",
+            "--cases",
+            "1",
+            "--max-steps",
+            "10",
+            "--seed",
+            seed,
+            "--",
+            "python3",
+            "examples/python/trainer.py",
+            "--bug",
+            "torn-write",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert_eq!(kinds(&v), ["resume-failed"], "{}", text(&o));
+        let name = v["failures"][0]["name"].as_str().unwrap_or_default();
+        assert!(
+            name.contains("write work/checkpoints/last.ckpt"),
+            "{name}\n{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
 fn a_sample_is_never_certified_and_says_what_it_covered() {
     let sim = env!("CARGO_BIN_EXE_crashpoint");
     let (o, v, _) = certify(&[

@@ -113,8 +113,9 @@ into sites, a call and its path with numbers and random temporary names as `#`
 (`symlink checkpoints/last.ckpt`, `write checkpoints/.step=#.ckpt.tmp-#`).
 Cases run windows first: every site once, at its first occurrence after the
 first completed save, namespace operations (symlink, link, unlink, rename,
-mkdir) before data writes; then the other occurrences round-robin over sites,
-drawn from the seed and the layout.
+mkdir) and writes into a file rewritten in place (opened again over its old
+data, as torch.save(path) does) before other data writes; then the other
+occurrences round-robin over sites, drawn from the seed and the layout.
 
 Budgets: --budget 10m runs cases in that order until the estimated time is
 spent; layouts share it. --cases N takes the first N.

@@ -6,7 +6,10 @@
 //!    those that occur only earlier; among them, namespace operations
 //!    (symlink and link first: a name made directly had a moment when it was
 //!    missing; then unlink, rename, mkdir) before data operations (writes,
-//!    truncations, opens, fsyncs), then by census position.
+//!    truncations, opens, fsyncs), then by census position. A site whose
+//!    point stops inside an in-place rewrite (a file with data opened again
+//!    and partly written, [`super::sites::InPlace`]) ranks with the unlinks:
+//!    the name's only copy is partial there, as an unlinked name is missing.
 //! 2. The remaining occurrences, round-robin over the sites in that order;
 //!    each site's occurrences in an order drawn from the seed and the
 //!    layout's name, so that layouts cover different occurrences.
@@ -23,8 +26,12 @@ use rand_chacha::ChaCha8Rng;
 use super::sites::{Site, SitedPoint};
 use crate::protocol::When;
 
-/// How early a site comes in the first round (smaller first).
-fn rank(site: &Site) -> u8 {
+/// How early a site comes in the first round (smaller first), given
+/// whether its point stops inside an in-place rewrite.
+fn rank(site: &Site, in_place: bool) -> u8 {
+    if in_place {
+        return 1;
+    }
     match (site.call.as_str(), site.when) {
         ("symlink" | "link", None | Some(When::Before)) => 0,
         ("unlink" | "rmdir", None | Some(When::After)) => 1,
@@ -77,7 +84,13 @@ pub fn windows_first(
             let occ = &occurrences[s];
             let rep = occ.iter().copied().find(|&i| after(i)).unwrap_or(occ[0]);
             let late = boundary.is_some() && !after(rep);
-            (late, rank(s), points[rep].index, s.clone(), rep)
+            (
+                late,
+                rank(s, points[rep].in_place),
+                points[rep].index,
+                s.clone(),
+                rep,
+            )
         })
         .collect();
     firsts.sort();
@@ -175,6 +188,53 @@ mod tests {
         let mut all: Vec<u64> = order.iter().map(|p| p.index).collect();
         all.sort();
         assert_eq!(all, (1..=n as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_comes_first_with_the_unlinks() {
+        // `torch.save(last.ckpt)` over the previous one: open, write in two
+        // pieces, every save; the oldest step file is rotated out.
+        let mut c: Vec<CensusEntry> = Vec::new();
+        let mut push = |call: &str, path: &str, offset: Option<u64>| {
+            c.push(CensusEntry {
+                index: c.len() as u64 + 1,
+                call: crate::census::Call::from_syscall(call),
+                name: call.into(),
+                paths: vec![path.into()],
+                phase: Default::default(),
+                fd: Some(3),
+                offset,
+                len: Some(10),
+            })
+        };
+        for step in [5, 10] {
+            let f = format!("work/c/step={step}.ckpt");
+            push("openat", &f, None);
+            push("write", &f, Some(0));
+            push("write", &f, Some(10));
+            push("openat", "work/c/last.ckpt", None);
+            push("write", "work/c/last.ckpt", Some(0));
+            push("write", "work/c/last.ckpt", Some(10));
+        }
+        push("unlinkat", "work/c/step=5.ckpt", None);
+        let b = crate::inject::sites::first_save_boundary(&c, &["c/step=5.ckpt".into()]);
+        assert_eq!(b, Some(7));
+        let order = windows_first(sited_points(Mode::Syscall, &c), b, 0, "relative");
+        let first: Vec<(String, u64)> = order
+            .iter()
+            .take(3)
+            .map(|p| (p.site.to_string(), p.index))
+            .collect();
+        assert_eq!(
+            first,
+            [
+                // The first write into the reopened last.ckpt: it is empty there.
+                ("write work/c/last.ckpt".to_string(), 11),
+                ("unlink work/c/step=#.ckpt".to_string(), 13),
+                ("write work/c/step=#.ckpt".to_string(), 8),
+            ]
+        );
+        assert!(order[0].in_place && !order[2].in_place);
     }
 
     #[test]

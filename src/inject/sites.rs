@@ -15,7 +15,7 @@
 //! assert_eq!(path_pattern("a/.x.tmp -> a/last.ckpt"), "a/.x.tmp -> a/last.ckpt");
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::{census_points, CensusEntry, CrashPoint, Mode};
@@ -139,12 +139,16 @@ pub struct SitedPoint {
     pub index: u64,
     /// Its site.
     pub site: Site,
+    /// Does the point stop inside an in-place rewrite: a file that held
+    /// data was opened again and is partly written (see [`InPlace`])?
+    pub in_place: bool,
 }
 
 /// Every first crash point the census offers in `mode` (as
 /// [`census_points`]), each with its site. Empty for `time`.
 pub fn sited_points(mode: Mode, census: &[CensusEntry]) -> Vec<SitedPoint> {
     let by_index: HashMap<u64, &CensusEntry> = census.iter().map(|e| (e.index, e)).collect();
+    let in_place = InPlace::of(census);
     census_points(mode, census)
         .into_iter()
         .filter_map(|point| {
@@ -158,9 +162,125 @@ pub fn sited_points(mode: Mode, census: &[CensusEntry]) -> Vec<SitedPoint> {
                 point,
                 index,
                 site: site_of(e, when),
+                in_place: in_place.stops_inside(index, when),
             })
         })
         .collect()
+}
+
+/// The in-place rewrites of a census: a file that held data is opened
+/// again (`create`) and written from its start, so between that open and
+/// its last write the only copy under that name is empty or partial (the
+/// torn write of `torch.save(path)` over an existing `last.ckpt`). An open
+/// of a file with data followed by a first write past its start is an
+/// append (a log), not a rewrite.
+///
+/// ```
+/// use crashpoint::census::{Call, CensusEntry, Phase};
+/// use crashpoint::inject::sites::InPlace;
+/// let e = |index, call, path: &str, offset| CensusEntry {
+///     index, call, name: call.to_string(), paths: vec![path.into()],
+///     phase: Phase::default(), fd: Some(3), offset, len: None,
+/// };
+/// let census = [
+///     e(1, Call::Create, "c/last.ckpt", None),
+///     e(2, Call::Write, "c/last.ckpt", Some(0)),
+///     e(3, Call::Create, "c/log", None),
+///     e(4, Call::Write, "c/log", Some(0)),
+///     e(5, Call::Create, "c/last.ckpt", None), // opened again: a rewrite
+///     e(6, Call::Write, "c/last.ckpt", Some(0)),
+///     e(7, Call::Write, "c/last.ckpt", Some(4096)),
+///     e(8, Call::Create, "c/log", None), // opened again: an append
+///     e(9, Call::Write, "c/log", Some(80)),
+/// ];
+/// let p = InPlace::of(&census);
+/// assert!(!p.stops_inside(2, None), "the first write of a new file");
+/// assert!(!p.stops_inside(5, None), "a kill at the open: not opened yet");
+/// assert!(p.stops_inside(6, None) && p.stops_inside(7, None));
+/// assert!(!p.stops_inside(9, None));
+/// ```
+#[derive(Debug, Default)]
+pub struct InPlace {
+    /// The opens of files that held data, each starting a rewrite.
+    reopens: HashSet<u64>,
+    /// The writes and truncations of a rewrite.
+    rewrites: HashSet<u64>,
+}
+
+impl InPlace {
+    /// Walks `census`, following which names hold data.
+    pub fn of(census: &[CensusEntry]) -> InPlace {
+        // Name -> does it hold data.
+        let mut held: HashMap<&str, bool> = HashMap::new();
+        // Name -> the open of a file with data, until its first write says
+        // whether it is rewritten (from its start) or appended to.
+        let mut pending: HashMap<&str, u64> = HashMap::new();
+        // Names being rewritten, from their first write to their next open,
+        // rename or removal.
+        let mut rewriting: HashSet<&str> = HashSet::new();
+        let mut out = InPlace::default();
+        for e in census {
+            let Some(path) = e.paths.first().map(String::as_str) else {
+                continue;
+            };
+            match e.call {
+                Call::Create => {
+                    rewriting.remove(path);
+                    pending.remove(path);
+                    if held.get(path).copied().unwrap_or(false) {
+                        pending.insert(path, e.index);
+                    } else {
+                        held.entry(path).or_insert(false);
+                    }
+                }
+                Call::Write | Call::Truncate => {
+                    if let Some(open) = pending.remove(path) {
+                        if e.offset.unwrap_or(0) == 0 {
+                            out.reopens.insert(open);
+                            rewriting.insert(path);
+                        }
+                    }
+                    if rewriting.contains(path) {
+                        out.rewrites.insert(e.index);
+                    }
+                    held.insert(path, true);
+                }
+                Call::Rename | Call::Link | Call::Symlink => {
+                    // The new name: the second path of a rename or link, the
+                    // one path of a symlink.
+                    let to = e.paths.last().map(String::as_str).unwrap_or(path);
+                    let data = if e.call == Call::Rename {
+                        pending.remove(path);
+                        rewriting.remove(path);
+                        held.remove(path).unwrap_or(true)
+                    } else {
+                        true
+                    };
+                    pending.remove(to);
+                    rewriting.remove(to);
+                    held.insert(to, data);
+                }
+                Call::Unlink | Call::Rmdir => {
+                    held.remove(path);
+                    pending.remove(path);
+                    rewriting.remove(path);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Does a crash at census entry `index` (at moment `when`, for `op`
+    /// points) leave a file rewritten in place partial? A syscall point stops
+    /// before its call: inside a rewrite at each of its writes. An `op` point
+    /// also after the open that starts it, and not after its writes.
+    pub fn stops_inside(&self, index: u64, when: Option<When>) -> bool {
+        match when {
+            None | Some(When::Before) | Some(When::Mid) => self.rewrites.contains(&index),
+            Some(When::After) => self.reopens.contains(&index),
+        }
+    }
 }
 
 /// Does `path` name `base` as a whole word: `base` appears in one of its
