@@ -344,18 +344,33 @@ pub fn kill_descendants() -> usize {
 /// Kills every process, anywhere, whose environment tags it as a run whose
 /// state file lies under `dir` (a dead harness's workspace). Only processes
 /// whose environment this user may read are seen. Returns how many.
+///
+/// One look at `/proc` is not enough: a tagged process seen alive may fork
+/// before its signal lands, and its child was not in the listing. So the
+/// look is repeated until it finds no tagged process alive (a killed one
+/// loses its environment as it exits), for at most two seconds.
 pub fn kill_tagged_under(dir: &std::path::Path) -> usize {
     let mut prefix = tag_bytes(dir.as_os_str().as_bytes());
     prefix.push(b'/');
     let me = std::process::id() as i32;
-    let mut n = 0;
-    for p in processes() {
-        if p.pid != me && !p.zombie && environ_has(p.pid, |e| e.starts_with(&prefix)) {
-            let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-            n += 1;
+    let mut killed = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let tagged: Vec<i32> = processes()
+            .into_iter()
+            .filter(|p| p.pid != me && !p.zombie && environ_has(p.pid, |e| e.starts_with(&prefix)))
+            .map(|p| p.pid)
+            .collect();
+        if tagged.is_empty() || Instant::now() >= deadline {
+            break;
         }
+        for pid in tagged {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed.insert(pid);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    n
+    killed.len()
 }
 
 /// One process, as `/proc/<pid>/stat` describes it.
@@ -542,6 +557,47 @@ mod tests {
         assert_eq!(p.ppid, nix::unistd::getppid().as_raw());
         assert_eq!(p.pgrp, nix::unistd::getpgrp().as_raw());
         assert!(!p.zombie);
+    }
+
+    #[test]
+    fn a_tagged_process_that_keeps_forking_leaves_nothing_behind() {
+        // A dead harness's subject that forks sleepers as fast as it can:
+        // children born after a look at /proc are found by the next look.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tagged = |pid: i32| {
+            let mut prefix = tag_bytes(dir.path().as_os_str().as_bytes());
+            prefix.push(b'/');
+            environ_has(pid, |e| e.starts_with(&prefix))
+        };
+        let mut forker = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 3000 ]; do sleep 30 & i=$((i+1)); done; wait",
+            ])
+            .env(TAG_VAR, dir.path().join("case/state.json"))
+            .spawn()
+            .expect("sh");
+        let alive = || -> Vec<i32> {
+            processes()
+                .into_iter()
+                .filter(|p| !p.zombie && tagged(p.pid))
+                .map(|p| p.pid)
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while alive().len() < 5 {
+            assert!(Instant::now() < deadline, "the sleepers did not start");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let killed = kill_tagged_under(dir.path());
+        let _ = forker.wait();
+        std::thread::sleep(Duration::from_millis(200));
+        let left = alive();
+        for &p in &left {
+            let _ = signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        assert!(killed >= 5, "{killed}");
+        assert!(left.is_empty(), "{} tagged processes left", left.len());
     }
 
     #[test]

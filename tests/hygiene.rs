@@ -517,9 +517,33 @@ fn after_a_sigkill_the_subject_dies_and_the_next_run_cleans_up() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    wait_until(Duration::from_secs(10), "the leftovers to die", || {
-        site.processes().is_empty()
-    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !site.processes().is_empty() {
+        // Say which processes were left, with their parent and state, so a
+        // failure here can be told from a slow exit.
+        assert!(
+            Instant::now() < deadline,
+            "the dead run's leftovers are still alive: {}",
+            site.processes()
+                .iter()
+                .map(|&p| {
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+                    format!(
+                        "{} [state, ppid, pgid: {}]",
+                        describe(&[p]),
+                        rest.split_whitespace()
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     site.assert_tmp_empty("after the next run");
 }
 
