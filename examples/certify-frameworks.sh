@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run `crashpoint certify` on the framework examples, one bounded run per
+# Run `crashpoint certify` on the framework examples (Lightning, the Hugging Face
+# Trainer, and the plain torch loop in each Lightning venv), one bounded run per
 # (venv, configuration), and write a JSON report and a text log for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
@@ -28,7 +29,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -94,6 +95,9 @@ configs_for() {
             echo "$base-dirpath-copy|path|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
             echo "$base-dirpath-copy-last|last|lightning/train.py|--every-n-train-steps 4 --save-last copy --save-top-k 0"
             echo "$base-default_root_dir-copy-last|last|lightning/train.py|--every-n-train-steps 4 --root default_root_dir --save-last copy --save-top-k 0"
+            # The plain torch loop needs only torch, which this venv has.
+            echo "$base-torch-loop-inplace|last|torch-loop/train.py|--every 4"
+            echo "$base-torch-loop-atomic|last|torch-loop/train.py|--every 4 --save atomic --keep-steps"
             ;;
         hf-*)
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"

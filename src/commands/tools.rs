@@ -192,7 +192,9 @@ pub fn census(a: &CensusArgs, sim_exe: &Path, work: &Path) -> Result<i32, ToolEr
                 mode: Mode::Syscall,
                 max_steps: a.max_steps.unwrap_or(20),
                 seed: a.seed,
-                resume: ResumeMode::Path,
+                // The census resumes nothing: a keyword, which names no file
+                // the reference would have to find.
+                resume: ResumeMode::Last,
                 timeout: None,
                 tracing: crate::oracle::Tracing::Needed,
                 fault: crate::fault::FaultModel::KILL,

@@ -172,6 +172,22 @@ pub enum ReferenceError {
         /// How.
         detail: String,
     },
+    /// The resume argument names a file the uninterrupted run never made,
+    /// while it announced its checkpoints under other names: every resume
+    /// would fail, whatever the subject does right.
+    #[error("resume mode `{mode}` passes <checkpoint directory>/{arg} to every resume, but the uninterrupted run in layout {layout} never made it (it announced {announced}): every resume would fail; pass what a restart resumes from: {advice}")]
+    ResumeNeverMade {
+        /// The layout.
+        layout: Layout,
+        /// The resume mode.
+        mode: ResumeMode,
+        /// The file it passes, relative to the checkpoint directory.
+        arg: String,
+        /// What the subject announced instead.
+        announced: String,
+        /// The `--resume-arg` values that would work.
+        advice: String,
+    },
     /// The run could not be started.
     #[error(transparent)]
     Runner(#[from] RunnerError),

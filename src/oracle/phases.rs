@@ -62,11 +62,29 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
         })
         .collect();
     let touching = |i: usize, name: &str| census[i].paths.iter().any(|p| touches(p, name));
-    // The first call touching each save's checkpoint, in order.
+    // Does call `i` make `name` itself anew: open it for writing, rename or
+    // link onto it, make it as a directory?
+    let remakes = |i: usize, name: &str| {
+        let e = &census[i];
+        matches!(
+            e.call,
+            Call::Create | Call::Rename | Call::Link | Call::Symlink | Call::Mkdir
+        ) && e
+            .paths
+            .last()
+            .is_some_and(|p| p == name || p.ends_with(&format!("/{name}")))
+    };
+    // The first call touching each save's checkpoint, in order. A save
+    // under the name of the one before (`torch.save` over `last.pt` every
+    // time) begins where that name is made anew, not at the previous
+    // save's next write.
     let mut firsts: Vec<(u64, &str, usize)> = Vec::new();
     for (step, name) in names {
         let from = firsts.last().map_or(0, |f| f.2 + 1);
-        if let Some(i) = (from..census.len()).find(|&i| touching(i, name)) {
+        let again = firsts.last().is_some_and(|f| f.1 == name);
+        if let Some(i) =
+            (from..census.len()).find(|&i| touching(i, name) && (!again || remakes(i, name)))
+        {
             firsts.push((step, name, i));
         }
     }
@@ -261,6 +279,27 @@ mod tests {
                 "save of step 1",
             ]
         );
+    }
+
+    #[test]
+    fn saves_rewritten_under_one_name_begin_where_it_is_opened_again() {
+        // A hand-written loop: torch.save(state, "checkpoints/last.pt")
+        // at every save, each in several writes.
+        let mut c = vec![call(1, Call::Mkdir, &["work/checkpoints"])];
+        for _ in 0..3 {
+            let n = c.len() as u64;
+            c.push(call(n + 1, Call::Create, &["work/checkpoints/last.pt"]));
+            c.push(call(n + 2, Call::Write, &["work/checkpoints/last.pt"]));
+            c.push(call(n + 3, Call::Write, &["work/checkpoints/last.pt"]));
+        }
+        let saves = [4, 8, 12].map(|s| saved(s, "last.pt"));
+        name_phases(&mut c, &saves);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        let mut want = vec!["start".to_string()];
+        for s in [4, 8, 12] {
+            want.extend(std::iter::repeat(format!("save of step {s}")).take(3));
+        }
+        assert_eq!(shown, want);
     }
 
     #[test]

@@ -337,7 +337,7 @@ fn corrupt_target(
                 .iter()
                 .filter(|e| {
                     e.base().starts_with("last")
-                        && e.base().ends_with(".ckpt")
+                        && patterns.is_checkpoint_file(e.base())
                         && e.kind != EntryKind::Dir
                 })
                 .map(|e| e.name.clone())
@@ -355,6 +355,18 @@ fn corrupt_target(
                     .filter(|e| e.kind == EntryKind::Dir && patterns.is_checkpoint_dir(e.base()))
                     .max_by_key(|e| (number(e.base()), e.name.clone()))
                     .and_then(|e| as_victim(&e.name))
+                    .or_else(|| {
+                        // Otherwise the newest announced checkpoint still there
+                        // (`step-12.pt` of a loop that keeps no `last` name).
+                        let saves = d.observations().saves();
+                        let newest = surviving(&d.reference().shape, snap, &saves)
+                            .into_iter()
+                            .max_by_key(|a| a.step)?;
+                        match &newest.at {
+                            CkptPath::InDir(p) => as_victim(p),
+                            CkptPath::Elsewhere(_) => None,
+                        }
+                    })
             }
         }
     };

@@ -148,6 +148,9 @@ pub fn reference_with(
         .timeout
         .unwrap_or_else(|| (duration * 10).max(Duration::from_secs(10)));
     let shape = RefShape::learn(&da, &db, &saves);
+    if let Some(e) = resume_never_made(target, layout, &da, &saves, &ra.census) {
+        return Err(e);
+    }
     let (findings, mut notes) = reference_verdict(target, &da, &shape, &saves);
     notes.extend(super::watch::usual_leftovers(&left));
     // With no finding, the cases are all there is to judge: an empty op
@@ -188,6 +191,63 @@ pub fn reference_with(
                 _ => None,
             })
             .collect(),
+    })
+}
+
+/// A resume mode that names one file (`path`: `last.ckpt`; a file name)
+/// that the uninterrupted run never made, not even for a moment (its final
+/// tree, its census and its announced saves do not name it), while it
+/// announced checkpoints in the checkpoint directory under other names: a
+/// loop that saves `last.pt`, a `Trainer` that writes `checkpoint-N/`.
+/// Without announced saves nothing says the name is wrong.
+fn resume_never_made(
+    target: &Target,
+    layout: Layout,
+    dir: &DirSnapshot,
+    saves: &[Announced],
+    census: &[crate::census::CensusEntry],
+) -> Option<ReferenceError> {
+    let name = match &target.resume {
+        ResumeMode::Path => "last.ckpt".to_string(),
+        ResumeMode::File(f) => f.clone(),
+        _ => return None,
+    };
+    let announced: Vec<&str> = saves
+        .iter()
+        .filter_map(|a| match &a.at {
+            checks::shape::CkptPath::InDir(p) => Some(p.as_str()),
+            checks::shape::CkptPath::Elsewhere(_) => None,
+        })
+        .collect();
+    let names = |p: &str| p == name || p.ends_with(&format!("/{name}"));
+    let made = dir.get(&name).is_some()
+        || announced.iter().any(|p| names(p))
+        || census.iter().any(|e| e.paths.iter().any(|p| names(p)));
+    if made || announced.is_empty() {
+        return None;
+    }
+    let newest = saves.iter().max_by_key(|a| a.step)?;
+    let shown = newest.show(dir);
+    // The name the subject saves under every time, when it has one.
+    let same = announced.iter().all(|p| *p == announced[0]) && !shown.ends_with('/');
+    let advice = if same {
+        format!(
+            "--resume-arg {} (that file in the checkpoint directory), newest (the newest complete checkpoint announced) or last (the subject's own keyword)",
+            announced[0]
+        )
+    } else {
+        "--resume-arg newest (the newest complete checkpoint announced) or last (the subject's own keyword)".to_string()
+    };
+    Some(ReferenceError::ResumeNeverMade {
+        layout,
+        mode: target.resume.clone(),
+        arg: name,
+        announced: match announced.len() {
+            1 => shown,
+            _ if same => format!("every save as {shown}"),
+            n => format!("{n} checkpoints, the newest {shown}"),
+        },
+        advice,
     })
 }
 

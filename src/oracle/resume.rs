@@ -73,7 +73,10 @@ impl ResumeMode {
             ResumeMode::Last => {
                 snap.entries.iter().any(|e| {
                     let b = e.base();
-                    (b.starts_with("last") && b.ends_with(".ckpt"))
+                    let file = e.kind != EntryKind::Dir && patterns.is_checkpoint_file(b);
+                    // `last*.ckpt`, a file named like an announced one
+                    // (`last.pt`, `step-#.pt`), a checkpoint directory.
+                    (file && (b.starts_with("last") || !b.ends_with(".ckpt")))
                         || (e.kind == EntryKind::Dir && patterns.is_checkpoint_dir(b))
                 }) || !snap.pointers.is_empty()
             }

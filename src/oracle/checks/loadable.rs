@@ -1,5 +1,5 @@
 //! What is loadable after a crash, and the invariants of pointers at any
-//! depth of the checkpoint tree: `dangling-last` (a `last*.ckpt` link, or a
+//! depth of the checkpoint tree: `dangling-last` (a `last*` link, or a
 //! `latest` file, that names nothing), `escaped-dir` (a link or `latest`
 //! file that resolves outside the checkpoint directory), and `no-checkpoint`
 //! (a save had completed, but no announced checkpoint survives complete and
@@ -29,7 +29,8 @@ pub fn pointer_findings(snap: &DirSnapshot, run: usize, when: &str) -> Vec<Findi
             continue;
         };
         match resolves {
-            Resolution::Dangling if is_last(e.base()) => out.push(Finding {
+            // A link named `last*` (`last.ckpt`, `last.pt`, `last`) is a pointer.
+            Resolution::Dangling if e.base().starts_with("last") => out.push(Finding {
                 kind: FailureKind::DanglingLast,
                 run,
                 detail: format!("{when}: {} -> {target} does not resolve", e.name),
@@ -194,7 +195,9 @@ fn unannounced(shape: &RefShape, snap: &DirSnapshot, saves: &[Announced]) -> Vec
             continue;
         }
         match e.kind {
-            EntryKind::File { .. } if e.base().ends_with(".ckpt") && !is_pointer(e.base()) => {
+            EntryKind::File { .. }
+                if shape.patterns.is_checkpoint_file(e.base()) && !is_pointer(e.base()) =>
+            {
                 out.push(e.name.clone())
             }
             EntryKind::Dir if shape.patterns.is_checkpoint_dir(e.base()) => {

@@ -1,5 +1,6 @@
 //! The shape of checkpoints in a tree: which entries are checkpoints (files
-//! named `*.ckpt` at any depth, `checkpoint-<N>/` directories and directories
+//! named `*.ckpt` or like the files the subject announced, `last.pt`,
+//! `step-#.pt`, at any depth; `checkpoint-<N>/` directories and directories
 //! named like the ones the subject announced), which are pointers (links or
 //! copies named `last*.ckpt` / `best*.ckpt`, `latest` text files), and
 //! whether an announced checkpoint is still complete.
@@ -50,10 +51,32 @@ impl Announced {
     }
 }
 
-/// Directory names that are checkpoints: `checkpoint-<N>`, and the names of
-/// announced directories with their digits as placeholders (`global_step#`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Patterns(BTreeSet<String>);
+/// Names that are checkpoints: directories `checkpoint-<N>` and named like
+/// the announced directories with their digits as placeholders
+/// (`global_step#`); files named like the announced files (`last.pt`,
+/// `step-#.pt`), besides every `*.ckpt`.
+///
+/// ```
+/// use crashpoint::oracle::checks::shape::Patterns;
+/// let p = Patterns::default();
+/// assert!(p.is_checkpoint_dir("checkpoint-12"));
+/// assert!(p.is_checkpoint_file("epoch=0-step=4.ckpt"));
+/// assert!(!p.is_checkpoint_file("step-4.pt"), "not announced");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patterns {
+    dirs: BTreeSet<String>,
+    files: BTreeSet<String>,
+}
+
+impl Default for Patterns {
+    fn default() -> Patterns {
+        Patterns {
+            dirs: BTreeSet::from(["checkpoint-#".to_string()]),
+            files: BTreeSet::new(),
+        }
+    }
+}
 
 /// `name` with every run of digits replaced by `#`.
 fn generalise(name: &str) -> String {
@@ -74,26 +97,43 @@ fn generalise(name: &str) -> String {
 }
 
 impl Patterns {
-    /// `checkpoint-<N>` and the announced directories of `saves` in `snap`.
+    /// `checkpoint-<N>`, and the announced directories and files of `saves`
+    /// as `snap` (the uninterrupted run's final tree) holds them; an
+    /// announced name that is gone (rotated away) is still a pattern when
+    /// another announced name of the same pattern is there.
     pub fn learn(saves: &[Announced], snap: &DirSnapshot) -> Patterns {
-        let mut p = BTreeSet::new();
-        p.insert("checkpoint-#".to_string());
-        for s in saves {
-            if let CkptPath::InDir(name) = &s.at {
-                if snap.get(name).is_some_and(|e| e.kind == EntryKind::Dir) {
-                    let base = name.rsplit('/').next().unwrap_or(name);
-                    if base.chars().any(|c| c.is_ascii_digit()) {
-                        p.insert(generalise(base));
-                    }
+        let mut p = Patterns::default();
+        let kinds: BTreeMap<String, bool> = snap
+            .entries
+            .iter()
+            .filter(|e| {
+                saves
+                    .iter()
+                    .any(|s| s.at == CkptPath::InDir(e.name.clone()))
+            })
+            .map(|e| (generalise(e.base()), e.kind == EntryKind::Dir))
+            .collect();
+        for (pattern, dir) in kinds {
+            if dir {
+                if pattern.contains('#') {
+                    p.dirs.insert(pattern);
                 }
+            } else if !pattern.ends_with(".ckpt") {
+                p.files.insert(pattern);
             }
         }
-        Patterns(p)
+        p
     }
 
     /// Is a directory with this last component a checkpoint?
     pub fn is_checkpoint_dir(&self, base: &str) -> bool {
-        self.0.contains(&generalise(base))
+        self.dirs.contains(&generalise(base))
+    }
+
+    /// Is a file (or link) with this last component a checkpoint: `*.ckpt`,
+    /// or named like an announced file?
+    pub fn is_checkpoint_file(&self, base: &str) -> bool {
+        base.ends_with(".ckpt") || self.files.contains(&generalise(base))
     }
 }
 
@@ -141,7 +181,7 @@ impl Shape {
                 continue;
             }
             let pointer = snap.pointers.iter().any(|p| p.name == e.name);
-            if e.base().ends_with(".ckpt") && e.kind != EntryKind::Dir {
+            if e.kind != EntryKind::Dir && patterns.is_checkpoint_file(e.base()) {
                 s.files.insert(e.comparable());
             } else if !pointer {
                 s.others.insert(e.to_string());
@@ -354,6 +394,31 @@ pub(crate) mod tests {
 
     fn items(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn files_named_like_the_announced_ones_are_checkpoints() {
+        // A hand-written loop: torch.save into last.pt and step-N.pt.
+        let s = snap(&[
+            "last.pt",
+            "step-8.pt",
+            "step-12.pt",
+            "train.log",
+            "a/step-3.pt",
+        ]);
+        let saves = [saved(8, "step-8.pt", 0), saved(12, "last.pt", 0)];
+        let pats = Patterns::learn(&saves, &s);
+        assert!(pats.is_checkpoint_file("step-100.pt") && pats.is_checkpoint_file("x.ckpt"));
+        assert!(!pats.is_checkpoint_file("train.log") && !pats.is_checkpoint_dir("step-8.pt"));
+        let shape = Shape::of(&s, &pats);
+        assert_eq!(
+            shape.files.iter().collect::<Vec<_>>(),
+            ["a/step-3.pt", "last.pt", "step-12.pt", "step-8.pt"]
+        );
+        assert_eq!(shape.others.iter().collect::<Vec<_>>(), ["train.log"]);
+        // Announced names that are gone teach nothing.
+        let gone = Patterns::learn(&[saved(4, "step-4.pt", 0)], &snap(&["train.log"]));
+        assert!(!gone.is_checkpoint_file("step-4.pt"));
     }
 
     #[test]

@@ -102,11 +102,15 @@ impl Io {
             None => self.pause_at(When::Before, &[path]),
         }
         if let Some(log) = &mut self.log {
+            // A rename names both paths, `from` first, as a traced census does.
+            let mut paths: Vec<String> =
+                self.also.iter().map(|f| f.display().to_string()).collect();
+            paths.push(path.display().to_string());
             log.push(CensusEntry {
                 index: self.count,
                 call: kind,
                 name: kind.name().to_string(),
-                paths: vec![path.display().to_string()],
+                paths,
                 phase: self.phase,
                 fd: None,
                 offset: None,
