@@ -102,7 +102,8 @@ configs_for() {
         hf-*)
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
             echo "$base-newest|newest|hf-trainer/train.py|--save-steps 4"
-            echo "$base-path|path|hf-trainer/train.py|--save-steps 4"
+            # Not `path`: the Trainer writes no last.ckpt, and certify refuses a
+            # resume file the subject never makes (exit 2, with this advice).
             ;;
     esac
 }

@@ -61,7 +61,8 @@ pub struct CertifyArgs {
     pub seed: u64,
     /// What resume runs get: path (<dir>/last.ckpt), last, best, newest (the newest
     /// complete checkpoint the subject announced, file or directory), or a file name in
-    /// the checkpoint directory.
+    /// the checkpoint directory. A file the uninterrupted run never makes, while it
+    /// announces its saves under other names (last.pt, checkpoint-N/), is refused (exit 2).
     #[arg(long, default_value = "path")]
     pub resume_arg: String,
     /// Record this environment variable in the report and print it in every replay
