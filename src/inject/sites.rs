@@ -2,7 +2,8 @@
 //! step. A site is the call's family (`rename`, `write`, ...) and its path
 //! inside the sandbox with every volatile part replaced by `#`: numbers
 //! (`step=#.ckpt`), process ids (`.last.ckpt.tmp-#`) and random temporary
-//! names (`tmpab12cd_` becomes `tmp#`). `symlink checkpoints/last.ckpt` after
+//! names (`tmpab12cd_` becomes `tmp#`; Python's 8-character probe of
+//! TMPDIR, `tmp/izkvqscg`, becomes `tmp/#`). `symlink checkpoints/last.ckpt` after
 //! every save is one site; so is every write of every checkpoint file. For
 //! the simulated trainer's `op` points the moment (`before`, `mid`, `after`)
 //! is part of the site.
@@ -12,6 +13,8 @@
 //! assert_eq!(path_pattern("work/checkpoints/.step=10.ckpt.tmp-4242"), "work/checkpoints/.step=#.ckpt.tmp-#");
 //! assert_eq!(path_pattern("tmp/tmpab1x_9zq/epoch=0-step=12.ckpt"), "tmp/tmp#/epoch=#-step=#.ckpt");
 //! assert_eq!(path_pattern("tmp/tmpabcdefgh"), "tmp/tmp#");
+//! assert_eq!(path_pattern("tmp/izkvqscg"), "tmp/#"); // Python's tempfile probe
+//! assert_eq!(path_pattern("tmp/izkvqscg/a"), "tmp/izkvqscg/a");
 //! assert_eq!(path_pattern("a/.x.tmp -> a/last.ckpt"), "a/.x.tmp -> a/last.ckpt");
 //! ```
 
@@ -86,6 +89,17 @@ pub fn path_pattern(path: &str) -> String {
 }
 
 fn pattern_one(path: &str) -> String {
+    // Python's `tempfile` probes TMPDIR, at its first use, with a file of 8
+    // random characters from `a-z0-9_`, digits or not (`tmp/izkvqscg`).
+    if let Some(name) = path.strip_prefix("tmp/") {
+        let probe = name.len() == 8
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if probe {
+            return "tmp/#".into();
+        }
+    }
     let mut out = String::with_capacity(path.len());
     let mut token = String::new();
     for c in path.chars() {
