@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run `crashpoint certify` on the framework examples (Lightning, the Hugging Face
-# Trainer, and the plain torch loop in each Lightning venv), one bounded run per
-# (venv, configuration), and write a JSON report and a text log for each.
+# Trainer, Accelerate in each hf venv, the plain torch loop in each Lightning venv),
+# one bounded run per (venv, configuration), and write a JSON report and a text log
+# for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
 #
@@ -29,7 +30,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -102,6 +103,7 @@ configs_for() {
         hf-*)
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
             echo "$base-newest|newest|hf-trainer/train.py|--save-steps 4"
+            echo "$base-accelerate-last|last|accelerate/train.py|--every 4"
             # Not `path`: the Trainer writes no last.ckpt, and certify refuses a
             # resume file the subject never makes (exit 2, with this advice).
             ;;
