@@ -33,8 +33,6 @@ PROG = "accelerate/train.py"
 
 N_SAMPLES = 64
 BATCH = 4                 # 16 steps per epoch
-IN_DIM, HIDDEN = 16, 32
-DROPOUT = 0.1
 BASE_LR = 0.01
 WARMUP = 4
 
@@ -90,16 +88,11 @@ def main(argv):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
-    g = torch.Generator().manual_seed(ca.derive_seed(proto.seed, "dataset"))
-    x = torch.randn(N_SAMPLES, IN_DIM, generator=g)
-    y = x @ torch.randn(IN_DIM, 1, generator=g) + 0.1 * torch.randn(N_SAMPLES, 1, generator=g)
 
     # Every global RNG from the seed: Accelerate saves and restores all three.
-    torch.manual_seed(ca.derive_seed(proto.seed, "init"))
+    x, y, model = ca.tiny_regression(proto.seed, samples=N_SAMPLES)
     np.random.seed(ca.derive_seed(proto.seed, "numpy", bits=32))
     random.seed(ca.derive_seed(proto.seed, "python"))
-    model = nn.Sequential(nn.Linear(IN_DIM, HIDDEN), nn.GELU(), nn.Dropout(DROPOUT),
-                          nn.Linear(HIDDEN, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=BASE_LR)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
 
@@ -133,10 +126,7 @@ def main(argv):
 
     model.train()
     while progress.step < proto.max_steps:
-        order = torch.randperm(
-            N_SAMPLES, generator=torch.Generator().manual_seed(
-                ca.derive_seed(proto.seed, f"epoch-{progress.epoch}"))).tolist()
-        idx = order[progress.pos:progress.pos + BATCH]
+        idx = ca.epoch_batch(proto.seed, progress.epoch, progress.pos, BATCH, N_SAMPLES)
         loss = nn.functional.mse_loss(model(x[idx]), y[idx])
         opt.zero_grad()
         accelerator.backward(loss)

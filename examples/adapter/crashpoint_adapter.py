@@ -453,6 +453,29 @@ def set_rng_states(st):
         torch.cuda.set_rng_state_all(st["torch_cuda"])
 
 
+def tiny_regression(seed, samples=64, in_dim=16, hidden=32, dropout=0.1):
+    """Synthetic regression data (x, y) and a tiny MLP, both made from `seed` alone
+    (torch's global RNG is seeded for the model's initialisation): the problem the
+    plain torch loop and the Accelerate example train on."""
+    import torch
+    from torch import nn
+    g = torch.Generator().manual_seed(derive_seed(seed, "dataset"))
+    x = torch.randn(samples, in_dim, generator=g)
+    y = x @ torch.randn(in_dim, 1, generator=g) + 0.1 * torch.randn(samples, 1, generator=g)
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                          nn.Linear(hidden, 1))
+    return x, y, model
+
+
+def epoch_batch(seed, epoch, pos, batch, samples):
+    """The sample indices of the batch at position `pos` of epoch `epoch`: a
+    permutation drawn from (seed, epoch) alone, so a resume mid-epoch continues it."""
+    import torch
+    g = torch.Generator().manual_seed(derive_seed(seed, f"epoch-{epoch}"))
+    return torch.randperm(samples, generator=g).tolist()[pos:pos + batch]
+
+
 def torch_state_report(step, parts, resumed_from_step, extra=None):
     """state_report with the torch/numpy converter."""
     return state_report(step, parts, resumed_from_step, convert=torch_canonical, extra=extra)

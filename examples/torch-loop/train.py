@@ -38,8 +38,6 @@ PROG = "torch-loop/train.py"
 
 N_SAMPLES = 64
 BATCH = 4                 # 16 steps per epoch
-IN_DIM, HIDDEN = 16, 32
-DROPOUT = 0.1
 BASE_LR = 0.01
 WARMUP = 4
 
@@ -113,13 +111,8 @@ def main(argv):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
-    g = torch.Generator().manual_seed(ca.derive_seed(proto.seed, "dataset"))
-    x = torch.randn(N_SAMPLES, IN_DIM, generator=g)
-    y = x @ torch.randn(IN_DIM, 1, generator=g) + 0.1 * torch.randn(N_SAMPLES, 1, generator=g)
 
-    torch.manual_seed(ca.derive_seed(proto.seed, "init"))
-    model = nn.Sequential(nn.Linear(IN_DIM, HIDDEN), nn.GELU(), nn.Dropout(DROPOUT),
-                          nn.Linear(HIDDEN, 1))
+    x, y, model = ca.tiny_regression(proto.seed, samples=N_SAMPLES)
     opt = torch.optim.AdamW(model.parameters(), lr=BASE_LR)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
     step, epoch, pos = 0, 0, 0
@@ -149,10 +142,7 @@ def main(argv):
         os.makedirs(proto.ckpt_dir, exist_ok=True)
     model.train()
     while step < proto.max_steps:
-        order = torch.randperm(
-            N_SAMPLES, generator=torch.Generator().manual_seed(
-                ca.derive_seed(proto.seed, f"epoch-{epoch}"))).tolist()
-        idx = order[pos:pos + BATCH]
+        idx = ca.epoch_batch(proto.seed, epoch, pos, BATCH, N_SAMPLES)
         loss = nn.functional.mse_loss(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
