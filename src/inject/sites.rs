@@ -14,6 +14,8 @@
 //! assert_eq!(path_pattern("tmp/tmpab1x_9zq/epoch=0-step=12.ckpt"), "tmp/tmp#/epoch=#-step=#.ckpt");
 //! assert_eq!(path_pattern("tmp/tmpabcdefgh"), "tmp/tmp#");
 //! assert_eq!(path_pattern("tmp/izkvqscg"), "tmp/#"); // Python's tempfile probe
+//! assert_eq!(path_pattern("c/checkpoint_12/random_states_0.pkl"), "c/checkpoint_#/random_states_#.pkl");
+//! assert_eq!(path_pattern("c/.last.ckpt.ab1x_9zq"), "c/.last.ckpt.#");
 //! assert_eq!(path_pattern("tmp/izkvqscg/a"), "tmp/izkvqscg/a");
 //! assert_eq!(path_pattern("a/.x.tmp -> a/last.ckpt"), "a/.x.tmp -> a/last.ckpt");
 //! ```
@@ -129,10 +131,26 @@ fn flush(out: &mut String, token: &mut String) {
         out.push_str(token);
     } else if tmp {
         out.push_str("tmp#");
+    } else if let Some(stem) = numbered_stem(token) {
+        // `checkpoint_12`, `random_states_0`: the name, and `#` for its number.
+        out.push_str(stem);
+        out.push_str("_#");
     } else {
         out.push('#');
     }
     token.clear();
+}
+
+/// The stem of a name that is words joined by `_` and then a number
+/// (`checkpoint_12` gives `checkpoint`, `random_states_0` gives
+/// `random_states`): every word three letters or more, without digits.
+/// Random names (`ab1x_9zq`) are not: their last part is not all digits.
+fn numbered_stem(token: &str) -> Option<&str> {
+    let (stem, number) = token.rsplit_once('_')?;
+    let words = stem
+        .split('_')
+        .all(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_alphabetic()));
+    (words && !number.is_empty() && number.chars().all(|c| c.is_ascii_digit())).then_some(stem)
 }
 
 /// The site of census entry `e`, for a point at moment `when` (op points).
