@@ -285,7 +285,7 @@ fn reference_verdict(
         notes.push(n);
     }
     if !recognised {
-        notes.push("the final checkpoint tree holds no checkpoint of a known shape (*.ckpt, checkpoint-<N>/ or an announced directory, latest): dir-mismatch has nothing to compare".into());
+        notes.push("the final checkpoint tree holds no checkpoint of a known shape (*.ckpt, checkpoint-<N>/, an announced file or directory, latest): dir-mismatch has nothing to compare".into());
     }
     let elsewhere: Vec<&str> = saves
         .iter()
