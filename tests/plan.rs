@@ -2,31 +2,38 @@
 //! sampled, budgeted or inconclusive run may claim, and that `--cases 6`
 //! catches every window bug of the Python example whatever the seed.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 mod common;
 use common::{certify_raw as certify, kinds, text};
+
+/// The first `cases` points of the Python example with `bug`, layout
+/// `relative`, 10 steps, crash seed `seed`.
+fn first_cases(cases: &str, seed: &str, bug: &[&str]) -> (Output, serde_json::Value) {
+    let mut args = vec![
+        "--layouts",
+        "relative",
+        "--cases",
+        cases,
+        "--max-steps",
+        "10",
+        "--seed",
+        seed,
+        "--",
+        "python3",
+        "examples/python/trainer.py",
+    ];
+    args.extend(bug);
+    let (o, v, _) = certify(&args);
+    (o, v)
+}
 
 /// `--cases 6` on one window bug of the Python example, for seeds 0..5:
 /// each must fail with one of `want`.
 fn six_cases_catch(bug: &[&str], want: &[&str]) {
     for seed in 0..5 {
         let seed = seed.to_string();
-        let mut args = vec![
-            "--layouts",
-            "relative",
-            "--cases",
-            "6",
-            "--max-steps",
-            "10",
-            "--seed",
-            &seed,
-            "--",
-            "python3",
-            "examples/python/trainer.py",
-        ];
-        args.extend(bug);
-        let (o, v, _) = certify(&args);
+        let (o, v) = first_cases("6", &seed, bug);
         assert_eq!(o.status.code(), Some(1), "seed {seed}: {}", text(&o));
         let k = kinds(&v);
         assert!(
@@ -96,21 +103,7 @@ fn the_first_case_is_inside_a_file_rewritten_in_place() {
     // its first write into the reopened file ranks with the unlinks, ahead
     // of the rotation's unlink that comes later in the census.
     for seed in ["0", "3"] {
-        let (o, v, _) = certify(&[
-            "--layouts",
-            "relative",
-            "--cases",
-            "1",
-            "--max-steps",
-            "10",
-            "--seed",
-            seed,
-            "--",
-            "python3",
-            "examples/python/trainer.py",
-            "--bug",
-            "torn-write",
-        ]);
+        let (o, v) = first_cases("1", seed, &["--bug", "torn-write"]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert_eq!(kinds(&v), ["resume-failed"], "{}", text(&o));
         let name = v["failures"][0]["name"].as_str().unwrap_or_default();

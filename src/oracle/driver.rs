@@ -18,7 +18,7 @@ use crate::protocol::Event;
 use crate::runner::{Exit, RunRequest, RunResult, RunnerError};
 use crate::store::StateId;
 
-use super::checks::loadable::surviving;
+use super::checks::loadable::newest_surviving;
 use super::checks::shape::{Announced, CkptPath};
 use super::obs::{Observations, RunObs};
 use super::runs::{CaseRuns, KillEach};
@@ -300,9 +300,7 @@ impl<'a> Driver<'a> {
         let shape = &self.reference.shape;
         match &self.target.resume {
             ResumeMode::Newest => {
-                let newest = surviving(shape, &snap, &saves)
-                    .into_iter()
-                    .max_by_key(|a| a.step)?;
+                let newest = newest_surviving(shape, &snap, &saves)?;
                 let at = match &newest.at {
                     CkptPath::InDir(p) | CkptPath::Elsewhere(p) => p.as_str(),
                 };

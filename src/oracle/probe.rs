@@ -18,7 +18,7 @@ use crate::inject::Probe;
 use crate::observe::{DirSnapshot, EntryKind, Resolution};
 use crate::runner::{Exit, RunnerError};
 
-use super::checks::loadable::surviving;
+use super::checks::loadable::newest_surviving;
 use super::checks::shape::CkptPath;
 use super::driver::{prepare, Driver};
 use super::runs::{KillEach, Runs};
@@ -317,19 +317,18 @@ fn corrupt_target(
         Some(_) => Some(Victim::Files(vec![name.to_string()])),
         None => None,
     };
+    // The newest announced checkpoint that survives, inside the directory.
+    let newest = || {
+        let saves = d.observations().saves();
+        match &newest_surviving(&d.reference().shape, snap, &saves)?.at {
+            CkptPath::InDir(p) => Some(p.clone()),
+            CkptPath::Elsewhere(_) => None,
+        }
+    };
     let v = match &target.resume {
-        ResumeMode::Path => as_victim("last.ckpt"),
-        ResumeMode::Best => as_victim("best.ckpt"),
-        ResumeMode::File(f) => as_victim(f),
         ResumeMode::Newest => {
-            let saves = d.observations().saves();
-            let newest = surviving(&d.reference().shape, snap, &saves)
-                .into_iter()
-                .max_by_key(|a| a.step)?;
-            let CkptPath::InDir(p) = &newest.at else {
-                return None;
-            };
-            return as_victim(p).map(|v| (v, Some(p.clone())));
+            let p = newest()?;
+            return as_victim(&p).map(|v| (v, Some(p)));
         }
         ResumeMode::Last => {
             let lasts: Vec<String> = snap
@@ -355,20 +354,12 @@ fn corrupt_target(
                     .filter(|e| e.kind == EntryKind::Dir && patterns.is_checkpoint_dir(e.base()))
                     .max_by_key(|e| (number(e.base()), e.name.clone()))
                     .and_then(|e| as_victim(&e.name))
-                    .or_else(|| {
-                        // Otherwise the newest announced checkpoint still there
-                        // (`step-12.pt` of a loop that keeps no `last` name).
-                        let saves = d.observations().saves();
-                        let newest = surviving(&d.reference().shape, snap, &saves)
-                            .into_iter()
-                            .max_by_key(|a| a.step)?;
-                        match &newest.at {
-                            CkptPath::InDir(p) => as_victim(p),
-                            CkptPath::Elsewhere(_) => None,
-                        }
-                    })
+                    // Otherwise the newest announced checkpoint still there
+                    // (`step-12.pt` of a loop that keeps no `last` name).
+                    .or_else(|| as_victim(&newest()?))
             }
         }
+        mode => as_victim(mode.file()?),
     };
     v.map(|v| (v, None))
 }

@@ -207,10 +207,10 @@ fn resume_never_made(
     saves: &[Announced],
     census: &[crate::census::CensusEntry],
 ) -> Option<ReferenceError> {
+    // `best` is a keyword the subject resolves itself.
     let name = match &target.resume {
-        ResumeMode::Path => "last.ckpt".to_string(),
-        ResumeMode::File(f) => f.clone(),
-        _ => return None,
+        ResumeMode::Best => return None,
+        mode => mode.file()?.to_string(),
     };
     let announced: Vec<&str> = saves
         .iter()

@@ -64,12 +64,33 @@ impl ResumeMode {
         }
     }
 
+    /// The file in the checkpoint directory this mode resumes from, when it
+    /// is one fixed file: `last.ckpt` for `path`, `best.ckpt` for `best`
+    /// (which the subject is told as a keyword), the name given.
+    ///
+    /// ```
+    /// use crashpoint::oracle::ResumeMode;
+    /// assert_eq!(ResumeMode::Path.file(), Some("last.ckpt"));
+    /// assert_eq!(ResumeMode::parse("last.pt").file(), Some("last.pt"));
+    /// assert_eq!(ResumeMode::Newest.file(), None);
+    /// ```
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            ResumeMode::Path => Some("last.ckpt"),
+            ResumeMode::Best => Some("best.ckpt"),
+            ResumeMode::File(f) => Some(f),
+            ResumeMode::Last | ResumeMode::Newest => None,
+        }
+    }
+
     /// Does the tree hold what this mode resumes from (as a name, even a
     /// dangling link)? `Newest` is decided from the announced saves instead
     /// (see the driver), so it is never "present" here.
     pub fn present(&self, snap: &DirSnapshot, patterns: &Patterns) -> bool {
         match self {
-            ResumeMode::Path => snap.get("last.ckpt").is_some(),
+            ResumeMode::Path | ResumeMode::Best | ResumeMode::File(_) => {
+                self.file().is_some_and(|f| snap.get(f).is_some())
+            }
             ResumeMode::Last => {
                 snap.entries.iter().any(|e| {
                     let b = e.base();
@@ -80,9 +101,7 @@ impl ResumeMode {
                         || (e.kind == EntryKind::Dir && patterns.is_checkpoint_dir(b))
                 }) || !snap.pointers.is_empty()
             }
-            ResumeMode::Best => snap.get("best.ckpt").is_some(),
             ResumeMode::Newest => false,
-            ResumeMode::File(f) => snap.get(f).is_some(),
         }
     }
 }

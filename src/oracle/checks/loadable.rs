@@ -117,6 +117,18 @@ pub fn surviving<'a>(
         .collect()
 }
 
+/// The newest (highest step) of the announced saves that are still there
+/// and complete in `snap`: what resume mode `newest` names.
+pub fn newest_surviving<'a>(
+    shape: &RefShape,
+    snap: &DirSnapshot,
+    saves: &'a [Announced],
+) -> Option<&'a Announced> {
+    surviving(shape, snap, saves)
+        .into_iter()
+        .max_by_key(|a| a.step)
+}
+
 /// The checkpoint directories of `snap` (by the reference's names) that are
 /// complete, announced or not: a kill between a save and its `saved` event
 /// (inside the rotation that follows it, say) leaves one a resume finds.
