@@ -13,7 +13,14 @@
 //! - `uniform / w-f` and `time / w-f`: how many times more cases uniform
 //!   sampling and time mode (window) needed than windows-first (the goal
 //!   is 10 or more; where a large share of the points fail, uniform
-//!   sampling needs few cases too, and no order can be ten times better).
+//!   sampling needs few cases too, and no order can be ten times better);
+//! - `every seed`: the budget that catches the bug whatever the seed, what
+//!   `--cases N` in a CI job must be set to: windows-first's own position
+//!   (its first round, every site once, does not depend on the seed; a
+//!   position past the number of sites would), for
+//!   uniform sampling `points - failing + 1` (a draw can leave every
+//!   failing point to the end), for time mode the most cases any seed
+//!   needed (`>N` when one found nothing).
 //!
 //! Subjects: the simulated trainer's zoo mutants on their scenarios (`op`
 //! points) and the Python example's bugs (`syscall` points), layout
@@ -46,6 +53,7 @@ struct Row {
     windows_first: Option<usize>,
     uniform: Option<f64>,
     time_window: String,
+    time_window_max: String,
     time_whole: String,
 }
 
@@ -56,8 +64,8 @@ fn fails(target: &Target, r: &Reference, plan: &CrashPlan, dir: &Path) -> bool {
     !out.passed()
 }
 
-/// Time-mode cases until the first failure, averaged over `seeds`; `>max`
-/// when some seed found none.
+/// Time-mode cases until the first failure, averaged over `seeds`, and the
+/// most any seed needed; `>max` when some seed found none.
 fn time_hunt(
     target: &Target,
     r: &Reference,
@@ -65,8 +73,9 @@ fn time_hunt(
     max: usize,
     whole: bool,
     dir: &Path,
-) -> String {
+) -> (String, String) {
     let mut total = 0;
+    let mut most = 0;
     for seed in 0..seeds {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let found = (1..=max).find(|_| {
@@ -85,11 +94,17 @@ fn time_hunt(
             )
         });
         match found {
-            Some(n) => total += n,
-            None => return format!(">{max}"),
+            Some(n) => {
+                total += n;
+                most = most.max(n);
+            }
+            None => return (format!(">{max}"), format!(">{max}")),
         }
     }
-    format!("{:.1}", total as f64 / seeds as f64)
+    (
+        format!("{:.1}", total as f64 / seeds as f64),
+        most.to_string(),
+    )
 }
 
 fn measure(name: &str, target: Target, work: &Path, seeds: u64, max_time: usize) -> Row {
@@ -140,6 +155,7 @@ fn measure(name: &str, target: Target, work: &Path, seeds: u64, max_time: usize)
         ..target.clone()
     };
     let rt = oracle::reference(&timed, Layout::Relative, work).expect("time reference");
+    let (time_window, time_window_max) = time_hunt(&timed, &rt, seeds, max_time, false, &dir);
     Row {
         subject: name.to_string(),
         points: order.len(),
@@ -147,8 +163,9 @@ fn measure(name: &str, target: Target, work: &Path, seeds: u64, max_time: usize)
         failing: failing.len(),
         windows_first,
         uniform,
-        time_window: time_hunt(&timed, &rt, seeds, max_time, false, &dir),
-        time_whole: time_hunt(&timed, &rt, seeds, max_time, true, &dir),
+        time_window,
+        time_window_max,
+        time_whole: time_hunt(&timed, &rt, seeds, max_time, true, &dir).0,
     }
 }
 
@@ -226,6 +243,9 @@ fn main() {
         "time (whole run)".into(),
         "uniform / w-f".into(),
         "time / w-f".into(),
+        "every seed: w-f".into(),
+        "uniform".into(),
+        "time".into(),
     ]];
     for r in &rows {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "never".into());
@@ -243,6 +263,13 @@ fn main() {
                 r.windows_first,
             ),
             ratio(&r.time_window, r.windows_first),
+            opt(r.windows_first.map(|n| n.to_string())),
+            if r.failing == 0 {
+                "never".into()
+            } else {
+                (r.points - r.failing + 1).to_string()
+            },
+            r.time_window_max.clone(),
         ]);
     }
     print!("{}", crashpoint::report::render(&lines));

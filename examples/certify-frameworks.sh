@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Run `crashpoint certify` on the framework examples (Lightning, the Hugging Face
-# Trainer, Accelerate in each hf venv, the plain torch loop in each Lightning venv),
+# Trainer, Accelerate in each hf venv, the plain torch loop and the
+# torch.distributed.checkpoint loop in each Lightning venv,
+# timm's CheckpointSaver in each timm venv),
 # one bounded run per (venv, configuration), and write a JSON report and a text log
 # for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
 #
 # The venvs come from examples/make-venv.sh: every directory
-# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-* and hf-* that
+# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-* and timm-* that
 # make-venv.sh finished is used (or name them with --venv, repeatable).
 #
 # Options:
@@ -30,7 +32,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -66,7 +68,7 @@ fi
 root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
 if [[ ${#venvs[@]} -eq 0 ]]; then
     shopt -s nullglob
-    for d in "$root"/lightning-* "$root"/hf-*; do
+    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-*; do
         [[ -f $d/.crashpoint-venv-ok ]] && venvs+=("$d")
     done
     shopt -u nullglob
@@ -99,6 +101,8 @@ configs_for() {
             # The plain torch loop needs only torch, which this venv has.
             echo "$base-torch-loop-inplace|last|torch-loop/train.py|--every 4"
             echo "$base-torch-loop-atomic|last|torch-loop/train.py|--every 4 --save atomic --keep-steps"
+            echo "$base-torch-dcp-last|last|torch-dcp/train.py|--every 4"
+            echo "$base-torch-dcp-find-any|last|torch-dcp/train.py|--every 4 --find any"
             ;;
         hf-*)
             echo "$base-last|last|hf-trainer/train.py|--save-steps 4"
@@ -106,6 +110,11 @@ configs_for() {
             echo "$base-accelerate-last|last|accelerate/train.py|--every 4"
             # Not `path`: the Trainer writes no last.ckpt, and certify refuses a
             # resume file the subject never makes (exit 2, with this advice).
+            ;;
+        timm-*)
+            # Epochs of 2 steps: a CheckpointSaver save every 2 steps.
+            echo "$base-saver-last|last|timm/train.py|--epoch-steps 2"
+            echo "$base-saver-rng-once|last|timm/train.py|--epoch-steps 2 --rng once"
             ;;
     esac
 }

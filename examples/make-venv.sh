@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Make a virtual environment, outside the repository, with one framework version
-# for the framework examples (examples/lightning, examples/hf-trainer).
+# for the framework examples (examples/lightning, examples/hf-trainer,
+# examples/accelerate, examples/torch-loop, examples/torch-dcp, examples/timm).
 #
 #   examples/make-venv.sh lightning 2.1.3      # pytorch-lightning 2.1.3 + a torch it works with
 #   examples/make-venv.sh lightning 2.6.6
 #   examples/make-venv.sh hf 5.24.0            # transformers 5.24.0 + accelerate + torch
+#   examples/make-venv.sh timm 1.0.31          # timm 1.0.31 + the torch its torchvision needs
 #
 # Where: ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/<framework>-<version>
 # (override the whole path with --dir DIR). Prints the venv's python at the end.
@@ -21,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -67,13 +69,21 @@ case $framework in
         framework=hf
         pkgs=("transformers==$version" "accelerate")
         ;;
+    timm)
+        # timm needs torchvision, and a torchvision release pins one torch
+        # release: let pip pick the pair unless --torch says otherwise.
+        pkgs=("timm==$version")
+        torch_ver=${torch_ver:-any}
+        ;;
     *)
-        echo "make-venv.sh: unknown framework '$framework' (lightning or hf)" >&2
+        echo "make-venv.sh: unknown framework '$framework' (lightning, hf or timm)" >&2
         exit 2
         ;;
 esac
 
-if [[ -n $torch_ver ]]; then
+if [[ $torch_ver == any ]]; then
+    :
+elif [[ -n $torch_ver ]]; then
     pkgs+=("torch==$torch_ver")
 else
     pkgs+=("torch")
@@ -111,6 +121,10 @@ fw = sys.argv[1]
 if fw == "lightning":
     import pytorch_lightning as pl
     print("pytorch_lightning", pl.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
+elif fw == "timm":
+    import timm
+    from timm.utils import CheckpointSaver
+    print("timm", timm.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
 else:
     import transformers, accelerate
     print("transformers", transformers.__version__, "accelerate", accelerate.__version__,

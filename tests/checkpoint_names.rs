@@ -3,7 +3,9 @@
 //! `tests/fixtures/rewrites-last-pt.sh` rewrites `last.pt` in place after
 //! every step. The harness must know `last.pt` for a checkpoint, run the
 //! rewrite's torn moment first, and refuse a resume argument the subject
-//! never makes instead of failing every case.
+//! never makes instead of failing every case. And hard links of a
+//! checkpoint (`tests/fixtures/links-like-timm.sh`, timm's
+//! `checkpoint-<N>.pth.tar` of `last.pth.tar`) are copies that survive.
 
 mod common;
 use common::{certify, kinds, text};
@@ -83,4 +85,39 @@ fn every_write_of_the_rewrite_fails_and_last_pt_is_a_checkpoint() {
     let w = v["warnings"].to_string();
     assert!(!w.contains("no checkpoint of a known shape"), "{w}");
     assert!(!w.contains("probe corrupt skipped"), "{w}");
+}
+
+#[test]
+fn a_hard_link_of_the_checkpoint_is_a_copy_that_survives_its_name() {
+    // Killed between `rm last.pth.tar` and `mv tmp.pth.tar last.pth.tar`:
+    // the restart given `last` fails, but checkpoint-<N>.pth.tar, a hard
+    // link of the last save, is still there: no `no-checkpoint`.
+    let mut args = vec!["--layouts", "relative", "--max-steps", "3", "--jobs", "2"];
+    args.extend(["--exhaustive", "--resume-arg", "last"]);
+    args.extend(["--", "sh", "tests/fixtures/links-like-timm.sh"]);
+    let (o, v) = certify(&args);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let mut failing: Vec<(String, String)> = v["failures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                    (s("name"), s("kind"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    failing.sort();
+    let rename = |n: u32, step: u32| {
+        format!("syscall:{n} rename work/checkpoints/tmp.pth.tar -> work/checkpoints/last.pth.tar (save of step {step})")
+    };
+    let want: Vec<(String, String)> = [(10, 2), (16, 3)]
+        .iter()
+        .flat_map(|&(n, s)| {
+            ["dir-mismatch", "resume-failed"].map(|k| (rename(n, s), k.to_string()))
+        })
+        .collect();
+    assert_eq!(failing, want, "{t}");
 }

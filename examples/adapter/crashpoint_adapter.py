@@ -456,7 +456,7 @@ def set_rng_states(st):
 def tiny_regression(seed, samples=64, in_dim=16, hidden=32, dropout=0.1):
     """Synthetic regression data (x, y) and a tiny MLP, both made from `seed` alone
     (torch's global RNG is seeded for the model's initialisation): the problem the
-    plain torch loop and the Accelerate example train on."""
+    plain torch loop, Accelerate, timm and DCP examples train on."""
     import torch
     from torch import nn
     g = torch.Generator().manual_seed(derive_seed(seed, "dataset"))

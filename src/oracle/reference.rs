@@ -137,6 +137,8 @@ pub fn reference_with(
             outside.push(p);
         }
     }
+    let mut shape = RefShape::learn(&da, &db, &saves);
+    shape.patterns.learn_links(&ra.census);
     if target.mode == Mode::Time {
         ra.census.clear();
     }
@@ -147,7 +149,6 @@ pub fn reference_with(
     let timeout = target
         .timeout
         .unwrap_or_else(|| (duration * 10).max(Duration::from_secs(10)));
-    let shape = RefShape::learn(&da, &db, &saves);
     if let Some(e) = resume_never_made(target, layout, &da, &saves, &ra.census) {
         return Err(e);
     }

@@ -2,8 +2,8 @@
 //! depth of the checkpoint tree: `dangling-last` (a `last*` link, or a
 //! `latest` file, that names nothing), `escaped-dir` (a link or `latest`
 //! file that resolves outside the checkpoint directory), and `no-checkpoint`
-//! (a save had completed, but no announced checkpoint survives complete and
-//! no pointer resolves).
+//! (a save had completed, but no announced checkpoint survives complete, no
+//! hard link of one survives and no pointer resolves).
 
 use crate::observe::{resolution_text, DirSnapshot, EntryKind, Resolution};
 use crate::verdict::{FailureKind, Finding};
@@ -141,11 +141,23 @@ pub fn complete_dirs<'a>(shape: &RefShape, snap: &'a DirSnapshot) -> Vec<&'a str
         .collect()
 }
 
+/// The files of `snap` named like the hard links the uninterrupted run made
+/// of checkpoint files (timm's `checkpoint-<epoch>.pth.tar` of
+/// `last.pth.tar`): complete copies of a checkpoint, announced or not.
+pub fn linked_copies<'a>(shape: &RefShape, snap: &'a DirSnapshot) -> Vec<&'a str> {
+    snap.entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::File { size } if size > 0))
+        .filter(|e| shape.patterns.is_checkpoint_link(e.base()))
+        .map(|e| e.name.as_str())
+        .collect()
+}
+
 /// `no-checkpoint` after a crash: `saves` (every save announced before and
 /// during the crashed run) is not empty, none of them survives complete in
-/// `snap`, no complete checkpoint directory is there and no pointer
-/// resolves. Without announced saves nothing is claimed (the protocol asks
-/// for a completed save first).
+/// `snap`, no hard link of a checkpoint file, no complete checkpoint
+/// directory is there and no pointer resolves. Without announced saves
+/// nothing is claimed (the protocol asks for a completed save first).
 pub fn no_checkpoint(
     shape: &RefShape,
     snap: &DirSnapshot,
@@ -157,6 +169,7 @@ pub fn no_checkpoint(
         || !surviving(shape, snap, saves).is_empty()
         || !resolving_pointers(shape, snap).is_empty()
         || !complete_dirs(shape, snap).is_empty()
+        || !linked_copies(shape, snap).is_empty()
     {
         return None;
     }
@@ -297,6 +310,42 @@ mod tests {
         let s = snap(&["checkpoints/", "checkpoints/last.ckpt->!"]);
         let f = no_checkpoint(&shape, &s, &saves, 1, "after crash 1").unwrap();
         assert!(!f.detail.contains("never announced"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_hard_link_of_a_checkpoint_file_is_loadable() {
+        // timm's CheckpointSaver: killed between `unlink last.pth.tar` and
+        // `rename tmp.pth.tar -> last.pth.tar`; the announced file is gone
+        // but checkpoint-0.pth.tar, a hard link made of it, is the same file.
+        let reference = snap(&["last.pth.tar", "checkpoint-5.pth.tar"]);
+        let saves = [saved(2, "last.pth.tar", 1)];
+        let mut shape = RefShape::learn(&reference, &reference, &saves);
+        let crashed = snap(&["checkpoint-0.pth.tar", "tmp.pth.tar#3"]);
+        let f = no_checkpoint(&shape, &crashed, &saves, 1, "x");
+        assert_eq!(f.map(|f| f.kind), Some(FailureKind::NoCheckpoint));
+        let link = |from: &str, to: &str| crate::census::CensusEntry {
+            index: 1,
+            call: crate::census::Call::Link,
+            name: "linkat".into(),
+            paths: vec![from.into(), to.into()],
+            phase: Default::default(),
+            fd: None,
+            offset: None,
+            len: None,
+        };
+        // A link of something else (a temporary file) teaches nothing.
+        shape
+            .patterns
+            .learn_links(&[link("work/c/tmp.pth.tar", "work/c/checkpoint-1.pth.tar")]);
+        assert!(no_checkpoint(&shape, &crashed, &saves, 1, "x").is_some());
+        shape
+            .patterns
+            .learn_links(&[link("work/c/last.pth.tar", "work/c/checkpoint-1.pth.tar")]);
+        assert_eq!(linked_copies(&shape, &crashed), ["checkpoint-0.pth.tar"]);
+        assert_eq!(no_checkpoint(&shape, &crashed, &saves, 1, "x"), None);
+        // An empty file of that name is no copy.
+        let empty = snap(&["checkpoint-0.pth.tar#0"]);
+        assert!(no_checkpoint(&shape, &empty, &saves, 1, "x").is_some());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! `step-#.pt`, at any depth; `checkpoint-<N>/` directories and directories
 //! named like the ones the subject announced), which are pointers (links or
 //! copies named `last*.ckpt` / `best*.ckpt`, `latest` text files), and
-//! whether an announced checkpoint is still complete.
+//! whether an announced checkpoint is still complete. Hard links the
+//! uninterrupted run made of announced checkpoint files (timm's
+//! `checkpoint-<epoch>.pth.tar` and `model_best.pth.tar` of `last.pth.tar`)
+//! are complete copies of a checkpoint wherever they survive.
 //!
 //! A checkpoint directory is *complete* when it holds the files (names, and
 //! sizes where the two reference runs agree on them) that the reference's
@@ -16,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::census::{Call, CensusEntry};
 use crate::observe::{DirSnapshot, EntryKind, Resolution};
 
 /// Where an announced checkpoint is.
@@ -67,6 +71,7 @@ impl Announced {
 pub struct Patterns {
     dirs: BTreeSet<String>,
     files: BTreeSet<String>,
+    links: BTreeSet<String>,
 }
 
 impl Default for Patterns {
@@ -74,8 +79,14 @@ impl Default for Patterns {
         Patterns {
             dirs: BTreeSet::from(["checkpoint-#".to_string()]),
             files: BTreeSet::new(),
+            links: BTreeSet::new(),
         }
     }
+}
+
+/// The last component of a `/`-separated path.
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// `name` with every run of digits replaced by `#`.
@@ -123,6 +134,47 @@ impl Patterns {
             }
         }
         p
+    }
+
+    /// Learns the names of the hard links that `census` (the uninterrupted
+    /// run's) made of checkpoint files: a link shares its file, so each is a
+    /// complete copy of the checkpoint it was made of.
+    ///
+    /// ```
+    /// use crashpoint::census::{Call, CensusEntry};
+    /// use crashpoint::oracle::checks::shape::Patterns;
+    /// let link = CensusEntry {
+    ///     index: 30,
+    ///     call: Call::Link,
+    ///     name: "linkat".into(),
+    ///     paths: vec![
+    ///         "work/checkpoints/last.ckpt".into(),
+    ///         "work/checkpoints/checkpoint-3.pth.tar".into(),
+    ///     ],
+    ///     phase: Default::default(),
+    ///     fd: None,
+    ///     offset: None,
+    ///     len: None,
+    /// };
+    /// let mut p = Patterns::default();
+    /// p.learn_links(&[link]);
+    /// assert!(p.is_checkpoint_link("checkpoint-7.pth.tar"));
+    /// assert!(!p.is_checkpoint_link("tmp.pth.tar"));
+    /// ```
+    pub fn learn_links(&mut self, census: &[CensusEntry]) {
+        for e in census.iter().filter(|e| e.call == Call::Link) {
+            if let [from, to] = &e.paths[..] {
+                if self.is_checkpoint_file(base(from)) && !self.is_checkpoint_file(base(to)) {
+                    self.links.insert(generalise(base(to)));
+                }
+            }
+        }
+    }
+
+    /// Is a file with this last component named like a hard link the
+    /// uninterrupted run made of a checkpoint file ([`Patterns::learn_links`])?
+    pub fn is_checkpoint_link(&self, base: &str) -> bool {
+        self.links.contains(&generalise(base))
     }
 
     /// Is a directory with this last component a checkpoint?
