@@ -5,7 +5,11 @@
 //! rewrite's torn moment first, and refuse a resume argument the subject
 //! never makes instead of failing every case. And hard links of a
 //! checkpoint (`tests/fixtures/links-like-timm.sh`, timm's
-//! `checkpoint-<N>.pth.tar` of `last.pth.tar`) are copies that survive.
+//! `checkpoint-<N>.pth.tar` of `last.pth.tar`) are copies that survive; a
+//! `last` copy under another name (`tests/fixtures/copies-last-like-fairseq.py`,
+//! fairseq's `checkpoint_last.pt`) is what `last` reads and what the
+//! corrupt probe damages; and detectron2's `last_checkpoint` text file
+//! (`tests/fixtures/tags-last-checkpoint.sh`) is a pointer.
 
 mod common;
 use common::{certify, kinds, text};
@@ -98,7 +102,21 @@ fn a_hard_link_of_the_checkpoint_is_a_copy_that_survives_its_name() {
     let (o, v) = certify(&args);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    let mut failing: Vec<(String, String)> = v["failures"]
+    let rename = |n: u32, step: u32| {
+        format!("syscall:{n} rename work/checkpoints/tmp.pth.tar -> work/checkpoints/last.pth.tar (save of step {step})")
+    };
+    let want: Vec<(String, String)> = [(10, 2), (16, 3)]
+        .iter()
+        .flat_map(|&(n, s)| {
+            ["dir-mismatch", "resume-failed"].map(|k| (rename(n, s), k.to_string()))
+        })
+        .collect();
+    assert_eq!(failing(&v), want, "{t}");
+}
+
+/// The failures of a report as sorted (name, kind) pairs.
+fn failing(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v["failures"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -109,15 +127,108 @@ fn a_hard_link_of_the_checkpoint_is_a_copy_that_survives_its_name() {
                 .collect()
         })
         .unwrap_or_default();
-    failing.sort();
-    let rename = |n: u32, step: u32| {
-        format!("syscall:{n} rename work/checkpoints/tmp.pth.tar -> work/checkpoints/last.pth.tar (save of step {step})")
+    out.sort();
+    out
+}
+
+#[test]
+fn a_last_copy_under_another_name_is_what_last_reads_and_what_the_probe_damages() {
+    // Each save: checkpoint<N>.pt atomically, then shutil.copyfile over
+    // checkpoint_last.pt, in place. A kill before the copy's first write
+    // leaves checkpoint_last.pt empty, and the restart given `last` refuses
+    // it. The corrupt probe must damage checkpoint_last.pt, which the
+    // subject reads (truncating checkpoint3.pt, the newest announced, made
+    // it resume from the intact copy: a false bad-resume-accepted).
+    let mut args = vec!["--layouts", "relative", "--max-steps", "3", "--jobs", "2"];
+    args.extend(["--exhaustive", "--resume-arg", "last"]);
+    args.extend([
+        "--",
+        "python3",
+        "tests/fixtures/copies-last-like-fairseq.py",
+    ]);
+    let (o, v) = certify(&args);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let write = |n: u32, step: u32| {
+        format!("syscall:{n} write work/checkpoints/checkpoint_last.pt (save last after the save of step {step})")
     };
-    let want: Vec<(String, String)> = [(10, 2), (16, 3)]
-        .iter()
-        .flat_map(|&(n, s)| {
-            ["dir-mismatch", "resume-failed"].map(|k| (rename(n, s), k.to_string()))
-        })
-        .collect();
-    assert_eq!(failing, want, "{t}");
+    let mut want = vec![
+        (write(12, 2), "dir-mismatch".to_string()),
+        (write(12, 2), "resume-failed".to_string()),
+        (write(18, 3), "resume-failed".to_string()),
+        (write(6, 1), "dir-mismatch".to_string()),
+        (write(6, 1), "resume-failed".to_string()),
+    ];
+    want.sort();
+    assert_eq!(failing(&v), want, "{t}");
+    let w = v["warnings"].to_string();
+    assert!(!w.contains("probe corrupt"), "{w}");
+    // The copy over a file that held a checkpoint is the first case.
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative",
+        "--max-steps",
+        "3",
+        "--cases",
+        "1",
+        "--resume-arg",
+        "last",
+        "--",
+        "python3",
+        "tests/fixtures/copies-last-like-fairseq.py",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        failing(&v),
+        [
+            (write(12, 2), "dir-mismatch".to_string()),
+            (write(12, 2), "resume-failed".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_last_checkpoint_file_rewritten_in_place_is_a_pointer_that_dangles() {
+    // fvcore's tag_last_checkpoint: `open("last_checkpoint", "w")` then one
+    // write of the newest file's name. A kill at that write leaves it
+    // empty: the pointer names nothing and the restart fails on it.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--layouts", "relative", "--max-steps", "3", "--jobs", "2"];
+        args.extend(extra);
+        args.extend(["--resume-arg", "last", "--"]);
+        args.extend(["sh", "tests/fixtures/tags-last-checkpoint.sh"]);
+        certify(&args)
+    };
+    let (o, v) = run(&["--exhaustive"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let mut want = Vec::new();
+    for (n, step) in [(5, 1), (9, 2), (13, 3)] {
+        let name = format!(
+            "syscall:{n} write work/checkpoints/last_checkpoint (pointer after the save of step {step})"
+        );
+        for kind in ["dangling-last", "dir-mismatch", "resume-failed"] {
+            want.push((name.clone(), kind.to_string()));
+        }
+    }
+    want.sort();
+    let mut got = failing(&v);
+    got.dedup();
+    assert_eq!(got, want, "{t}");
+    assert!(
+        t.contains("last_checkpoint is empty: it names no checkpoint"),
+        "{t}"
+    );
+    // The rewrite of a pointer that held a name is the first case.
+    let (o, v) = run(&["--cases", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let first = failing(&v);
+    assert!(
+        !first.is_empty()
+            && first
+                .iter()
+                .all(|(name, _)| name.starts_with("syscall:9 write")),
+        "{}",
+        text(&o)
+    );
 }

@@ -63,7 +63,8 @@ pub enum Resolution {
 }
 
 /// A small text file named `latest` or `latest.txt` (DeepSpeed's
-/// convention): the checkpoint it names, and where that resolves.
+/// convention) or `last_checkpoint` (detectron2's, mmengine's): the
+/// checkpoint it names, and where that resolves.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TextPointer {
     /// The pointer file, relative to the checkpoint directory.
@@ -110,9 +111,17 @@ fn resolve(path: &Path, real_dir: &Path, root: &Path) -> Resolution {
     }
 }
 
-/// Is `base` the name of a `latest` pointer file?
+/// Is `base` the name of a pointer file: DeepSpeed's `latest` (or
+/// `latest.txt`), or the `last_checkpoint` of detectron2's and mmengine's
+/// checkpointers, a text file naming the newest checkpoint?
+///
+/// ```
+/// use crashpoint::observe::is_pointer_name;
+/// assert!(is_pointer_name("latest") && is_pointer_name("last_checkpoint"));
+/// assert!(!is_pointer_name("last.ckpt"));
+/// ```
 pub fn is_pointer_name(base: &str) -> bool {
-    base == "latest" || base == "latest.txt"
+    matches!(base, "latest" | "latest.txt" | "last_checkpoint")
 }
 
 struct Scan<'a> {

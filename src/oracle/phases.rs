@@ -2,15 +2,18 @@
 //! its operations is for; a traced subject does not, so the phases of its
 //! system calls are read off the checkpoints it announced: the calls from
 //! the first one that touches a saved checkpoint to the last one are that
-//! save (`save of step 8`); later calls on a `last*.ckpt`, `best*.ckpt` or
-//! `latest` pointer are its relink or pointer update, removals of other
+//! save (`save of step 8`); later calls on a `last` checkpoint (a name
+//! with the word `last`: `last.ckpt`, `checkpoint_last.pt`), a
+//! `best*.ckpt` or a `latest` / `last_checkpoint` pointer are its copy,
+//! relink or pointer update, removals of other
 //! checkpoints its rotation, anything else still belongs to it (the fsync
 //! of the directory after the rename). Calls before the first save are the
 //! start. Only calls without a phase are named.
 
 use crate::census::{Call, CensusEntry, Phase, PhaseKind};
 
-use super::checks::shape::{Announced, CkptPath};
+use super::checks::shape::{mentions_last, Announced, CkptPath};
+use crate::observe::is_pointer_name;
 
 /// Does the census path `path` name the checkpoint `name` (relative to the
 /// checkpoint directory), or a file inside it?
@@ -27,7 +30,10 @@ fn after_save(e: &CensusEntry) -> PhaseKind {
     let last = e.paths.last().map(String::as_str).unwrap_or("");
     let base = last.rsplit('/').next().unwrap_or(last);
     let pointer = |prefix: &str| base.starts_with(prefix) && base.contains(".ckpt");
-    if pointer("last") || pointer(".last") {
+    if is_pointer_name(base) || base.starts_with(".latest") {
+        return PhaseKind::Pointer;
+    }
+    if mentions_last(base) {
         return match e.call {
             Call::Create | Call::Write | Call::Truncate => PhaseKind::SaveLast,
             _ => PhaseKind::RelinkLast,
@@ -35,9 +41,6 @@ fn after_save(e: &CensusEntry) -> PhaseKind {
     }
     if pointer("best") || pointer(".best") {
         return PhaseKind::RelinkBest;
-    }
-    if base == "latest" || base.starts_with(".latest") {
-        return PhaseKind::Pointer;
     }
     match e.call {
         Call::Unlink | Call::Rmdir => PhaseKind::Rotate,
@@ -245,6 +248,34 @@ mod tests {
                 "top-k after the save of step 8",
             ]
             .map(|s| s.replace("top-k", PhaseKind::Rotate.name()))
+        );
+    }
+
+    #[test]
+    fn copies_to_a_last_name_and_pointer_files_follow_their_save() {
+        // fairseq: checkpoint<N>.pt, then a copy over checkpoint_last.pt;
+        // detectron2: model_<N>.pth, then `last_checkpoint` naming it.
+        let mut c = vec![
+            call(1, Call::Create, &["w/c/checkpoint1.pt"]),
+            call(2, Call::Create, &["w/c/checkpoint_last.pt"]),
+            call(3, Call::Write, &["w/c/checkpoint_last.pt"]),
+            call(4, Call::Create, &["w/c/last_checkpoint"]),
+            call(5, Call::Create, &["w/c/checkpoint2.pt"]),
+        ];
+        name_phases(
+            &mut c,
+            &[saved(1, "checkpoint1.pt"), saved(2, "checkpoint2.pt")],
+        );
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "save of step 1",
+                "save last after the save of step 1",
+                "save last after the save of step 1",
+                "pointer after the save of step 1",
+                "save of step 2",
+            ]
         );
     }
 

@@ -19,7 +19,7 @@ use crate::observe::{DirSnapshot, EntryKind, Resolution};
 use crate::runner::{Exit, RunnerError};
 
 use super::checks::loadable::newest_surviving;
-use super::checks::shape::CkptPath;
+use super::checks::shape::{names_last, CkptPath};
 use super::driver::{prepare, Driver};
 use super::runs::{KillEach, Runs};
 use super::{CaseOutcome, FailureKind, Finding, Reference, ResumeMode, Target};
@@ -331,13 +331,22 @@ fn corrupt_target(
             return as_victim(&p).map(|v| (v, Some(p)));
         }
         ResumeMode::Last => {
+            // Every file named as the last checkpoint (`last.ckpt`,
+            // `last.pt`, fairseq's `checkpoint_last.pt`), whichever the
+            // subject reads; not a pointer file, which names another.
             let lasts: Vec<String> = snap
                 .entries
                 .iter()
                 .filter(|e| {
-                    e.base().starts_with("last")
-                        && patterns.is_checkpoint_file(e.base())
-                        && e.kind != EntryKind::Dir
+                    names_last(e.base())
+                        && !snap.pointers.iter().any(|p| p.name == e.name)
+                        && match e.kind {
+                            EntryKind::File { size } => {
+                                size > 0 || patterns.is_checkpoint_file(e.base())
+                            }
+                            EntryKind::Link { .. } => patterns.is_checkpoint_file(e.base()),
+                            EntryKind::Dir => false,
+                        }
                 })
                 .map(|e| e.name.clone())
                 .collect();

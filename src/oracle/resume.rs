@@ -7,7 +7,7 @@ use std::fmt;
 use crate::layout::Sandbox;
 use crate::observe::{DirSnapshot, EntryKind};
 
-use super::checks::shape::Patterns;
+use super::checks::shape::{names_last, Patterns};
 
 /// What the subject is asked to resume from after a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +96,10 @@ impl ResumeMode {
                     let b = e.base();
                     let file = e.kind != EntryKind::Dir && patterns.is_checkpoint_file(b);
                     // `last*.ckpt`, a file named like an announced one
-                    // (`last.pt`, `step-#.pt`), a checkpoint directory.
+                    // (`last.pt`, `step-#.pt`) or as the last checkpoint
+                    // (`checkpoint_last.pt`), a checkpoint directory.
                     (file && (b.starts_with("last") || !b.ends_with(".ckpt")))
+                        || (e.kind != EntryKind::Dir && names_last(b))
                         || (e.kind == EntryKind::Dir && patterns.is_checkpoint_dir(b))
                 }) || !snap.pointers.is_empty()
             }

@@ -89,6 +89,35 @@ fn base(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Does a file name mention the last checkpoint: it begins with `last`
+/// (after any leading dots), or one of its words is `last`? Temporary
+/// names count (`.last.ckpt.tmp-9`, on its way to become `last.ckpt`).
+pub fn mentions_last(base: &str) -> bool {
+    base.trim_start_matches('.').starts_with("last")
+        || base
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w.eq_ignore_ascii_case("last"))
+}
+
+/// Is this the name of the last checkpoint itself (`last.ckpt`,
+/// `last-v1.ckpt`, `checkpoint_last.pt` as fairseq names it,
+/// `model-last.pth`): it mentions `last` ([`mentions_last`]) and is no
+/// temporary name (hidden, or with a word `tmp` or `temp`)?
+///
+/// ```
+/// use crashpoint::oracle::checks::shape::names_last;
+/// assert!(names_last("last.pt") && names_last("checkpoint_last.pt"));
+/// assert!(!names_last("checkpoint_lastly.pt") && !names_last("step-4.pt"));
+/// assert!(!names_last(".last.ckpt.tmp-9") && !names_last("checkpoint_last.pt.tmp"));
+/// ```
+pub fn names_last(base: &str) -> bool {
+    let temporary = base.starts_with('.')
+        || base
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w.eq_ignore_ascii_case("tmp") || w.eq_ignore_ascii_case("temp"));
+    mentions_last(base) && !temporary
+}
+
 /// `name` with every run of digits replaced by `#`.
 fn generalise(name: &str) -> String {
     let mut out = String::new();
