@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Make a virtual environment, outside the repository, with one framework version
 # for the framework examples (examples/lightning, examples/hf-trainer,
-# examples/accelerate, examples/torch-loop, examples/torch-dcp, examples/timm).
+# examples/accelerate, examples/torch-loop, examples/torch-dcp, examples/timm,
+# examples/keras).
 #
 #   examples/make-venv.sh lightning 2.1.3      # pytorch-lightning 2.1.3 + a torch it works with
 #   examples/make-venv.sh lightning 2.6.6
 #   examples/make-venv.sh hf 5.24.0            # transformers 5.24.0 + accelerate + torch
 #   examples/make-venv.sh timm 1.0.31          # timm 1.0.31 + the torch its torchvision needs
+#   examples/make-venv.sh keras 3.15.1         # keras 3.15.1 + h5py + torch (its torch backend)
 #
 # Where: ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/<framework>-<version>
 # (override the whole path with --dir DIR). Prints the venv's python at the end.
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -75,8 +77,11 @@ case $framework in
         pkgs=("timm==$version")
         torch_ver=${torch_ver:-any}
         ;;
+    keras)
+        pkgs=("keras==$version" "h5py")
+        ;;
     *)
-        echo "make-venv.sh: unknown framework '$framework' (lightning, hf or timm)" >&2
+        echo "make-venv.sh: unknown framework '$framework' (lightning, hf, timm or keras)" >&2
         exit 2
         ;;
 esac
@@ -121,6 +126,12 @@ fw = sys.argv[1]
 if fw == "lightning":
     import pytorch_lightning as pl
     print("pytorch_lightning", pl.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
+elif fw == "keras":
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+    print("keras", keras.__version__, "backend", keras.backend.backend(), "torch", torch.__version__,
+          "numpy", numpy.__version__)
 elif fw == "timm":
     import timm
     from timm.utils import CheckpointSaver
