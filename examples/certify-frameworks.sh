@@ -2,14 +2,14 @@
 # Run `crashpoint certify` on the framework examples (Lightning, the Hugging Face
 # Trainer, Accelerate in each hf venv, the plain torch loop and the
 # torch.distributed.checkpoint loop in each Lightning venv,
-# timm's CheckpointSaver in each timm venv),
+# timm's CheckpointSaver in each timm venv, Keras's BackupAndRestore in each keras venv),
 # one bounded run per (venv, configuration), and write a JSON report and a text log
 # for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
 #
 # The venvs come from examples/make-venv.sh: every directory
-# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-* and timm-* that
+# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-*, timm-* and keras-* that
 # make-venv.sh finished is used (or name them with --venv, repeatable).
 #
 # Options:
@@ -68,7 +68,7 @@ fi
 root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
 if [[ ${#venvs[@]} -eq 0 ]]; then
     shopt -s nullglob
-    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-*; do
+    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-* "$root"/keras-*; do
         [[ -f $d/.crashpoint-venv-ok ]] && venvs+=("$d")
     done
     shopt -u nullglob
@@ -110,6 +110,11 @@ configs_for() {
             echo "$base-accelerate-last|last|accelerate/train.py|--every 4"
             # Not `path`: the Trainer writes no last.ckpt, and certify refuses a
             # resume file the subject never makes (exit 2, with this advice).
+            ;;
+        keras-*)
+            # Keras 3 on its torch backend (the example sets KERAS_BACKEND).
+            echo "$base-backup-last|last|keras/train.py|--epoch-steps 2"
+            echo "$base-backup-double|last|keras/train.py|--epoch-steps 2 --double-checkpoint"
             ;;
         timm-*)
             # Epochs of 2 steps: a CheckpointSaver save every 2 steps.

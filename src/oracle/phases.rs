@@ -81,18 +81,44 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
     // under the name of the one before (`torch.save` over `last.pt` every
     // time) begins where that name is made anew, not at the previous
     // save's next write.
+    // The creates that open a save (h5py opens the file twice before its
+    // first write) are one save: the next one is looked for after the
+    // previous save's first write.
     let mut firsts: Vec<(u64, &str, usize)> = Vec::new();
     for (step, name) in names {
-        let from = firsts.last().map_or(0, |f| f.2 + 1);
         let again = firsts.last().is_some_and(|f| f.1 == name);
+        let from = firsts.last().map_or(0, |f| {
+            let first_write =
+                (f.2..census.len()).find(|&i| census[i].call == Call::Write && touching(i, f.1));
+            first_write.filter(|_| again).unwrap_or(f.2) + 1
+        });
         if let Some(i) =
             (from..census.len()).find(|&i| touching(i, name) && (!again || remakes(i, name)))
         {
             firsts.push((step, name, i));
         }
     }
-    let Some(&(_, _, start)) = firsts.first() else {
+    let Some(&(_, first_name, start)) = firsts.first() else {
         return;
+    };
+    // Where the checkpoint directory is, in census terms: the first save's
+    // path without the announced name ("work/checkpoints/").
+    let ckpt_prefix: Option<String> = census[start].paths.iter().find_map(|p| {
+        p.strip_suffix(first_name)
+            .filter(|d| d.is_empty() || d.ends_with('/'))
+            .map(str::to_string)
+    });
+    // A call before the first save, on paths outside that directory that
+    // no later call uses (not a temporary file moved into place).
+    let outside = |e: &CensusEntry| {
+        ckpt_prefix.as_deref().is_some_and(|d| {
+            !d.is_empty()
+                && !e.paths.is_empty()
+                && e.paths.iter().all(|p| !p.starts_with(d))
+                && census[start..]
+                    .iter()
+                    .all(|l| l.paths.iter().all(|q| !e.paths.contains(q)))
+        })
     };
     // Files made and removed before the first save (Python's `tempfile`
     // probing its directory at import) are scratch of the start, not of
@@ -125,6 +151,10 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
             named.push(match e.call {
                 Call::Mkdir => start,
                 _ if scratch && !e.paths.is_empty() => start,
+                // A file of the start outside the checkpoint directory
+                // (Keras writes ~/.keras/keras.json at import) that the
+                // saves never use.
+                _ if outside(e) => start,
                 _ if sync && named.last() == Some(&start) => start,
                 _ => Phase::at(PhaseKind::Save, firsts[0].0),
             });
@@ -151,12 +181,22 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
                     .any(|q| q.starts_with(&format!("{p}/")))
             })
         };
+        // A file the next save never moves into its checkpoint (Keras's
+        // training_metadata.json, rewritten after its weights) is this
+        // save's companion, not the next one's temporary file.
+        let companion = next.is_some_and(|&(_, next_name, first)| {
+            !e.paths.is_empty()
+                && !census[first..].iter().enumerate().any(|(j, l)| {
+                    touching(first + j, next_name) && l.paths.iter().any(|q| e.paths.contains(q))
+                })
+        });
         let follows = kind != PhaseKind::Save
             || matches!(
                 e.call,
                 Call::Fsync | Call::FsyncDir | Call::Fdatasync | Call::Sync
             ) && e.paths.iter().any(|p| holds(p))
-            || touching(i, name);
+            || touching(i, name)
+            || companion;
         let dir_sync = kind == PhaseKind::Save
             && !touching(i, name)
             && matches!(
@@ -277,6 +317,29 @@ mod tests {
                 "save of step 2",
             ]
         );
+    }
+
+    #[test]
+    fn a_keras_backup_is_cut_where_it_is_opened_again_and_keeps_its_metadata() {
+        // keras.json in HOME at import; each backup: h5py opens the weights
+        // file twice, writes it, then rewrites training_metadata.json.
+        let mut c = vec![
+            call(1, Call::Create, &["home/.keras/keras.json"]),
+            call(2, Call::Mkdir, &["work/c"]),
+            call(3, Call::Create, &["work/c/latest.weights.h5"]),
+            call(4, Call::Create, &["work/c/latest.weights.h5"]),
+            call(5, Call::Write, &["work/c/latest.weights.h5"]),
+            call(6, Call::Create, &["work/c/training_metadata.json"]),
+            call(7, Call::Create, &["work/c/latest.weights.h5"]),
+            call(8, Call::Create, &["work/c/latest.weights.h5"]),
+            call(9, Call::Write, &["work/c/latest.weights.h5"]),
+            call(10, Call::Create, &["work/c/training_metadata.json"]),
+        ];
+        let saves = [saved(2, "latest.weights.h5"), saved(4, "latest.weights.h5")];
+        name_phases(&mut c, &saves);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        let (s2, s4) = ("save of step 2", "save of step 4");
+        assert_eq!(shown, ["start", "start", s2, s2, s2, s2, s4, s4, s4, s4]);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub fn reference_with(
         }
     }
     let mut shape = RefShape::learn(&da, &db, &saves);
+    shape.patterns.learn_made(&saves, &ra.census);
     shape.patterns.learn_links(&ra.census);
     if target.mode == Mode::Time {
         ra.census.clear();
@@ -285,7 +286,9 @@ fn reference_verdict(
         }
         notes.push(n);
     }
-    if !recognised {
+    if !recognised && !saves.is_empty() && dir.entries.is_empty() {
+        notes.push("the uninterrupted run removes every checkpoint it announced before it ends (its checkpoint directory is empty or gone at the end): any checkpoint a case leaves at its end is one too many (dir-mismatch)".into());
+    } else if !recognised {
         notes.push("the final checkpoint tree holds no checkpoint of a known shape (*.ckpt, checkpoint-<N>/, an announced file or directory, latest): dir-mismatch has nothing to compare".into());
     }
     let elsewhere: Vec<&str> = saves
