@@ -12,7 +12,7 @@
 
 use crate::census::{Call, CensusEntry, Phase, PhaseKind};
 
-use super::checks::shape::{mentions_last, Announced, CkptPath};
+use super::checks::shape::{base_name, mentions_last, Announced, CkptPath};
 use crate::observe::is_pointer_name;
 
 /// Does the census path `path` name the checkpoint `name` (relative to the
@@ -28,7 +28,7 @@ fn touches(path: &str, name: &str) -> bool {
 /// What a call after a save's checkpoint was written does for that save.
 fn after_save(e: &CensusEntry) -> PhaseKind {
     let last = e.paths.last().map(String::as_str).unwrap_or("");
-    let base = last.rsplit('/').next().unwrap_or(last);
+    let base = base_name(last);
     let pointer = |prefix: &str| base.starts_with(prefix) && base.contains(".ckpt");
     if is_pointer_name(base) || base.starts_with(".latest") {
         return PhaseKind::Pointer;
@@ -87,11 +87,16 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
     let mut firsts: Vec<(u64, &str, usize)> = Vec::new();
     for (step, name) in names {
         let again = firsts.last().is_some_and(|f| f.1 == name);
-        let from = firsts.last().map_or(0, |f| {
-            let first_write =
-                (f.2..census.len()).find(|&i| census[i].call == Call::Write && touching(i, f.1));
-            first_write.filter(|_| again).unwrap_or(f.2) + 1
-        });
+        let from = match firsts.last() {
+            None => 0,
+            Some(&(_, prev, at)) if again => {
+                (at..census.len())
+                    .find(|&i| census[i].call == Call::Write && touching(i, prev))
+                    .unwrap_or(at)
+                    + 1
+            }
+            Some(f) => f.2 + 1,
+        };
         if let Some(i) =
             (from..census.len()).find(|&i| touching(i, name) && (!again || remakes(i, name)))
         {

@@ -19,7 +19,7 @@
 
 mod patterns;
 
-pub use patterns::{mentions_last, names_last, Patterns};
+pub use patterns::{base_name, mentions_last, names_last, Patterns};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,11 +174,11 @@ impl RefShape {
                 _ => None,
             })
             .collect();
-        let base = name.rsplit('/').next().unwrap_or(name);
+        let base = base_name(name);
         let same = self
             .dirs
             .iter()
-            .find(|(n, _)| n.rsplit('/').next() == Some(base))
+            .find(|(n, _)| base_name(n) == base)
             .map(|(_, f)| f);
         let mut wrong = Vec::new();
         match same {

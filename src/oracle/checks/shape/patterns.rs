@@ -38,7 +38,12 @@ impl Default for Patterns {
 }
 
 /// The last component of a `/`-separated path.
-fn base(path: &str) -> &str {
+///
+/// ```
+/// use crashpoint::oracle::checks::shape::base_name;
+/// assert_eq!(base_name("work/checkpoints/last.ckpt"), "last.ckpt");
+/// ```
+pub fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -151,7 +156,7 @@ impl Patterns {
                     .last()
                     .is_some_and(|p| p == name || p.ends_with(&format!("/{name}")))
             };
-            let pattern = generalise(base(name));
+            let pattern = generalise(base_name(name));
             for e in census.iter().filter(|e| made(e)) {
                 match e.call {
                     Call::Create | Call::Rename | Call::Link if !pattern.ends_with(".ckpt") => {
@@ -194,8 +199,10 @@ impl Patterns {
     pub fn learn_links(&mut self, census: &[CensusEntry]) {
         for e in census.iter().filter(|e| e.call == Call::Link) {
             if let [from, to] = &e.paths[..] {
-                if self.is_checkpoint_file(base(from)) && !self.is_checkpoint_file(base(to)) {
-                    self.links.insert(generalise(base(to)));
+                if self.is_checkpoint_file(base_name(from))
+                    && !self.is_checkpoint_file(base_name(to))
+                {
+                    self.links.insert(generalise(base_name(to)));
                 }
             }
         }
