@@ -2,13 +2,14 @@
 # Make a virtual environment, outside the repository, with one framework version
 # for the framework examples (examples/lightning, examples/hf-trainer,
 # examples/accelerate, examples/torch-loop, examples/torch-dcp, examples/timm,
-# examples/keras).
+# examples/keras, examples/composer).
 #
 #   examples/make-venv.sh lightning 2.1.3      # pytorch-lightning 2.1.3 + a torch it works with
 #   examples/make-venv.sh lightning 2.6.6
 #   examples/make-venv.sh hf 5.24.0            # transformers 5.24.0 + accelerate + torch
 #   examples/make-venv.sh timm 1.0.31          # timm 1.0.31 + the torch its torchvision needs
 #   examples/make-venv.sh keras 3.15.1         # keras 3.15.1 + h5py + torch (its torch backend)
+#   examples/make-venv.sh composer 0.32.1      # mosaicml (Composer) 0.32.1 + the torch it pins
 #
 # Where: ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/<framework>-<version>
 # (override the whole path with --dir DIR). Prints the venv's python at the end.
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -80,8 +81,14 @@ case $framework in
     keras)
         pkgs=("keras==$version" "h5py")
         ;;
+    composer|mosaicml)
+        # Composer pins a torch range of its own: let pip pick within it.
+        framework=composer
+        pkgs=("mosaicml==$version")
+        torch_ver=${torch_ver:-any}
+        ;;
     *)
-        echo "make-venv.sh: unknown framework '$framework' (lightning, hf, timm or keras)" >&2
+        echo "make-venv.sh: unknown framework '$framework' (lightning, hf, timm, keras or composer)" >&2
         exit 2
         ;;
 esac
@@ -132,6 +139,10 @@ elif fw == "keras":
     import keras
     print("keras", keras.__version__, "backend", keras.backend.backend(), "torch", torch.__version__,
           "numpy", numpy.__version__)
+elif fw == "composer":
+    import composer
+    from composer.callbacks import CheckpointSaver
+    print("composer", composer.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
 elif fw == "timm":
     import timm
     from timm.utils import CheckpointSaver

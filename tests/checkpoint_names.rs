@@ -232,3 +232,104 @@ fn a_last_checkpoint_file_rewritten_in_place_is_a_pointer_that_dangles() {
         text(&o)
     );
 }
+
+#[test]
+fn megatrons_iteration_tracker_is_a_pointer_and_exit_0_without_training_is_no_refusal() {
+    // Megatron-LM: model_optim_rng.pt under iter_<7 digits>/, then the
+    // tracker latest_checkpointed_iteration.txt rewritten in place with
+    // the iteration's number. Killed at that write, the tracker is empty,
+    // and the restart prints an error and calls `sys.exit()`: exit 0, no
+    // training, no state file. The same happens on every bad resume.
+    let (o, v) = certify(&[
+        "--layouts",
+        "relative",
+        "--max-steps",
+        "3",
+        "--jobs",
+        "2",
+        "--exhaustive",
+        "--resume-arg",
+        "last",
+        "--",
+        "python3",
+        "tests/fixtures/tracks-iteration-like-megatron.py",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let mut want = Vec::new();
+    for (n, step) in [(7, 1), (13, 2), (19, 3)] {
+        let name = format!(
+            "syscall:{n} write work/checkpoints/latest_checkpointed_iteration.txt (pointer after the save of step {step})"
+        );
+        for kind in ["dangling-last", "dir-mismatch", "resume-failed"] {
+            want.push((name.clone(), kind.to_string()));
+        }
+    }
+    for (probe, what) in [
+        ("corrupt", "resume from a truncated checkpoint"),
+        ("directory", "resume from the checkpoint directory itself"),
+        ("missing", "resume from a missing file"),
+    ] {
+        want.push((
+            format!("probe:{probe} ({what})"),
+            "bad-resume-accepted".into(),
+        ));
+    }
+    want.sort();
+    assert_eq!(failing(&v), want, "{t}");
+    assert!(
+        t.contains("latest_checkpointed_iteration.txt is empty: it names no checkpoint"),
+        "{t}"
+    );
+    // The tracker's number names iter_0000003/ in the reference.
+    assert!(
+        !t.contains("latest_checkpointed_iteration.txt names"),
+        "a tracker that holds a number names the iteration's directory: {t}"
+    );
+    // Given `last`, the subject read the damaged checkpoint and gave up
+    // with exit 0: not "passed over the damaged checkpoint and started
+    // fresh".
+    assert!(t.contains("probe corrupt: resume path `last` (checkpoint iter_0000003/ with its largest file mp_rank_00/model_optim_rng.pt truncated to half its size): run 2 exited 0 but wrote no state file to CRASHPOINT_STATE_OUT: it neither resumed nor refused"), "{t}");
+    assert!(!t.contains("passed over"), "{t}");
+}
+
+#[test]
+fn composers_latest_link_is_a_pointer_that_can_vanish_and_dangle() {
+    // Composer: ep0-ba<N>-rank0.pt, then `os.remove("latest-rank0.pt")`
+    // and `os.symlink`. Killed in between, autoresume finds no link and
+    // starts over: progress-lost, and nothing else.
+    let run = |layout: &str, extra: &[&str]| {
+        let mut args = vec!["--layouts", layout, "--max-steps", "3", "--jobs", "2"];
+        args.extend(["--exhaustive", "--resume-arg", "last", "--"]);
+        args.extend(["sh", "tests/fixtures/relinks-latest-like-composer.sh"]);
+        args.extend(extra);
+        certify(&args)
+    };
+    let (o, v) = run("relative", &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let mut want: Vec<(String, String)> = [(9, 2), (13, 3)]
+        .iter()
+        .map(|(n, step)| {
+            let name = format!(
+                "syscall:{n} symlink work/checkpoints/latest-rank0.pt (relink last after the save of step {step})"
+            );
+            (name, "progress-lost".to_string())
+        })
+        .collect();
+    want.sort();
+    assert_eq!(failing(&v), want, "{t}");
+    // An absolute link dangles once the working directory moves: a
+    // pointer that names nothing, compared as a pointer at the end.
+    let (o, v) = run("relocated", &["--absolute"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "latest-rank0.pt -> <sandbox>/work/checkpoints/ep0-ba1-rank0.pt does not resolve"
+        ),
+        "{t}"
+    );
+    assert!(kinds(&v).contains(&"dangling-last".to_string()), "{t}");
+    assert!(!t.contains("leftover file"), "the link is a pointer: {t}");
+}

@@ -63,8 +63,9 @@ pub enum Resolution {
 }
 
 /// A small text file named `latest` or `latest.txt` (DeepSpeed's
-/// convention) or `last_checkpoint` (detectron2's, mmengine's): the
-/// checkpoint it names, and where that resolves.
+/// convention), `last_checkpoint` (detectron2's, mmengine's) or
+/// `latest_checkpointed_iteration.txt` (Megatron-LM's, which holds an
+/// iteration number): the checkpoint it names, and where that resolves.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TextPointer {
     /// The pointer file, relative to the checkpoint directory.
@@ -72,7 +73,9 @@ pub struct TextPointer {
     /// Its first line, trimmed (empty: it names nothing).
     pub names: String,
     /// Where that resolves: relative to the pointer's own directory, else
-    /// to the checkpoint directory; `Dangling` when it names nothing.
+    /// to the checkpoint directory; a bare number names the entry beside
+    /// the pointer that carries that number (`3` is `iter_0000003`);
+    /// `Dangling` when it names nothing.
     pub resolves: Resolution,
 }
 
@@ -112,16 +115,46 @@ fn resolve(path: &Path, real_dir: &Path, root: &Path) -> Resolution {
 }
 
 /// Is `base` the name of a pointer file: DeepSpeed's `latest` (or
-/// `latest.txt`), or the `last_checkpoint` of detectron2's and mmengine's
-/// checkpointers, a text file naming the newest checkpoint?
+/// `latest.txt`), the `last_checkpoint` of detectron2's and mmengine's
+/// checkpointers, or Megatron-LM's tracker
+/// `latest_checkpointed_iteration.txt`, a text file naming the newest
+/// checkpoint (or its iteration)?
 ///
 /// ```
 /// use crashpoint::observe::is_pointer_name;
 /// assert!(is_pointer_name("latest") && is_pointer_name("last_checkpoint"));
+/// assert!(is_pointer_name("latest_checkpointed_iteration.txt"));
 /// assert!(!is_pointer_name("last.ckpt"));
 /// ```
 pub fn is_pointer_name(base: &str) -> bool {
-    matches!(base, "latest" | "latest.txt" | "last_checkpoint")
+    matches!(
+        base,
+        "latest" | "latest.txt" | "last_checkpoint" | "latest_checkpointed_iteration.txt"
+    )
+}
+
+/// The entry of `dir` that a pointer holding the bare number `n` names:
+/// the one whose name carries `n` as its only number, zero padding
+/// allowed (`iter_0000003`, `global_step3`, `checkpoint-3`), a directory
+/// before a file when several do, the first by name among equals.
+fn numbered_entry(dir: &Path, n: u64) -> Option<String> {
+    let mut found: Vec<(bool, String)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut numbers = name
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|run| !run.is_empty());
+            let only = numbers.next()?.parse::<u64>().ok()?;
+            (numbers.next().is_none() && only == n && !is_pointer_name(&name)).then(|| {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                (!is_dir, name)
+            })
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next().map(|(_, name)| name)
 }
 
 struct Scan<'a> {
@@ -186,8 +219,18 @@ impl Scan<'_> {
             Err(_) => String::new(),
         };
         let names = text.lines().next().unwrap_or("").trim().to_string();
+        let number = names
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| names.parse::<u64>().ok())
+            .flatten();
         let resolves = if names.is_empty() {
             Resolution::Dangling
+        } else if let Some(n) = number {
+            match numbered_entry(dir, n) {
+                Some(entry) => resolve(&dir.join(entry), &self.real_dir, self.root),
+                None => Resolution::Dangling,
+            }
         } else {
             let named = Path::new(&names);
             match resolve(&dir.join(named), &self.real_dir, self.root) {
@@ -401,5 +444,34 @@ mod tests {
         let s = DirSnapshot::take(&root.join("ck"), &root);
         assert_eq!(s.pointers[0].resolves, Resolution::Dangling);
         assert_eq!(s.pointers[0].names, "");
+    }
+
+    #[test]
+    fn a_tracker_holding_a_number_names_the_entry_with_that_number() {
+        // Megatron-LM: latest_checkpointed_iteration.txt holds "3", the
+        // checkpoint is iter_0000003/.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let ck = root.join("ck");
+        for d in ["iter_0000002", "iter_0000003/mp_rank_00", "iter_0000030"] {
+            std::fs::create_dir_all(ck.join(d)).unwrap();
+        }
+        std::fs::write(ck.join("log-3-of-7.txt"), b"two numbers").unwrap();
+        let tracker = "latest_checkpointed_iteration.txt";
+        std::fs::write(ck.join(tracker), b"3").unwrap();
+        let s = DirSnapshot::take(&ck, &root);
+        assert_eq!(
+            s.pointers,
+            [TextPointer {
+                name: tracker.into(),
+                names: "3".into(),
+                resolves: Resolution::InDir("iter_0000003".into()),
+            }]
+        );
+        // A number no entry carries names nothing that exists.
+        std::fs::write(ck.join(tracker), b"4\n").unwrap();
+        let s = DirSnapshot::take(&ck, &root);
+        assert_eq!(s.pointers[0].names, "4");
+        assert_eq!(s.pointers[0].resolves, Resolution::Dangling);
     }
 }

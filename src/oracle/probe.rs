@@ -138,6 +138,23 @@ fn one_variant(
     warn_outside(outcome, probe, res, &plain);
     match res.exit {
         Exit::TimedOut => outcome.findings.push(hang(probe, 2, reference)),
+        // Exit 0 without the state file: the run neither resumed nor
+        // refused, and a scheduler would take it for a finished job
+        // (Megatron-LM's `sys.exit()` after "could not load the
+        // checkpoint").
+        Exit::Code(0) if !matches!(res.state, Some(Ok(_))) => {
+            let why = match &res.state {
+                Some(Err(e)) => e.to_string(),
+                _ => "wrote no state file".to_string(),
+            };
+            outcome.findings.push(Finding {
+                kind: FailureKind::BadResumeAccepted,
+                run: 2,
+                detail: plain(&format!(
+                    "probe {name}: resume path `{arg}` ({what}): run 2 {why}: it neither resumed nor refused, and a run that cannot resume must exit non-zero"
+                )),
+            });
+        }
         Exit::Code(0) => {
             let from = res.resumed_event().or_else(|| {
                 res.state

@@ -8,7 +8,7 @@
 use crate::observe::{resolution_text, DirSnapshot, EntryKind, Resolution};
 use crate::verdict::{FailureKind, Finding};
 
-use super::shape::{Announced, CkptPath, RefShape};
+use super::shape::{names_last, Announced, CkptPath, RefShape};
 
 /// Is `base` the name of a `last*.ckpt` pointer?
 fn is_last(base: &str) -> bool {
@@ -29,12 +29,15 @@ pub fn pointer_findings(snap: &DirSnapshot, run: usize, when: &str) -> Vec<Findi
             continue;
         };
         match resolves {
-            // A link named `last*` (`last.ckpt`, `last.pt`, `last`) is a pointer.
-            Resolution::Dangling if e.base().starts_with("last") => out.push(Finding {
-                kind: FailureKind::DanglingLast,
-                run,
-                detail: format!("{when}: {} -> {target} does not resolve", e.name),
-            }),
+            // A link named `last*` (`last.ckpt`, `last.pt`, `last`) or as
+            // the last checkpoint (`checkpoint_last.pt`, Composer's
+            // `latest-rank0.pt`) is a pointer.
+            Resolution::Dangling if e.base().starts_with("last") || names_last(e.base()) => out
+                .push(Finding {
+                    kind: FailureKind::DanglingLast,
+                    run,
+                    detail: format!("{when}: {} -> {target} does not resolve", e.name),
+                }),
             Resolution::InSandbox(p) | Resolution::Outside(p) => out.push(Finding {
                 kind: FailureKind::EscapedDir,
                 run,

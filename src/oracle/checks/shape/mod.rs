@@ -102,7 +102,10 @@ impl Shape {
                 continue;
             }
             let pointer = snap.pointers.iter().any(|p| p.name == e.name);
-            if e.kind != EntryKind::Dir && patterns.is_checkpoint_file(e.base()) {
+            // A link named as the last checkpoint (Composer's
+            // `latest-rank0.pt`) is compared by where it resolves.
+            let last_link = matches!(e.kind, EntryKind::Link { .. }) && names_last(e.base());
+            if last_link || (e.kind != EntryKind::Dir && patterns.is_checkpoint_file(e.base())) {
                 s.files.insert(e.comparable());
             } else if !pointer {
                 s.others.insert(e.to_string());

@@ -48,13 +48,20 @@ pub fn base_name(path: &str) -> &str {
 }
 
 /// Does a file name mention the last checkpoint: it begins with `last`
-/// (after any leading dots), or one of its words is `last`? Temporary
-/// names count (`.last.ckpt.tmp-9`, on its way to become `last.ckpt`).
+/// (after any leading dots), or one of its words is `last` or `latest`
+/// (Composer's `latest-rank0.pt`, mmcv's `latest.pth`)? Temporary names
+/// count (`.last.ckpt.tmp-9`, on its way to become `last.ckpt`).
+///
+/// ```
+/// use crashpoint::oracle::checks::shape::mentions_last;
+/// assert!(mentions_last("last-v1.ckpt") && mentions_last("latest-rank0.pt"));
+/// assert!(mentions_last("model_latest.pth") && !mentions_last("checkpoint_lastly.pt"));
+/// ```
 pub fn mentions_last(base: &str) -> bool {
     base.trim_start_matches('.').starts_with("last")
         || base
             .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(|w| w.eq_ignore_ascii_case("last"))
+            .any(|w| w.eq_ignore_ascii_case("last") || w.eq_ignore_ascii_case("latest"))
 }
 
 /// Is this the name of the last checkpoint itself (`last.ckpt`,
