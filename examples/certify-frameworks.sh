@@ -2,14 +2,15 @@
 # Run `crashpoint certify` on the framework examples (Lightning, the Hugging Face
 # Trainer, Accelerate in each hf venv, the plain torch loop and the
 # torch.distributed.checkpoint loop in each Lightning venv,
-# timm's CheckpointSaver in each timm venv, Keras's BackupAndRestore in each keras venv),
+# timm's CheckpointSaver in each timm venv, Keras's BackupAndRestore in each keras venv,
+# Composer's Trainer in each composer venv),
 # one bounded run per (venv, configuration), and write a JSON report and a text log
 # for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
 #
 # The venvs come from examples/make-venv.sh: every directory
-# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-*, timm-* and keras-* that
+# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-*, timm-*, keras-* and composer-* that
 # make-venv.sh finished is used (or name them with --venv, repeatable).
 #
 # Options:
@@ -68,7 +69,7 @@ fi
 root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
 if [[ ${#venvs[@]} -eq 0 ]]; then
     shopt -s nullglob
-    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-* "$root"/keras-*; do
+    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-* "$root"/keras-* "$root"/composer-*; do
         [[ -f $d/.crashpoint-venv-ok ]] && venvs+=("$d")
     done
     shopt -u nullglob
@@ -120,6 +121,12 @@ configs_for() {
             # Epochs of 2 steps: a CheckpointSaver save every 2 steps.
             echo "$base-saver-last|last|timm/train.py|--epoch-steps 2"
             echo "$base-saver-rng-once|last|timm/train.py|--epoch-steps 2 --rng once"
+            ;;
+        composer-*)
+            # A save every 2 batches; autoresume (`last`), without and with
+            # save_overwrite.
+            echo "$base-autoresume|last|composer/train.py|--save-every 2"
+            echo "$base-autoresume-overwrite|last|composer/train.py|--save-every 2 --overwrite"
             ;;
     esac
 }

@@ -170,6 +170,9 @@ pub enum PhaseKind {
     Rotate,
     /// Writing a pointer file that names the newest checkpoint.
     Pointer,
+    /// After a save, work on files outside the checkpoint directory that
+    /// no save uses (a library's temporary files at shutdown).
+    Outside,
 }
 
 impl PhaseKind {
@@ -185,6 +188,7 @@ impl PhaseKind {
             PhaseKind::RelinkBest => "relink best",
             PhaseKind::Rotate => "rotate",
             PhaseKind::Pointer => "pointer",
+            PhaseKind::Outside => "outside the checkpoint directory",
         }
     }
 }

@@ -125,6 +125,28 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
                     .all(|l| l.paths.iter().all(|q| !e.paths.contains(q)))
         })
     };
+    // A call on paths outside that directory that no call inside it uses
+    // (not a temporary file renamed into it) is no part of a save: torch's
+    // temporary files in TMPDIR at shutdown are no rotation.
+    // The directory, what is in it, and the directories above it (a sync
+    // of `work/` makes the checkpoint directory durable).
+    let in_dir = |p: &str| {
+        ckpt_prefix
+            .as_deref()
+            .is_some_and(|d| p.starts_with(d) || d.starts_with(&format!("{p}/")))
+    };
+    let inside: std::collections::BTreeSet<&str> = census
+        .iter()
+        .filter(|l| l.paths.iter().any(|q| in_dir(q)))
+        .flat_map(|l| l.paths.iter().map(String::as_str))
+        .collect();
+    let elsewhere = |e: &CensusEntry| {
+        ckpt_prefix.as_deref().is_some_and(|d| !d.is_empty())
+            && !e.paths.is_empty()
+            && e.paths
+                .iter()
+                .all(|p| !in_dir(p) && !inside.contains(p.as_str()))
+    };
     // Files made and removed before the first save (Python's `tempfile`
     // probing its directory at import) are scratch of the start, not of
     // the first save.
@@ -169,6 +191,10 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
         // next one's first touch.
         let k = firsts.iter().rposition(|f| f.2 <= i).unwrap_or(0);
         let (step, name, _) = firsts[k];
+        if elsewhere(e) {
+            named.push(Phase::at(PhaseKind::Outside, step));
+            continue;
+        }
         let kind = if touching(i, name) {
             PhaseKind::Save
         } else {
@@ -345,6 +371,39 @@ mod tests {
         let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
         let (s2, s4) = ("save of step 2", "save of step 4");
         assert_eq!(shown, ["start", "start", s2, s2, s2, s2, s4, s4, s4, s4]);
+    }
+
+    #[test]
+    fn files_outside_the_directory_that_no_save_uses_are_outside_not_rotation() {
+        // Composer: torch's temporary module file in TMPDIR, made and
+        // removed between saves and at shutdown; the second save comes
+        // through a temporary file in TMPDIR renamed into the directory.
+        let mut c = vec![
+            call(1, Call::Mkdir, &["work/c"]),
+            call(2, Call::Create, &["work/c/ba1.pt"]),
+            call(3, Call::Create, &["tmp/tmpa/_remote_module.py"]),
+            call(4, Call::Unlink, &["tmp/tmpa/_remote_module.py"]),
+            call(5, Call::Create, &["tmp/x7"]),
+            call(6, Call::Rename, &["tmp/x7", "work/c/ba2.pt"]),
+            call(7, Call::Unlink, &["work/c/ba1.pt"]),
+            call(8, Call::Unlink, &["tmp/tmpa/_remote_module.py"]),
+        ];
+        name_phases(&mut c, &[saved(1, "ba1.pt"), saved(2, "ba2.pt")]);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        let out = |s: u64| format!("outside the checkpoint directory after the save of step {s}");
+        assert_eq!(
+            shown,
+            [
+                "start".to_string(),
+                "save of step 1".into(),
+                out(1),
+                out(1),
+                "save of step 2".into(),
+                "save of step 2".into(),
+                "rotate after the save of step 2".into(),
+                out(2),
+            ]
+        );
     }
 
     #[test]
