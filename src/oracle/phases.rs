@@ -125,9 +125,6 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
                     .all(|l| l.paths.iter().all(|q| !e.paths.contains(q)))
         })
     };
-    // A call on paths outside that directory that no call inside it uses
-    // (not a temporary file renamed into it) is no part of a save: torch's
-    // temporary files in TMPDIR at shutdown are no rotation.
     // The directory, what is in it, and the directories above it (a sync
     // of `work/` makes the checkpoint directory durable).
     let in_dir = |p: &str| {
@@ -140,6 +137,9 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
         .filter(|l| l.paths.iter().any(|q| in_dir(q)))
         .flat_map(|l| l.paths.iter().map(String::as_str))
         .collect();
+    // A call on paths outside that directory that no call inside it uses
+    // (not a temporary file renamed into it) is no part of a save: torch's
+    // temporary files in TMPDIR at shutdown are no rotation.
     let elsewhere = |e: &CensusEntry| {
         ckpt_prefix.as_deref().is_some_and(|d| !d.is_empty())
             && !e.paths.is_empty()

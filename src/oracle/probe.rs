@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::inject::Probe;
-use crate::observe::{DirSnapshot, EntryKind, Resolution};
+use crate::observe::{DirSnapshot, EntryKind, Resolution, StateError};
 use crate::runner::{Exit, RunnerError};
 
 use super::checks::loadable::newest_surviving;
@@ -144,8 +144,9 @@ fn one_variant(
         // checkpoint").
         Exit::Code(0) if !matches!(res.state, Some(Ok(_))) => {
             let why = match &res.state {
-                Some(Err(e)) => e.to_string(),
-                _ => "wrote no state file".to_string(),
+                Some(Err(e @ StateError::Missing)) => e.to_string(),
+                Some(Err(e)) => format!("exited 0, but {e}"),
+                _ => "exited 0 and wrote no state file".to_string(),
             };
             outcome.findings.push(Finding {
                 kind: FailureKind::BadResumeAccepted,
