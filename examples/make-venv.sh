@@ -2,7 +2,7 @@
 # Make a virtual environment, outside the repository, with one framework version
 # for the framework examples (examples/lightning, examples/hf-trainer,
 # examples/accelerate, examples/torch-loop, examples/torch-dcp, examples/timm,
-# examples/keras, examples/composer).
+# examples/keras, examples/composer, examples/mmengine).
 #
 #   examples/make-venv.sh lightning 2.1.3      # pytorch-lightning 2.1.3 + a torch it works with
 #   examples/make-venv.sh lightning 2.6.6
@@ -10,6 +10,7 @@
 #   examples/make-venv.sh timm 1.0.31          # timm 1.0.31 + the torch its torchvision needs
 #   examples/make-venv.sh keras 3.15.1         # keras 3.15.1 + h5py + torch (its torch backend)
 #   examples/make-venv.sh composer 0.32.1      # mosaicml (Composer) 0.32.1 + the torch it pins
+#   examples/make-venv.sh mmengine 0.10.7      # OpenMMLab's mmengine 0.10.7 + torch 2.5.1, numpy<2
 #
 # Where: ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/<framework>-<version>
 # (override the whole path with --dir DIR). Prints the venv's python at the end.
@@ -26,7 +27,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -87,8 +88,16 @@ case $framework in
         pkgs=("mosaicml==$version")
         torch_ver=${torch_ver:-any}
         ;;
+    mmengine)
+        # mmengine 0.10 is from early 2025: the torch and numpy of its time.
+        # Not torch 2.6 or later: their torch.load(weights_only=True) default
+        # refuses mmengine's own checkpoints (HistoryBuffer), so no resume works.
+        pkgs=("mmengine==$version")
+        : "${torch_ver:=2.5.1}"
+        extras+=("numpy<2")
+        ;;
     *)
-        echo "make-venv.sh: unknown framework '$framework' (lightning, hf, timm, keras or composer)" >&2
+        echo "make-venv.sh: unknown framework '$framework' (lightning, hf, timm, keras, composer or mmengine)" >&2
         exit 2
         ;;
 esac
@@ -139,6 +148,10 @@ elif fw == "keras":
     import keras
     print("keras", keras.__version__, "backend", keras.backend.backend(), "torch", torch.__version__,
           "numpy", numpy.__version__)
+elif fw == "mmengine":
+    import mmengine
+    from mmengine.runner import Runner
+    print("mmengine", mmengine.__version__, "torch", torch.__version__, "numpy", numpy.__version__)
 elif fw == "composer":
     import composer
     from composer.callbacks import CheckpointSaver
