@@ -3,14 +3,14 @@
 # Trainer, Accelerate in each hf venv, the plain torch loop and the
 # torch.distributed.checkpoint loop in each Lightning venv,
 # timm's CheckpointSaver in each timm venv, Keras's BackupAndRestore in each keras venv,
-# Composer's Trainer in each composer venv),
+# Composer's Trainer in each composer venv, mmengine's Runner in each mmengine venv),
 # one bounded run per (venv, configuration), and write a JSON report and a text log
 # for each.
 #
 #   examples/certify-frameworks.sh OUT_DIR [options]
 #
 # The venvs come from examples/make-venv.sh: every directory
-# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-*, timm-*, keras-* and composer-* that
+# ${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}/lightning-*, hf-*, timm-*, keras-*, composer-* and mmengine-* that
 # make-venv.sh finished is used (or name them with --venv, repeatable).
 #
 # Options:
@@ -69,7 +69,7 @@ fi
 root=${CRASHPOINT_VENVS:-$HOME/.cache/crashpoint-venvs}
 if [[ ${#venvs[@]} -eq 0 ]]; then
     shopt -s nullglob
-    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-* "$root"/keras-* "$root"/composer-*; do
+    for d in "$root"/lightning-* "$root"/hf-* "$root"/timm-* "$root"/keras-* "$root"/composer-* "$root"/mmengine-*; do
         [[ -f $d/.crashpoint-venv-ok ]] && venvs+=("$d")
     done
     shopt -u nullglob
@@ -127,6 +127,11 @@ configs_for() {
             # save_overwrite.
             echo "$base-autoresume|last|composer/train.py|--save-every 2"
             echo "$base-autoresume-overwrite|last|composer/train.py|--save-every 2 --overwrite"
+            ;;
+        mmengine-*)
+            # CheckpointHook every 2 iterations, keeping all and keeping one.
+            echo "$base-resume|last|mmengine/train.py|--interval 2"
+            echo "$base-resume-keep-1|last|mmengine/train.py|--interval 2 --keep 1"
             ;;
     esac
 }

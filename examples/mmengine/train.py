@@ -16,10 +16,11 @@ from the path it holds; without it, training starts from scratch.
 CPU only, no downloads: the adapter's tiny MLP and synthetic regression data in an
 mmengine `BaseModel`; Adam through an `OptimWrapper`; mmengine's `DefaultSampler`
 (seeded, shuffled), which an iteration-based resume fast-forwards; dropout. mmengine's
-checkpoints hold no RNG state (a resume seeds the RNGs again from the run's seed), so
+checkpoints hold no RNG state (a resumed run goes on with the RNGs as seeded at its
+start), so
 with `--rng per-iter` (the default) the example seeds torch's RNG from (seed,
 iteration) before every iteration, and a resume is exact; `--rng mmengine` leaves the
-RNG to mmengine, and every resume then draws other dropout masks.
+RNG to mmengine, and a resumed run then ends with another torch RNG state.
 
 Resume: CRASHPOINT_RESUME `last` is `resume=True` (what an OpenMMLab user passes with
 `--resume`); any other value is `resume=True, load_from=<that path>`. Exit status: 0
@@ -52,7 +53,7 @@ def parse_args(argv):
                     help="CheckpointHook(max_keep_ckpts=K); -1 keeps all (default: -1)")
     ap.add_argument("--rng", choices=("per-iter", "mmengine"), default="per-iter",
                     help="seed torch's RNG before every iteration (default), or leave it to "
-                         "mmengine, which reseeds from the seed at a resume")
+                         "mmengine, which seeds it once at the start of every run")
     args = ap.parse_args(argv)
     if args.interval < 1 or args.keep == 0:
         ap.error("--interval must be at least 1, --keep -1 or at least 1")
@@ -125,7 +126,13 @@ def main(argv):
 
         def before_train_iter(self, runner, batch_idx, data_batch=None):
             # per-iter: the RNG of iteration i is a function of (seed, i) alone,
-            # so a resume at any iteration draws the same dropout masks.
+            # so a run resumed at any iteration has the uninterrupted run's RNG.
+            if args.rng == "per-iter":
+                torch.manual_seed(ca.derive_seed(proto.seed, f"iter-{runner.iter}"))
+
+        def after_train(self, runner):
+            # ... and after the last one, so a run resumed there (it trains no
+            # iteration) ends with the RNG the uninterrupted run ends with.
             if args.rng == "per-iter":
                 torch.manual_seed(ca.derive_seed(proto.seed, f"iter-{runner.iter}"))
 

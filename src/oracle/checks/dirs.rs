@@ -9,12 +9,14 @@
 //! and nothing is missing (a leftover of a killed save or deletion, as a
 //! leftover temporary file is); a missing one is always a failure, and its
 //! detail says when a completed, announced checkpoint was lost while a broken
-//! one was kept.
+//! one was kept. Other files the reference does not have are leftovers
+//! (warnings), unless the reference has one named alike but for its
+//! numbers (a log directory named by the time of the run).
 
 use crate::observe::DirSnapshot;
 use crate::verdict::{FailureKind, Finding};
 
-use super::shape::{Announced, CkptPath, RefShape, Shape};
+use super::shape::{generalise, Announced, CkptPath, RefShape, Shape};
 
 /// Compares the final tree `got` with the reference's `want`; `saves` are
 /// the case's announced saves, `run` the last run.
@@ -123,8 +125,14 @@ pub fn compare(
             ),
         });
     }
+    // A file the uninterrupted run also leaves, under other numbers
+    // (mmengine's log directory `20261204_211705/`, one a run), is none.
+    let usual: std::collections::BTreeSet<String> =
+        w.others.iter().map(|e| generalise(e)).collect();
     for e in h.others.difference(&w.others) {
-        warnings.push(format!("leftover file in the checkpoint directory: {e}"));
+        if !usual.contains(&generalise(e)) {
+            warnings.push(format!("leftover file in the checkpoint directory: {e}"));
+        }
     }
     (findings, warnings)
 }
@@ -184,6 +192,28 @@ mod tests {
         ]);
         let (f, _) = compare(&want, &shape, &got, &[], 2);
         assert!(f[0].detail.contains("extra [checkpoint-4/]"), "{f:?}");
+    }
+
+    #[test]
+    fn a_file_named_like_one_the_reference_leaves_is_no_leftover() {
+        // mmengine: a log directory and a config named by the run's start
+        // time, one set for every run; a temporary file is a leftover.
+        let want = snap(&["iter_1.pth#9", "20261204_211705/", "20261204_211705.py#5"]);
+        let shape = RefShape::learn(&want, &want, &[saved(1, "iter_1.pth", 1)]);
+        let got = snap(&[
+            "iter_1.pth#9",
+            "20261204_211709/",
+            "20261204_211709.py#5",
+            "20261204_211712/",
+            "20261204_211712.py#5",
+            ".iter_1.pth.tmp#3",
+        ]);
+        let (f, w) = compare(&want, &shape, &got, &[], 2);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(
+            w,
+            ["leftover file in the checkpoint directory: .iter_1.pth.tmp"]
+        );
     }
 
     #[test]

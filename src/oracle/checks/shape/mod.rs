@@ -19,7 +19,7 @@
 
 mod patterns;
 
-pub use patterns::{base_name, mentions_last, names_last, Patterns};
+pub use patterns::{base_name, generalise, mentions_last, names_last, Patterns};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -84,7 +84,12 @@ pub fn names_last(base: &str) -> bool {
 }
 
 /// `name` with every run of digits replaced by `#`.
-fn generalise(name: &str) -> String {
+///
+/// ```
+/// use crashpoint::oracle::checks::shape::generalise;
+/// assert_eq!(generalise("20261204_211705/vis_data"), "#_#/vis_data");
+/// ```
+pub fn generalise(name: &str) -> String {
     let mut out = String::new();
     let mut in_digits = false;
     for c in name.chars() {
