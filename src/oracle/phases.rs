@@ -195,7 +195,14 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
             named.push(Phase::at(PhaseKind::Outside, step));
             continue;
         }
-        let kind = if touching(i, name) {
+        // Removing the save's own checkpoint itself (to keep one, at the
+        // end of a run) is no part of writing it; a temporary file inside
+        // it is.
+        let removes = matches!(e.call, Call::Unlink | Call::Rmdir)
+            && e.paths
+                .first()
+                .is_some_and(|p| p == name || p.ends_with(&format!("/{name}")));
+        let kind = if touching(i, name) && !removes {
             PhaseKind::Save
         } else {
             after_save(e)
@@ -215,11 +222,19 @@ pub fn name_phases(census: &mut [CensusEntry], saves: &[Announced]) {
         // A file the next save never moves into its checkpoint (Keras's
         // training_metadata.json, rewritten after its weights) is this
         // save's companion, not the next one's temporary file.
+        // A directory made (again) for the next save's checkpoint
+        // (mmengine's `makedirs(out_dir, exist_ok=True)`) is no companion.
         let companion = next.is_some_and(|&(_, next_name, first)| {
+            let used = |q: &String| {
+                e.paths.contains(q)
+                    || (e.call == Call::Mkdir
+                        && e.paths.iter().any(|p| q.starts_with(&format!("{p}/"))))
+            };
             !e.paths.is_empty()
-                && !census[first..].iter().enumerate().any(|(j, l)| {
-                    touching(first + j, next_name) && l.paths.iter().any(|q| e.paths.contains(q))
-                })
+                && !census[first..]
+                    .iter()
+                    .enumerate()
+                    .any(|(j, l)| touching(first + j, next_name) && l.paths.iter().any(used))
         });
         let follows = kind != PhaseKind::Save
             || matches!(
@@ -402,6 +417,35 @@ mod tests {
                 "save of step 2".into(),
                 "rotate after the save of step 2".into(),
                 out(2),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_directory_made_again_before_a_save_is_that_save() {
+        // mmengine with max_keep_ckpts=1: remove the old checkpoint, make
+        // the directory (exist_ok), write the new one, rewrite the pointer.
+        let mut c = vec![
+            call(1, Call::Mkdir, &["work/c"]),
+            call(2, Call::Create, &["work/c/iter_1.pth"]),
+            call(3, Call::Create, &["work/c/last_checkpoint"]),
+            call(4, Call::Unlink, &["work/c/iter_1.pth"]),
+            call(5, Call::Mkdir, &["work/c"]),
+            call(6, Call::Create, &["work/c/iter_2.pth"]),
+            call(7, Call::Create, &["work/c/last_checkpoint"]),
+        ];
+        name_phases(&mut c, &[saved(1, "iter_1.pth"), saved(2, "iter_2.pth")]);
+        let shown: Vec<String> = c.iter().map(|e| e.phase.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "start",
+                "save of step 1",
+                "pointer after the save of step 1",
+                "rotate after the save of step 1",
+                "save of step 2",
+                "save of step 2",
+                "pointer after the save of step 2",
             ]
         );
     }
