@@ -114,6 +114,16 @@ class Protocol:
         return isinstance(other, Protocol) and self.as_dict() == other.as_dict()
 
 
+def protocol_or_exit(prog, environ=None):
+    """Protocol.from_env(), or the error on stderr as `<prog>: error: ...` and
+    SystemExit(2): what every example does first."""
+    try:
+        return Protocol.from_env(environ)
+    except ProtocolError as e:
+        log(prog, f"error: {e}")
+        raise SystemExit(2) from None
+
+
 def _env_int(env, name, default):
     raw = env.get(name)
     if raw is None or raw.strip() == "":

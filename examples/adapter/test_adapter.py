@@ -67,6 +67,16 @@ class EnvTest(unittest.TestCase):
             with self.subTest(env=env), self.assertRaises(ca.ProtocolError):
                 ca.Protocol.from_env(env)
 
+    def test_protocol_or_exit(self):
+        import contextlib
+        import io
+        self.assertEqual(ca.protocol_or_exit("t", {"CRASHPOINT_SEED": "3"}).seed, 3)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            ca.protocol_or_exit("t", {"CRASHPOINT_PROTOCOL": "2"})
+        self.assertEqual(cm.exception.code, 2)
+        self.assertTrue(err.getvalue().startswith("t: error: unsupported CRASHPOINT_PROTOCOL"))
+
     def test_custom_defaults(self):
         p = ca.Protocol.from_env({}, default_ckpt_dir="out", default_max_steps=3, default_seed=7)
         self.assertEqual((p.ckpt_dir, p.max_steps, p.seed), ("out", 3, 7))

@@ -53,11 +53,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    try:
-        proto = ca.Protocol.from_env()
-    except ca.ProtocolError as e:
-        ca.log(PROG, f"error: {e}")
-        return 2
+    proto = ca.protocol_or_exit(PROG)
     if proto.max_steps % args.epoch_steps:
         ca.log(PROG, f"error: CRASHPOINT_MAX_STEPS={proto.max_steps} is not a multiple of "
                      f"--epoch-steps {args.epoch_steps}")

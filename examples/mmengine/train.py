@@ -62,11 +62,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    try:
-        proto = ca.Protocol.from_env()
-    except ca.ProtocolError as e:
-        ca.log(PROG, f"error: {e}")
-        return 2
+    proto = ca.protocol_or_exit(PROG)
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)

@@ -73,11 +73,7 @@ def step_dirs(ckpt_dir, need_metadata):
 
 def main(argv):
     args = parse_args(argv)
-    try:
-        proto = ca.Protocol.from_env()
-    except ca.ProtocolError as e:
-        ca.log(PROG, f"error: {e}")
-        return 2
+    proto = ca.protocol_or_exit(PROG)
 
     warnings.filterwarnings("ignore")
     import torch

@@ -99,11 +99,7 @@ def save(args, proto, state, step):
 
 def main(argv):
     args = parse_args(argv)
-    try:
-        proto = ca.Protocol.from_env()
-    except ca.ProtocolError as e:
-        ca.log(PROG, f"error: {e}")
-        return 2
+    proto = ca.protocol_or_exit(PROG)
 
     import torch
     from torch import nn
